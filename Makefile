@@ -1,0 +1,38 @@
+# KVStore++ developer commands. `make run` and `make test` set everything up themselves.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA_DIR ?= run-data
+LISTEN ?= 127.0.0.1:8080
+
+.PHONY: run test setup system-deps bench-servers bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Installed when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+# Debian packages the tests and benchmarks use: promtool (metrics format check), wrk, redis.
+system-deps:
+	@command -v promtool >/dev/null && command -v wrk >/dev/null && command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus wrk redis-server >/dev/null; }
+
+run: setup
+	$(BIN)/kvstored --data-dir $(DATA_DIR) --listen $(LISTEN)
+
+test: setup system-deps
+	$(BIN)/python -m pytest -q
+
+bench-servers: setup system-deps
+	$(BIN)/python -m kvstore.cli.bench.server_bakeoff
+
+clean:
+	rm -rf $(VENV) $(DATA_DIR) .pytest_cache .hypothesis *.egg-info

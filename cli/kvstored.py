@@ -1,0 +1,85 @@
+"""`kvstored`: start one node.
+
+Settings come from flags, then `KVSTORE_*` environment variables, then the data
+directory's config.toml. Exit codes (for supervisors such as systemd):
+0 clean shutdown, 1 unexpected failure, 2 bad configuration, 3 data directory in use,
+4 data corruption (do not restart in a loop: an operator must look).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+import uvloop
+
+from kvstore.node.config import ConfigError, load_settings
+from kvstore.node.control import ControlError
+from kvstore.node.datadir import DataDirError
+from kvstore.node.logs import setup_logging
+from kvstore.node.server import Node
+from kvstore.node.snapshot import SnapshotError
+from kvstore.node.wal.reader import WalCorruption
+from kvstore.node.wal.writer import FsyncPolicy
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+EXIT_DATADIR_IN_USE = 3
+EXIT_CORRUPTION = 4
+
+log = logging.getLogger("kvstored")
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command()
+def kvstored(
+    data_dir: Annotated[Optional[Path], typer.Option(help="Data directory (created and initialised if empty).")] = None,
+    listen: Annotated[Optional[str], typer.Option(help="HOST:PORT to serve HTTP on.")] = None,
+    fsync: Annotated[Optional[FsyncPolicy], typer.Option(help="Durability: always, interval or off.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="Config file (default: DATA_DIR/config.toml).")] = None,
+    admin_password_file: Annotated[
+        Optional[Path], typer.Option(help="File holding the initial superuser password (first start only).")
+    ] = None,
+    log_level: Annotated[Optional[str], typer.Option(help="debug, info, warning, error.")] = None,
+) -> None:
+    """Run a KVStore++ node."""
+    flags = {
+        "data_dir": data_dir,
+        "listen": listen,
+        "fsync": fsync.value if fsync else None,
+        "admin_password_file": admin_password_file,
+        "log_level": log_level,
+    }
+    try:
+        settings = load_settings({k: v for k, v in flags.items() if v is not None}, config_path=config)
+    except ConfigError as error:
+        typer.echo(f"kvstored: configuration error: {error}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    setup_logging(settings.log_level)
+    raise typer.Exit(_serve(Node(settings)))
+
+
+def _serve(node: Node) -> int:
+    try:
+        uvloop.run(node.run())
+    except DataDirError as error:
+        log.error(str(error))
+        return EXIT_DATADIR_IN_USE if "in use" in str(error) else EXIT_CONFIG
+    except (WalCorruption, SnapshotError, ControlError) as error:
+        log.critical(f"refusing to start: {error}; run `kvctl wal verify --data-dir DIR` and see the docs on recovery")
+        return EXIT_CORRUPTION
+    except OSError as error:
+        log.error(f"cannot start: {error}")
+        return EXIT_FAILURE
+    except Exception:
+        log.exception("kvstored failed")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,140 @@
+"""Admin routes under /v1/admin/: checkpoints, snapshots, WAL inspection. Superuser only."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
+
+import orjson
+
+from .. import records
+from ..catalog import Principal
+from ..checkpoint import CheckpointResult, Checkpointer
+from ..datadir import DataDir
+from ..engine import Engine
+from ..errors import BadRequest, Forbidden
+from ..wal.format import format_lsn, parse_lsn
+from ..wal.reader import WalCorruption, WalScan, list_segments
+from .http import Request, Response, StreamResponse, json_response
+
+WAL_TAIL_BATCH_RECORDS = 1000
+WAL_TAIL_KEEPALIVE_S = 5.0
+WAL_RECORDS_MAX = 100_000
+
+Handler = Callable[[Request, Principal], Awaitable[Response | StreamResponse]]
+
+
+class AdminNode(Protocol):
+    engine: Engine
+    datadir: DataDir
+    checkpointer: Checkpointer
+
+
+def _require_superuser(principal: Principal) -> None:
+    if not principal.superuser:
+        raise Forbidden(f"user {principal.name!r} is not a superuser; admin routes need the admin role")
+
+
+def checkpoint_document(result: CheckpointResult) -> dict[str, Any]:
+    return {
+        "redo_lsn": format_lsn(result.redo_lsn),
+        "snapshot": result.snapshot,
+        "entries": result.entries,
+        "snapshot_bytes": result.snapshot_bytes,
+        "segments_removed": result.segments_removed,
+        "seconds": round(result.seconds, 3),
+    }
+
+
+def routes(node: AdminNode) -> dict[tuple[str, str], Handler]:
+    async def checkpoint(request: Request, principal: Principal) -> Response:
+        _require_superuser(principal)
+        result = await node.checkpointer.checkpoint("requested")
+        return json_response(checkpoint_document(result))
+
+    async def list_snapshots(request: Request, principal: Principal) -> Response:
+        _require_superuser(principal)
+        current = node.checkpointer.control.snapshot
+        snapshots = [
+            {"name": path.name, "bytes": path.stat().st_size, "current": path.name == current}
+            for path in sorted(node.datadir.base.glob("snapshot_*.chk"))
+        ]
+        return json_response({"snapshots": snapshots})
+
+    async def wal_info(request: Request, principal: Principal) -> Response:
+        _require_superuser(principal)
+        writer = node.engine.writer
+        assert writer is not None
+        segments = [
+            {"name": s.path.name, "start_lsn": format_lsn(s.start_lsn), "bytes": s.size_bytes}
+            for s in list_segments(node.datadir.wal)
+        ]
+        return json_response(
+            {
+                "end_lsn": format_lsn(writer.end_lsn),
+                "flushed_lsn": format_lsn(writer.flushed_lsn),
+                "committed_lsn": format_lsn(node.engine.committed_lsn),
+                "redo_lsn": format_lsn(node.checkpointer.control.redo_lsn),
+                "fsync": writer.policy.value,
+                "segments": segments,
+            }
+        )
+
+    async def wal_records(request: Request, principal: Principal) -> StreamResponse:
+        """NDJSON records from `from_lsn` (default: now); with follow=true, new ones as they commit."""
+        _require_superuser(principal)
+        raw_from = request.query.get("from_lsn")
+        try:
+            from_lsn = parse_lsn(raw_from) if raw_from else node.engine.committed_lsn
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        limit = request.query_int("limit", WAL_RECORDS_MAX, 1, WAL_RECORDS_MAX)
+        follow = request.query.get("follow", "false").lower() in ("1", "true", "yes")
+        return StreamResponse(
+            200, _stream_records(node, from_lsn, limit or WAL_RECORDS_MAX, follow), [("content-type", "application/x-ndjson")]
+        )
+
+    return {
+        ("POST", "/v1/admin/checkpoint"): checkpoint,
+        ("POST", "/v1/admin/snapshots"): checkpoint,
+        ("GET", "/v1/admin/snapshots"): list_snapshots,
+        ("GET", "/v1/admin/wal"): wal_info,
+        ("GET", "/v1/admin/wal/records"): wal_records,
+    }
+
+
+def _read_batch(node: AdminNode, from_lsn: int, until_lsn: int, limit: int) -> list[dict[str, Any]]:
+    scan = WalScan(node.datadir.wal, from_lsn=from_lsn, until_lsn=until_lsn)
+    return [
+        {"lsn": format_lsn(item.lsn), "end_lsn": format_lsn(item.end_lsn), **records.describe(item.record)}
+        for item in itertools.islice(scan, limit)
+    ]
+
+
+async def _stream_records(node: AdminNode, from_lsn: int, limit: int, follow: bool) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    position, sent = from_lsn, 0
+    while sent < limit:
+        until = node.engine.committed_lsn
+        if position < until:
+            try:
+                batch = await loop.run_in_executor(
+                    None, _read_batch, node, position, until, min(WAL_TAIL_BATCH_RECORDS, limit - sent)
+                )
+            except WalCorruption as exc:
+                yield orjson.dumps({"error": {"code": "wal_unreadable", "message": str(exc)}}) + b"\n"
+                return
+            if batch:
+                position = parse_lsn(batch[-1]["end_lsn"])
+                sent += len(batch)
+                yield b"".join(orjson.dumps(item) + b"\n" for item in batch)
+                continue
+            position = until  # only segment headers lay between
+        if not follow:
+            return
+        try:
+            await asyncio.wait_for(node.engine.wait_for_commit(position + 1), WAL_TAIL_KEEPALIVE_S)
+        except TimeoutError:
+            yield b"\n"  # keepalive: lets the server notice a client that went away

@@ -1,0 +1,348 @@
+"""The HTTP API: routing, authentication, limits and the handlers.
+
+The data path (`/v1/kv/...`) is routed by hand, without a framework: at ~20 us per
+request a framework's routing and request objects would cost a third of the budget
+(see cli/bench/RESULTS-bakeoff.md). Every route but /health, /ready, /metrics and
+login needs `Authorization: Bearer`; 401 means "who are you?", 403 "not allowed".
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from urllib.parse import unquote
+
+from .. import metrics
+from ..auth import Authenticator
+from ..catalog import SYS_PREFIX, Principal
+from ..config import Settings
+from ..engine import Engine, TxnOp, WriteResult
+from ..errors import (
+    BadRequest,
+    Forbidden,
+    KvError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    PreconditionFailed,
+    TooManyRequests,
+    Unavailable,
+)
+from ..store import EXPIRES_AT_MS, VALUE, VERSION
+from ..wal.format import format_lsn
+from . import admin, openapi
+from .http import JSON_HEADERS, Request, Response, StreamResponse, error_response, json_response
+
+log = logging.getLogger(__name__)
+
+KV_PREFIX = "/v1/kv/"
+INCR_SUFFIX = "/incr"
+_OCTET_HEADERS = ("content-type", "application/octet-stream")
+
+
+class NodeApi(Protocol):
+    """What the API needs from the node it serves."""
+
+    settings: Settings
+    engine: Engine
+    auth: Authenticator
+
+    @property
+    def ready(self) -> bool: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+def _etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def _parse_etag(raw: str, header: str) -> int:
+    text = raw.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    try:
+        return int(text)
+    except ValueError:
+        raise BadRequest(f"{header} must be a version ETag such as '\"42\"', got {raw!r}") from None
+
+
+def _iso_ms(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _write_headers(result: WriteResult) -> list[tuple[str, str]]:
+    return [("etag", _etag(result.version)), ("x-kv-commit-lsn", format_lsn(result.commit_lsn))]
+
+
+class App:
+    def __init__(self, node: NodeApi) -> None:
+        self.node = node
+        self.settings = node.settings
+        self.in_flight = 0
+        self._op_counters: dict[tuple[str, str], Any] = {}
+        self._op_timers: dict[str, Any] = {}
+        self._routes: dict[tuple[str, str], Callable[[Request, Principal], Awaitable[Response | StreamResponse]]] = {
+            ("GET", "/v1/kv"): self.list_keys,
+            ("POST", "/v1/txn"): self.txn,
+            ("GET", "/v1/status"): self.status,
+            ("GET", "/openapi.json"): self.openapi,
+            **admin.routes(node),  # type: ignore[arg-type]
+        }
+
+    # The engine and authenticator exist only once recovery is done (see NodeApi.ready).
+    @property
+    def engine(self) -> Engine:
+        return self.node.engine
+
+    @property
+    def auth(self) -> Authenticator:
+        return self.node.auth
+
+    # -- entry point ---------------------------------------------------------------
+
+    async def handle(self, request: Request) -> Response | StreamResponse:
+        if self.in_flight >= self.settings.max_requests_in_flight:
+            metrics.HTTP_REJECTED.labels("in_flight_limit").inc()
+            return error_response(
+                TooManyRequests(f"more than {self.settings.max_requests_in_flight} requests in flight; retry shortly")
+            )
+        self.in_flight += 1
+        try:
+            return await self._dispatch(request)
+        except KvError as error:
+            return error_response(error)
+        except Exception:
+            log.exception("unhandled error", extra={"method": request.method, "path": request.path})
+            return json_response({"error": {"code": "internal", "message": "internal error; see the node log"}}, 500)
+        finally:
+            self.in_flight -= 1
+
+    async def _dispatch(self, request: Request) -> Response | StreamResponse:
+        path = request.path
+        if path.startswith(KV_PREFIX) and self.node.ready:
+            return await self._kv(request)
+        if path == "/health":
+            return json_response({"status": "ok"})
+        if path == "/ready":
+            if self.node.ready:
+                return json_response({"status": "ready"})
+            return json_response({"status": "starting"}, 503)
+        if path == "/metrics":
+            return Response(200, metrics.exposition(), [("content-type", "text/plain; version=0.0.4; charset=utf-8")])
+        if not self.node.ready:
+            raise Unavailable("the node is still recovering; retry when /ready says ready")
+        if path == "/v1/auth/login":
+            if request.method != "POST":
+                raise MethodNotAllowed("use POST /v1/auth/login with {\"username\", \"password\"}")
+            return await self.login(request)
+        handler = self._routes.get((request.method, path))
+        if handler is None:
+            if any(route_path == path for _, route_path in self._routes):
+                raise MethodNotAllowed(f"{request.method} is not supported on {path}")
+            raise NotFound(f"no route {request.method} {path}")
+        principal = self.auth.authenticate(request.header("authorization"))
+        return await handler(request, principal)
+
+    # -- data API --------------------------------------------------------------------
+
+    def _key(self, raw: str) -> str:
+        key = unquote(raw, errors="strict") if "%" in raw else raw
+        if not key:
+            raise BadRequest("key must not be empty")
+        size = len(key.encode("utf-8"))
+        if size > self.settings.max_key_bytes:
+            raise BadRequest(f"key is {size} bytes; the limit is {self.settings.max_key_bytes} (max_key_bytes)")
+        return key
+
+    def _authorize(self, principal: Principal, action: str, key: str) -> None:
+        if not principal.can(action, key):
+            metrics.AUTH_FAILURES.labels("forbidden").inc()
+            what = "system catalog keys need a superuser" if key.startswith(SYS_PREFIX) else f"no {action} grant"
+            raise Forbidden(f"user {principal.name!r} may not {action} {key!r}: {what}")
+
+    async def _kv(self, request: Request) -> Response:
+        principal = self.auth.authenticate(request.header("authorization"))
+        method = request.method
+        raw = request.path[len(KV_PREFIX) :]
+        started = time.perf_counter()
+        if method == "GET":
+            op, response = "get", self._get(request, principal, self._key(raw))
+        elif method == "PUT":
+            op, response = "put", await self._put(request, principal, self._key(raw))
+        elif method == "DELETE":
+            op, response = "delete", await self._delete(request, principal, self._key(raw))
+        elif method == "POST" and raw.endswith(INCR_SUFFIX):
+            op, response = "incr", await self._incr(request, principal, self._key(raw[: -len(INCR_SUFFIX)]))
+        else:
+            raise MethodNotAllowed(f"{method} is not supported on /v1/kv/{{key}} (GET, PUT, DELETE, POST .../incr)")
+        self._observe(op, response.status, time.perf_counter() - started)
+        return response
+
+    def _observe(self, op: str, status: int, seconds: float) -> None:
+        result = "ok" if status < 400 else str(status)
+        counter = self._op_counters.get((op, result))
+        if counter is None:
+            counter = self._op_counters[(op, result)] = metrics.KV_OPERATIONS.labels(op, result)
+        counter.inc()
+        timer = self._op_timers.get(op)
+        if timer is None:
+            timer = self._op_timers[op] = metrics.KV_OPERATION_SECONDS.labels(op)
+        timer.observe(seconds)
+
+    def _get(self, request: Request, principal: Principal, key: str) -> Response:
+        self._authorize(principal, "read", key)
+        entry = self.engine.get(key)
+        if entry is None:
+            return error_response(NotFound(f"key {key!r} not found", key=key))
+        etag = _etag(entry[VERSION])
+        headers = [_OCTET_HEADERS, ("etag", etag)]
+        if entry[EXPIRES_AT_MS]:
+            headers.append(("x-kv-expires-at", _iso_ms(entry[EXPIRES_AT_MS])))
+        if_none_match = request.header("if-none-match")
+        if if_none_match is not None and if_none_match.strip() in (etag, f"W/{etag}", "*"):
+            return Response(304, b"", headers[1:])
+        return Response(200, entry[VALUE], headers)
+
+    async def _put(self, request: Request, principal: Principal, key: str) -> Response:
+        self._authorize(principal, "write", key)
+        value = request.body
+        if len(value) > self.settings.max_value_bytes:
+            raise PayloadTooLarge(
+                f"value is {len(value)} bytes; the limit is {self.settings.max_value_bytes} (max_value_bytes)"
+            )
+        ttl_s = request.query_int("ttl", None, 1, self.settings.max_ttl_s)
+        if_version, if_absent = self._preconditions(request)
+        result = await self.engine.put(key, value, ttl_s, if_version, if_absent)
+        body = {"key": key, "version": result.version, "commit_lsn": format_lsn(result.commit_lsn)}
+        return json_response(body, 201 if result.created else 200, _write_headers(result))
+
+    def _preconditions(self, request: Request) -> tuple[int | None, bool]:
+        if_match = request.header("if-match")
+        if_none_match = request.header("if-none-match")
+        if if_none_match is not None and if_none_match.strip() != "*":
+            raise BadRequest("on writes, If-None-Match supports only '*' (create only)")
+        if if_match is not None and if_match.strip() == "*":
+            raise BadRequest("If-Match: * is not supported; send the version ETag you read")
+        if_version = _parse_etag(if_match, "If-Match") if if_match is not None else None
+        return if_version, if_none_match is not None
+
+    async def _delete(self, request: Request, principal: Principal, key: str) -> Response:
+        self._authorize(principal, "delete", key)
+        if_match = request.header("if-match")
+        if_version = _parse_etag(if_match, "If-Match") if if_match is not None else None
+        try:
+            result = await self.engine.delete(key, if_version)
+        except NotFound as missing:
+            return error_response(missing)
+        except PreconditionFailed as failed:
+            return error_response(failed)
+        return Response(204, b"", _write_headers(result))
+
+    async def _incr(self, request: Request, principal: Principal, key: str) -> Response:
+        self._authorize(principal, "write", key)
+        by = request.query_int("by", 1, -(2**63), 2**63 - 1)
+        assert by is not None
+        try:
+            value, result = await self.engine.incr(key, by)
+        except PreconditionFailed as failed:
+            return error_response(failed)
+        body = {"key": key, "value": value, "version": result.version, "commit_lsn": format_lsn(result.commit_lsn)}
+        return json_response(body, 200, _write_headers(result))
+
+    async def list_keys(self, request: Request, principal: Principal) -> Response:
+        prefix = request.query.get("prefix", "")
+        after = request.query.get("after") or None
+        limit = request.query_int("limit", 100, 1, self.settings.max_scan_limit)
+        assert limit is not None
+        # Listing shows only what the caller may read; catalogs only to superusers.
+        hide = not principal.superuser
+        page, more = self.engine.store.scan(prefix, after, limit, int(time.time() * 1000))
+        keys = []
+        for key, entry in page:
+            if hide and not principal.can("read", key):
+                continue
+            item: dict[str, Any] = {"key": key, "version": entry[VERSION], "value_bytes": len(entry[VALUE])}
+            if entry[EXPIRES_AT_MS]:
+                item["expires_at"] = _iso_ms(entry[EXPIRES_AT_MS])
+            keys.append(item)
+        next_after = page[-1][0] if more and page else None
+        return json_response({"keys": keys, "next_after": next_after})
+
+    async def txn(self, request: Request, principal: Principal) -> Response:
+        document = request.json()
+        if not isinstance(document, dict) or not isinstance(document.get("ops"), list):
+            raise BadRequest('transaction body must be {"ops": [...]}')
+        raw_ops = document["ops"]
+        if not raw_ops:
+            raise BadRequest("transaction has no ops")
+        if len(raw_ops) > self.settings.max_txn_ops:
+            raise PayloadTooLarge(f"transaction has {len(raw_ops)} ops; the limit is {self.settings.max_txn_ops}")
+        ops = [self._txn_op(index, raw, principal) for index, raw in enumerate(raw_ops)]
+        started = time.perf_counter()
+        results, result = await self.engine.txn(ops)
+        self._observe("txn", 200, time.perf_counter() - started)
+        body = {"results": results, "version": result.version, "commit_lsn": format_lsn(result.commit_lsn)}
+        return json_response(body, 200, [("x-kv-commit-lsn", format_lsn(result.commit_lsn))])
+
+    def _txn_op(self, index: int, raw: Any, principal: Principal) -> TxnOp:
+        if not isinstance(raw, dict):
+            raise BadRequest(f"op {index}: must be an object")
+        kind = raw.get("op")
+        if kind not in ("set", "del", "check"):
+            raise BadRequest(f"op {index}: 'op' must be set, del or check")
+        key_raw = raw.get("key")
+        if not isinstance(key_raw, str):
+            raise BadRequest(f"op {index}: 'key' must be a string")
+        key = self._key(key_raw)
+        self._authorize(principal, {"set": "write", "del": "delete", "check": "read"}[kind], key)
+        value = b""
+        if kind == "set":
+            if isinstance(raw.get("value"), str):
+                value = raw["value"].encode("utf-8")
+            elif isinstance(raw.get("value_base64"), str):
+                try:
+                    value = base64.b64decode(raw["value_base64"], validate=True)
+                except ValueError:
+                    raise BadRequest(f"op {index}: value_base64 is not valid base64") from None
+            else:
+                raise BadRequest(f"op {index}: set needs 'value' (text) or 'value_base64'")
+            if len(value) > self.settings.max_value_bytes:
+                raise PayloadTooLarge(
+                    f"op {index}: value is {len(value)} bytes; the limit is {self.settings.max_value_bytes}"
+                )
+        ttl_s = raw.get("ttl")
+        if ttl_s is not None and (not isinstance(ttl_s, int) or not 1 <= ttl_s <= self.settings.max_ttl_s):
+            raise BadRequest(f"op {index}: ttl must be an integer 1..{self.settings.max_ttl_s}")
+        if_version = raw.get("if_version")
+        if if_version is not None and (not isinstance(if_version, int) or isinstance(if_version, bool)):
+            raise BadRequest(f"op {index}: if_version must be an integer")
+        if_absent = raw.get("if_absent", False)
+        if not isinstance(if_absent, bool):
+            raise BadRequest(f"op {index}: if_absent must be true or false")
+        return TxnOp(kind, key, value, ttl_s, if_version, if_absent)
+
+    # -- auth, status, docs ----------------------------------------------------------
+
+    async def login(self, request: Request) -> Response:
+        document = request.json()
+        if not isinstance(document, dict):
+            raise BadRequest('login body must be {"username": ..., "password": ...}')
+        username, password = document.get("username"), document.get("password")
+        if not isinstance(username, str) or not isinstance(password, str) or not username:
+            raise BadRequest('login body must be {"username": ..., "password": ...}')
+        if len(password) > 1024 or len(username) > 256:
+            raise BadRequest("username or password too long")
+        token, expires_at = await self.auth.login(username, password)
+        return json_response({"token": token, "token_type": "Bearer", "expires_at": expires_at})
+
+    async def status(self, request: Request, principal: Principal) -> Response:
+        return json_response(self.node.status())
+
+    async def openapi(self, request: Request, principal: Principal) -> Response:
+        return Response(200, openapi.DOCUMENT, JSON_HEADERS)

@@ -1,0 +1,91 @@
+"""Serving the App over granian's RSGI interface: body limits, responses, streaming.
+
+RSGI (granian's native interface) was picked by measurement over ASGI servers; see
+cli/bench/RESULTS-bakeoff.md. A streaming response notices a departed client when
+`send_bytes` raises, which ends the stream's generator.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from granian.rsgi import ProtocolClosed
+
+from .. import metrics
+from ..errors import PayloadTooLarge
+from .app import App
+from .http import Request, StreamResponse, error_response
+
+log = logging.getLogger(__name__)
+
+_BODY_METHODS = frozenset(("PUT", "POST", "PATCH"))
+
+
+class RsgiAdapter:
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def _body_limit(self, method: str) -> int:
+        settings = self.app.settings
+        # A PUT body is one value; other bodies are JSON documents (transactions, login).
+        return settings.max_value_bytes if method == "PUT" else settings.max_body_bytes
+
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        if scope.proto != "http":
+            return
+        method = scope.method
+        headers = scope.headers
+        body = b""
+        if method in _BODY_METHODS:
+            limit = self._body_limit(method)
+            declared = headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                metrics.HTTP_REJECTED.labels("body_too_large").inc()
+                response = error_response(
+                    PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}", limit_bytes=limit)
+                )
+                proto.response_bytes(response.status, response.headers, response.body)
+                return
+            if declared is not None:
+                body = await proto()
+            else:
+                body = await self._read_chunked(proto, limit)
+                if body is None:
+                    metrics.HTTP_REJECTED.labels("body_too_large").inc()
+                    response = error_response(PayloadTooLarge(f"request body exceeds the limit of {limit} bytes"))
+                    proto.response_bytes(response.status, response.headers, response.body)
+                    return
+        request = Request(method, scope.path, scope.query_string, headers, body, scope.client)
+        metrics.HTTP_REQUESTS_IN_FLIGHT.inc()
+        try:
+            response = await self.app.handle(request)
+            if isinstance(response, StreamResponse):
+                await self._stream(proto, response)
+            else:
+                proto.response_bytes(response.status, response.headers, response.body)
+        finally:
+            metrics.HTTP_REQUESTS_IN_FLIGHT.dec()
+
+    @staticmethod
+    async def _read_chunked(proto: Any, limit: int) -> bytes | None:
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in proto:
+            size += len(chunk)
+            if size > limit:
+                return None
+            parts.append(chunk)
+        return b"".join(parts)
+
+    @staticmethod
+    async def _stream(proto: Any, response: StreamResponse) -> None:
+        transport = proto.response_stream(response.status, response.headers)
+        chunks = response.chunks
+        try:
+            async for chunk in chunks:
+                await transport.send_bytes(chunk)
+        except (ProtocolClosed, OSError, RuntimeError) as gone:
+            log.debug("stream client went away", extra={"reason": str(gone)})
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]

@@ -1,0 +1,125 @@
+"""System catalogs: `_sys.*` keys, their JSON documents and the bootstrap set. Pure.
+
+    _sys.users:<name>       {"name", "password_hash", "roles", "can_login", "locked_reason",
+                             "token_generation", "created_at_ms"}
+    _sys.roles:<name>       {"name", "superuser", "grants": [{"actions": [...], "pattern": "app:*"}]}
+    _sys.settings:<name>    settings documents; `jwt_keys` holds the token signing keys
+    _sys.settings:catalog   {"catalog_version"}: written last by bootstrap, so its presence
+                            means the catalog exists (deleting the admin user later must
+                            not make the next start re-bootstrap)
+
+Catalog changes are ordinary SET/DEL records, so they are logged, replayed and
+replicated exactly like data.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from .control import CATALOG_VERSION
+
+SYS_PREFIX: Final = "_sys."
+USERS_PREFIX: Final = "_sys.users:"
+ROLES_PREFIX: Final = "_sys.roles:"
+SETTINGS_PREFIX: Final = "_sys.settings:"
+CATALOG_MARKER_KEY: Final = "_sys.settings:catalog"
+JWT_KEYS_KEY: Final = "_sys.settings:jwt_keys"
+
+ACTIONS: Final = ("read", "write", "delete", "admin", "replication")
+ADMIN_USER: Final = "admin"
+
+BUILTIN_ROLES: Final[dict[str, dict[str, Any]]] = {
+    "admin": {"superuser": True, "grants": [{"actions": list(ACTIONS), "pattern": "*"}]},
+    "writer": {"superuser": False, "grants": [{"actions": ["read", "write", "delete"], "pattern": "*"}]},
+    "reader": {"superuser": False, "grants": [{"actions": ["read"], "pattern": "*"}]},
+    "replication": {"superuser": False, "grants": [{"actions": ["replication"], "pattern": "*"}]},
+}
+
+
+def user_key(name: str) -> str:
+    return USERS_PREFIX + name
+
+
+def role_key(name: str) -> str:
+    return ROLES_PREFIX + name
+
+
+def encode(document: dict[str, Any]) -> bytes:
+    return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+
+
+def decode(value: bytes) -> dict[str, Any]:
+    document = orjson.loads(value)
+    if not isinstance(document, dict):
+        raise ValueError("catalog entry is not a JSON object")
+    return document
+
+
+def user_document(name: str, password_hash: str, roles: list[str], now_ms: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "password_hash": password_hash,
+        "roles": roles,
+        "can_login": True,
+        "locked_reason": None,
+        "token_generation": 1,
+        "created_at_ms": now_ms,
+    }
+
+
+def bootstrap_documents(admin_password_hash: str, jwt_kid: str, jwt_secret: str, now_ms: int) -> list[tuple[str, bytes]]:
+    """The (key, value) pairs initdb writes, in one transaction, marker last."""
+    pairs = [(role_key(name), encode({"name": name, **role})) for name, role in BUILTIN_ROLES.items()]
+    pairs.append((user_key(ADMIN_USER), encode(user_document(ADMIN_USER, admin_password_hash, ["admin"], now_ms))))
+    pairs.append((JWT_KEYS_KEY, encode({"current": jwt_kid, "keys": {jwt_kid: {"secret": jwt_secret, "created_at_ms": now_ms}}})))
+    pairs.append((CATALOG_MARKER_KEY, encode({"catalog_version": CATALOG_VERSION})))
+    return pairs
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    actions: frozenset[str]
+    pattern: str
+
+    def allows(self, action: str, key: str) -> bool:
+        return action in self.actions and fnmatch.fnmatchcase(key, self.pattern)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request acts as, with the grants of all its roles resolved."""
+
+    name: str
+    superuser: bool
+    roles: tuple[str, ...]
+    grants: tuple[Grant, ...]
+    token_generation: int
+
+    def can(self, action: str, key: str) -> bool:
+        if self.superuser:
+            return True
+        if key.startswith(SYS_PREFIX):
+            return False  # catalogs are for superusers only
+        return any(grant.allows(action, key) for grant in self.grants)
+
+
+def resolve_principal(user: dict[str, Any], roles: dict[str, dict[str, Any]]) -> Principal:
+    grants: list[Grant] = []
+    superuser = False
+    for role_name in user.get("roles", []):
+        role = roles.get(role_name)
+        if role is None:
+            continue  # a role that was dropped grants nothing
+        superuser = superuser or bool(role.get("superuser"))
+        grants.extend(Grant(frozenset(g["actions"]), g["pattern"]) for g in role.get("grants", []))
+    return Principal(
+        name=user["name"],
+        superuser=superuser,
+        roles=tuple(user.get("roles", [])),
+        grants=tuple(grants),
+        token_generation=int(user.get("token_generation", 1)),
+    )

@@ -1,0 +1,128 @@
+"""Checkpoints: snapshot the store, log CHECKPOINT, update `control`, recycle the WAL.
+
+The snapshot is fuzzy, as PostgreSQL's checkpoints are: the redo LSN is taken at the
+start, then the store is packed one shard per event-loop turn while writes go on, so
+no request waits behind more than one small shard. Entries packed later may be newer
+than the redo LSN; replay from the redo LSN re-applies those after-images, which is
+harmless because records are idempotent. Before `control` points at the snapshot,
+the WAL is fsynced past everything the snapshot can contain (its minimum recovery
+point), so the snapshot never holds a write the WAL could lose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from . import metrics, records
+from .control import Control, write_control
+from .datadir import DataDir
+from .engine import Engine, now_ms
+from .snapshot import SnapshotWriter, encode_chunk, snapshot_name
+from .store import SHARD_COUNT
+from .wal.format import format_lsn
+from .wal.writer import recycle_segments
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointResult:
+    redo_lsn: int
+    snapshot: str
+    entries: int
+    snapshot_bytes: int
+    segments_removed: int
+    seconds: float
+
+
+class Checkpointer:
+    def __init__(self, engine: Engine, datadir: DataDir, control: Control, snapshots_keep: int) -> None:
+        self._engine = engine
+        self._datadir = datadir
+        self.control = control
+        self._snapshots_keep = snapshots_keep
+        self._lock = asyncio.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self.last: CheckpointResult | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._lock.locked()
+
+    async def checkpoint(self, reason: str) -> CheckpointResult:
+        async with self._lock:
+            started = time.perf_counter()
+            try:
+                result = await self._run(started)
+            except BaseException:
+                metrics.CHECKPOINTS.labels("failed").inc()
+                raise
+            metrics.CHECKPOINTS.labels("ok").inc()
+            metrics.CHECKPOINT_SECONDS.observe(result.seconds)
+            log.info(
+                "checkpoint complete",
+                extra={
+                    "reason": reason,
+                    "redo_lsn": format_lsn(result.redo_lsn),
+                    "snapshot": result.snapshot,
+                    "entries": result.entries,
+                    "segments_removed": result.segments_removed,
+                    "seconds": round(result.seconds, 3),
+                },
+            )
+            self.last = result
+            return result
+
+    async def _run(self, started: float) -> CheckpointResult:
+        engine, store = self._engine, self._engine.store
+        loop = asyncio.get_running_loop()
+        redo_lsn = store.applied_lsn
+        name = snapshot_name(redo_lsn)
+        path = self._datadir.base / name
+        if self.control.snapshot == name:
+            # Nothing was applied since the last checkpoint: it is still current.
+            return CheckpointResult(redo_lsn, name, len(store), path.stat().st_size, 0, time.perf_counter() - started)
+        writer = await loop.run_in_executor(
+            self._executor, SnapshotWriter, path, redo_lsn, self.control.timeline, now_ms()
+        )
+        try:
+            for index in range(SHARD_COUNT):
+                shard = store.shard(index)
+                if shard:
+                    frame = encode_chunk(shard.items())
+                    await loop.run_in_executor(self._executor, writer.write_chunk, frame, len(shard))
+                else:
+                    await asyncio.sleep(0)
+            size = await loop.run_in_executor(self._executor, writer.finish, store.revision)
+        except BaseException:
+            await loop.run_in_executor(self._executor, writer.abort)
+            raise
+        assert engine.writer is not None
+        engine.log_control_record(records.checkpoint_record(redo_lsn, name, now_ms()))
+        await engine.writer.sync()  # the minimum recovery point
+        control = self.control.replace(redo_lsn=redo_lsn, snapshot=name, checkpoint_at_ms=now_ms())
+        await loop.run_in_executor(self._executor, write_control, self._datadir.control, control)
+        self.control = control
+        removed = await loop.run_in_executor(self._executor, self._remove_old_files, redo_lsn)
+        return CheckpointResult(redo_lsn, name, writer.entries, size, removed, time.perf_counter() - started)
+
+    def _remove_old_files(self, redo_lsn: int) -> int:
+        snapshots = sorted(self._datadir.base.glob("snapshot_*.chk"))
+        for old in snapshots[: -self._snapshots_keep]:
+            old.unlink()
+        return len(recycle_segments(self._datadir.wal, redo_lsn))
+
+    async def update_control(self, **changes: object) -> None:
+        async with self._lock:
+            control = self.control.replace(**changes)
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, write_control, self._datadir.control, control
+            )
+            self.control = control
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)

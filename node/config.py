@@ -1,0 +1,137 @@
+"""Node settings: defaults < `config.toml` < `KVSTORE_*` environment < command-line flags.
+
+Every limit the node enforces is a named setting here, with its unit last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .wal.writer import FsyncPolicy
+
+ENV_PREFIX = "KVSTORE_"
+# Secrets are read from the environment or a file only, never from flags or config.toml.
+_SECRET_FIELDS = {"admin_password"}
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("data")
+    listen: str = "127.0.0.1:8080"
+    fsync: FsyncPolicy = FsyncPolicy.ALWAYS
+    fsync_interval_ms: int = 1000
+    wal_segment_size_bytes: int = 16 * 1024 * 1024
+    checkpoint_interval_s: float = 300.0
+    checkpoint_wal_bytes: int = 256 * 1024 * 1024  # checkpoint early when this much WAL piles up
+    snapshots_keep: int = 2
+    max_key_bytes: int = 1024
+    max_value_bytes: int = 1024 * 1024
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_txn_ops: int = 1000
+    max_scan_limit: int = 10_000
+    max_requests_in_flight: int = 4096
+    max_ttl_s: int = 10 * 365 * 24 * 3600
+    expire_interval_ms: int = 100
+    expire_batch_keys: int = 1000
+    token_ttl_s: int = 3600
+    admin_password: str | None = field(default=None, repr=False)
+    admin_password_file: Path | None = None
+    http_runtime_threads: int = 2
+    shutdown_timeout_s: float = 30.0
+    log_level: str = "info"
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    def validate(self) -> Settings:
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(f"listen: {self.listen!r} is not HOST:PORT")
+        minimums = {
+            "fsync_interval_ms": 1,
+            "wal_segment_size_bytes": 4096,
+            "checkpoint_interval_s": 1,
+            "checkpoint_wal_bytes": 4096,
+            "snapshots_keep": 1,
+            "max_key_bytes": 1,
+            "max_value_bytes": 1,
+            "max_body_bytes": 1024,
+            "max_txn_ops": 1,
+            "max_scan_limit": 1,
+            "max_requests_in_flight": 1,
+            "max_ttl_s": 1,
+            "expire_interval_ms": 1,
+            "expire_batch_keys": 1,
+            "token_ttl_s": 10,
+            "http_runtime_threads": 1,
+        }
+        for name, minimum in minimums.items():
+            if getattr(self, name) < minimum:
+                raise ConfigError(f"{name}: {getattr(self, name)} is below the minimum {minimum}")
+        if self.wal_segment_size_bytes > 1024**3:
+            raise ConfigError("wal_segment_size_bytes: at most 1 GiB")
+        if self.max_body_bytes < self.max_value_bytes:
+            raise ConfigError("max_body_bytes must be at least max_value_bytes (a transaction carries values)")
+        return self
+
+
+def _convert(name: str, kind: Any, raw: Any) -> Any:
+    text_kind = str(kind)
+    try:
+        if kind is FsyncPolicy or "FsyncPolicy" in text_kind:
+            return FsyncPolicy(str(raw).lower())
+        if "Path" in text_kind:
+            return Path(raw)
+        if "int" in text_kind and "str" not in text_kind:
+            return int(raw)
+        if "float" in text_kind:
+            return float(raw)
+        return str(raw)
+    except ValueError:
+        choices = ", ".join(p.value for p in FsyncPolicy) if "FsyncPolicy" in text_kind else None
+        hint = f" (one of: {choices})" if choices else ""
+        raise ConfigError(f"{name}: {raw!r} is not a valid value{hint}") from None
+
+
+def load_settings(
+    flags: Mapping[str, Any], environ: Mapping[str, str] | None = None, config_path: Path | None = None
+) -> Settings:
+    """Merge the four sources; `flags` holds only options given on the command line."""
+    environ = os.environ if environ is None else environ
+    known = {f.name: f.type for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    data_dir = Path(flags.get("data_dir") or environ.get(f"{ENV_PREFIX}DATA_DIR") or Settings.data_dir)
+    path = config_path or data_dir / "config.toml"
+    if path.exists():
+        try:
+            document = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        for name, raw in document.items():
+            if name not in known or name in _SECRET_FIELDS:
+                raise ConfigError(f"{path}: unknown setting {name!r}")
+            values[name] = _convert(name, known[name], raw)
+    for name, kind in known.items():
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is not None and raw != "":
+            values[name] = _convert(name, kind, raw)
+    for name, raw in flags.items():
+        if raw is not None:
+            values[name] = _convert(name, known[name], raw)
+    values["data_dir"] = data_dir
+    return dataclasses.replace(Settings(), **values).validate()

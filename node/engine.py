@@ -1,0 +1,295 @@
+"""Executing writes: preconditions, after-images, WAL append, commit, visibility.
+
+All writes run on the event loop, one at a time between awaits, so INCR and
+compare-and-set on a key are serializable without locks. A write:
+
+1. reads the *latest* state of its keys: the committed store overlaid with writes
+   that are logged but not yet committed (`_overlay`), so back-to-back INCRs never
+   lose an increment;
+2. checks preconditions and builds an after-image record with a fresh revision;
+3. appends it to the WAL (no I/O on the loop) and records it as uncommitted;
+4. waits until the WAL reports the record durable under the fsync policy; only then
+   is the record applied to the store, in LSN order.
+
+Readers read the store alone, so a read never returns an uncommitted write (no
+dirty reads), while writers see everything before them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from . import metrics, records
+from .errors import NotFound, PreconditionFailed, Unavailable
+from .store import CREATED_AT_MS, EXPIRES_AT_MS, VALUE, VERSION, Entry, Store, is_live
+from .wal.writer import WalFailed, WalWriter
+
+log = logging.getLogger(__name__)
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    version: int
+    commit_lsn: int
+    created: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TxnOp:
+    """One operation of a transaction; `check` only asserts its preconditions."""
+
+    kind: str  # "set" | "del" | "check"
+    key: str
+    value: bytes = b""
+    ttl_s: int | None = None
+    if_version: int | None = None
+    if_absent: bool = False
+
+
+def _check_preconditions(key: str, current: Entry | None, if_version: int | None, if_absent: bool) -> None:
+    if if_absent and current is not None:
+        raise PreconditionFailed(f"key {key!r} already exists (version {current[VERSION]})", key=key)
+    if if_version is not None:
+        if current is None:
+            raise PreconditionFailed(f"key {key!r} does not exist; expected version {if_version}", key=key)
+        if current[VERSION] != if_version:
+            raise PreconditionFailed(
+                f"key {key!r} is at version {current[VERSION]}, not {if_version}", key=key, version=current[VERSION]
+            )
+
+
+def _record_keys(record: records.Record) -> list[str]:
+    kind = record[0]
+    if kind == records.SET or kind == records.DEL:
+        return [record[1]]
+    if kind == records.TXN:
+        return [op[1] for op in record[1]]
+    return []
+
+
+class Engine:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.writer: WalWriter | None = None
+        self._overlay: dict[str, tuple[int, Entry | None]] = {}  # key -> (end LSN, latest entry)
+        self._uncommitted: deque[tuple[int, records.Record]] = deque()
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap of (lsn, seq, future)
+        self._waiter_seq = itertools.count()
+        self._next_revision = store.revision + 1
+        self.committed_lsn = store.applied_lsn
+        self.read_only_reason: str | None = None
+
+    def attach(self, writer: WalWriter) -> None:
+        self.writer = writer
+        self.committed_lsn = max(self.committed_lsn, writer.flushed_lsn)
+
+    # -- reads ---------------------------------------------------------------------
+
+    def get(self, key: str) -> Entry | None:
+        return self.store.get(key, now_ms())
+
+    # -- writes --------------------------------------------------------------------
+
+    async def put(
+        self, key: str, value: bytes, ttl_s: int | None = None, if_version: int | None = None, if_absent: bool = False
+    ) -> WriteResult:
+        now = now_ms()
+        current = self._latest(key, now)
+        _check_preconditions(key, current, if_version, if_absent)
+        version = self._take_revision()
+        created_at_ms = current[CREATED_AT_MS] if current is not None else now
+        expires_at_ms = now + ttl_s * 1000 if ttl_s else 0
+        entry = (value, version, created_at_ms, expires_at_ms)
+        lsn = self._log(records.set_record(key, *entry), ((key, entry),))
+        await self.wait_for_commit(lsn)
+        return WriteResult(version, lsn, created=current is None)
+
+    async def delete(self, key: str, if_version: int | None = None) -> WriteResult:
+        current = self._latest(key, now_ms())
+        if current is None:
+            raise NotFound(f"key {key!r} does not exist", key=key)
+        _check_preconditions(key, current, if_version, False)
+        version = self._take_revision()
+        lsn = self._log(records.del_record(key, version), ((key, None),))
+        await self.wait_for_commit(lsn)
+        return WriteResult(version, lsn)
+
+    async def incr(self, key: str, by: int) -> tuple[int, WriteResult]:
+        now = now_ms()
+        current = self._latest(key, now)
+        base = 0
+        if current is not None:
+            try:
+                base = int(current[VALUE].decode("ascii"))
+            except (UnicodeDecodeError, ValueError):
+                raise PreconditionFailed(f"value of {key!r} is not an integer", key=key) from None
+        result = base + by
+        if not INT64_MIN <= result <= INT64_MAX:
+            raise PreconditionFailed(f"increment would overflow a 64-bit integer ({base} + {by})", key=key)
+        version = self._take_revision()
+        created_at_ms = current[CREATED_AT_MS] if current is not None else now
+        expires_at_ms = current[EXPIRES_AT_MS] if current is not None else 0  # INCR keeps the TTL, as Redis
+        entry = (str(result).encode("ascii"), version, created_at_ms, expires_at_ms)
+        lsn = self._log(records.set_record(key, *entry), ((key, entry),))
+        await self.wait_for_commit(lsn)
+        return result, WriteResult(version, lsn, created=current is None)
+
+    async def txn(self, ops: list[TxnOp]) -> tuple[list[dict[str, Any]], WriteResult]:
+        """All ops or none, in one TXN record; later ops see earlier ones."""
+        now = now_ms()
+        view: dict[str, Entry | None] = {}
+        read_lsn = 0  # newest uncommitted write this transaction looked at
+        version = self._next_revision
+        changes: list[tuple[str, Entry | None]] = []
+        ops_out: list[records.Record] = []
+        results: list[dict[str, Any]] = []
+        for index, op in enumerate(ops):
+            if op.key in view:
+                current = view[op.key]
+            else:
+                current = self._latest(op.key, now)
+                pending = self._overlay.get(op.key)
+                if pending is not None:
+                    read_lsn = max(read_lsn, pending[0])
+            try:
+                _check_preconditions(op.key, current, op.if_version, op.if_absent)
+            except PreconditionFailed as failed:
+                raise PreconditionFailed(f"op {index}: {failed.message}", op=index, **failed.details) from None
+            if op.kind == "set":
+                created_at_ms = current[CREATED_AT_MS] if current is not None else now
+                expires_at_ms = now + op.ttl_s * 1000 if op.ttl_s else 0
+                entry: Entry | None = (op.value, version, created_at_ms, expires_at_ms)
+                ops_out.append(records.set_record(op.key, op.value, version, created_at_ms, expires_at_ms))
+                results.append({"op": "set", "key": op.key, "version": version})
+            elif op.kind == "del":
+                entry = None
+                if current is not None:
+                    ops_out.append(records.del_record(op.key, version))
+                results.append({"op": "del", "key": op.key, "deleted": current is not None})
+            else:
+                results.append({"op": "check", "key": op.key, "version": current[VERSION] if current else None})
+                continue
+            view[op.key] = entry
+            changes.append((op.key, entry))
+        if not ops_out:
+            # Read-only: still never report on data that is not committed yet.
+            await self.wait_for_commit(read_lsn)
+            return results, WriteResult(self.store.revision, max(read_lsn, self.committed_lsn))
+        self._take_revision()
+        lsn = self._log(records.txn_record(ops_out), changes)
+        await self.wait_for_commit(lsn)
+        return results, WriteResult(version, lsn)
+
+    def _latest(self, key: str, now: int) -> Entry | None:
+        pending = self._overlay.get(key)
+        if pending is None:
+            return self.store.get(key, now)
+        entry = pending[1]
+        if entry is None or not is_live(entry, now):
+            return None
+        return entry
+
+    def _take_revision(self) -> int:
+        version = self._next_revision
+        self._next_revision += 1
+        return version
+
+    def _log(self, record: records.Record, changes: Any) -> int:
+        if self.read_only_reason is not None:
+            raise Unavailable(self.read_only_reason)
+        assert self.writer is not None, "engine used before a WAL writer was attached"
+        try:
+            lsn = self.writer.append(records.encode(record))
+        except WalFailed as error:
+            raise Unavailable(str(error)) from None
+        for key, entry in changes:
+            self._overlay[key] = (lsn, entry)
+        self._uncommitted.append((lsn, record))
+        return lsn
+
+    def log_control_record(self, record: records.Record) -> int:
+        """Log a record that changes no key (CHECKPOINT, TIMELINE_SWITCH)."""
+        return self._log(record, ())
+
+    async def wait_for_commit(self, lsn: int) -> None:
+        if lsn <= self.committed_lsn:
+            return
+        if self.read_only_reason is not None:
+            raise Unavailable(self.read_only_reason)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (lsn, next(self._waiter_seq), future))
+        await future
+
+    # -- commit, called by the WAL writer --------------------------------------------
+
+    def on_wal_flushed(self, flushed_lsn: int) -> None:
+        self.commit_up_to(flushed_lsn)
+
+    def commit_up_to(self, lsn: int) -> None:
+        store, overlay, uncommitted = self.store, self._overlay, self._uncommitted
+        applied = 0
+        while uncommitted and uncommitted[0][0] <= lsn:
+            end_lsn, record = uncommitted.popleft()
+            store.apply(record, end_lsn)
+            for key in _record_keys(record):
+                pending = overlay.get(key)
+                if pending is not None and pending[0] == end_lsn:
+                    del overlay[key]
+            applied += 1
+        if applied:
+            metrics.WAL_COMMIT_BATCH_RECORDS.observe(applied)
+        if lsn > self.committed_lsn:
+            self.committed_lsn = lsn
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= lsn:
+            future = heapq.heappop(waiters)[2]
+            if not future.done():
+                future.set_result(None)
+
+    def on_wal_failed(self, error: BaseException) -> None:
+        self.read_only_reason = f"WAL write failed ({error}); writes are refused until the node is restarted"
+        while self._waiters:
+            future = heapq.heappop(self._waiters)[2]
+            if not future.done():
+                future.set_exception(Unavailable(self.read_only_reason))
+
+    # -- expiry --------------------------------------------------------------------
+
+    def expire_due(self, limit: int) -> int:
+        """Log a DEL for each expired key (not waiting for commit); returns how many."""
+        if self.read_only_reason is not None:
+            return 0
+        now = now_ms()
+        expired = 0
+        for key, _version in self.store.due_expiries(now, limit):
+            if key in self._overlay:
+                continue  # a newer write is in flight; it decides the key's fate
+            self._log(records.del_record(key, self._take_revision()), ((key, None),))
+            expired += 1
+        metrics.TTL_EXPIRED_KEYS.inc(expired)
+        return expired
+
+    async def run_expirer(self, interval_s: float, batch_keys: int) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                while self.expire_due(batch_keys) == batch_keys:
+                    await asyncio.sleep(0)  # a backlog: keep going, but let requests in
+            except Unavailable:
+                continue
+            except Exception:
+                log.exception("expirer pass failed; will retry")

@@ -1,0 +1,61 @@
+"""Operating errors a client can cause or see, each with an HTTP status and a stable code.
+
+Handlers raise these; the API edge turns them into `{"error": {"code", "message"}}`.
+Anything else that escapes a handler is a bug: logged with its traceback, answered 500.
+"""
+
+from __future__ import annotations
+
+
+class KvError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class BadRequest(KvError):
+    pass
+
+
+class Unauthorized(KvError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(KvError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(KvError):
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(KvError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class PreconditionFailed(KvError):
+    status = 412
+    code = "precondition_failed"
+
+
+class PayloadTooLarge(KvError):
+    status = 413
+    code = "payload_too_large"
+
+
+class TooManyRequests(KvError):
+    status = 429
+    code = "too_many_requests"
+
+
+class Unavailable(KvError):
+    status = 503
+    code = "unavailable"

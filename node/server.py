@@ -1,0 +1,288 @@
+"""One node's life: lock, initdb, recovery, serving, background work, shutdown.
+
+Everything runs in ONE process: granian's embedded server drives the RSGI app on this
+process's event loop (its Rust I/O threads work outside the GIL). There are no
+worker processes, so a SIGKILL leaves nothing of the node behind, and the data
+directory lock dies with it.
+
+The HTTP server starts before recovery, so /health answers and /ready says 503 while
+a large WAL replays in a thread; every other route answers 503 until then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from granian.constants import Interfaces
+from granian.log import LogLevels
+from granian.server.embed import Server
+
+from . import catalog, metrics
+from .api.app import App
+from .api.rsgi import RsgiAdapter
+from .auth import Authenticator, hash_password, new_jwt_key
+from .checkpoint import Checkpointer
+from .config import Settings
+from .control import STATE_RUNNING, STATE_SHUT_DOWN
+from .datadir import DataDir, DataDirLock, initdb
+from .engine import Engine, TxnOp, now_ms
+from .logs import GRANIAN_LOG_CONFIG
+from .recovery import recover
+from .wal.format import format_lsn
+from .wal.reader import list_segments
+from .wal.writer import FsyncPolicy, WalWriter
+
+log = logging.getLogger(__name__)
+
+INITIAL_PASSWORD_FILE = "initial-admin-password"
+BACKGROUND_RESTART_DELAY_MAX_S = 30.0
+
+
+class Node:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.datadir = DataDir(settings.data_dir)
+        self._lock = DataDirLock(self.datadir)
+        self.engine: Engine
+        self.auth: Authenticator
+        self.checkpointer: Checkpointer
+        self._ready = False
+        self._started_at = time.time()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._server: Server | None = None
+        self._server_task: asyncio.Task[None] | None = None
+        self.app = App(self)
+        self.recovery_seconds: float | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.listen}"
+
+    # -- start ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT (or `request_stop`), then shut down cleanly."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        self.datadir.root.mkdir(parents=True, exist_ok=True)
+        self._lock.acquire()
+        try:
+            created = not self.datadir.exists()
+            if created:
+                initdb(self.datadir)
+                log.info("initialised a new data directory", extra={"data_dir": str(self.datadir.root)})
+            await self._start_http()
+            await self._recover()
+            if not self._catalog_exists():
+                await self._bootstrap_catalog()
+            await self.checkpointer.update_control(state=STATE_RUNNING)
+            gc.freeze()  # recovered objects never need a cyclic GC scan again
+            self._start_background()
+            self._ready = True
+            log.info("ready", extra={"url": self.url, "fsync": self.settings.fsync.value, "keys": len(self.engine.store)})
+            await self._stop.wait()
+        finally:
+            await self._shutdown()
+            self._lock.release()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def _start_http(self) -> None:
+        self._server = Server(
+            RsgiAdapter(self.app),
+            address=self.settings.listen_host,
+            port=self.settings.listen_port,
+            interface=Interfaces.RSGI,
+            runtime_threads=self.settings.http_runtime_threads,
+            backlog=1024,
+            log_level=LogLevels.warning,
+            log_dictconfig=GRANIAN_LOG_CONFIG,
+            log_access=False,
+            websockets=False,
+        )
+        self._server_task = asyncio.create_task(self._server.serve(), name="http")
+        await asyncio.sleep(0)
+        if self._server_task.done():
+            self._server_task.result()  # raise the bind error now
+
+    async def _recover(self) -> None:
+        loop = asyncio.get_running_loop()
+        recovered = await loop.run_in_executor(None, recover, self.datadir)
+        self.recovery_seconds = recovered.seconds
+        self.engine = Engine(recovered.store)
+        settings = self.settings
+        writer = WalWriter(
+            self.datadir.wal,
+            timeline=recovered.timeline,
+            end_lsn=recovered.end_lsn,
+            segment_size_bytes=settings.wal_segment_size_bytes,
+            policy=settings.fsync,
+            interval_s=settings.fsync_interval_ms / 1000,
+            on_flushed=self.engine.on_wal_flushed,
+            on_failed=self._on_wal_failed,
+        )
+        self.engine.attach(writer)
+        self.checkpointer = Checkpointer(self.engine, self.datadir, recovered.control, settings.snapshots_keep)
+        self.auth = Authenticator(self.engine.store, settings.token_ttl_s)
+        store = self.engine.store
+        metrics.bind_gauge(metrics.STORE_KEYS, lambda: len(store))
+        metrics.bind_gauge(metrics.STORE_REVISION, lambda: store.revision)
+        metrics.bind_gauge(metrics.WAL_END_LSN, lambda: writer.end_lsn)
+        metrics.bind_gauge(metrics.WAL_SIZE_BYTES, lambda: sum(s.size_bytes for s in list_segments(self.datadir.wal)))
+
+    def _on_wal_failed(self, error: BaseException) -> None:
+        self.engine.on_wal_failed(error)
+
+    def _catalog_exists(self) -> bool:
+        return self.engine.get(catalog.CATALOG_MARKER_KEY) is not None
+
+    async def _bootstrap_catalog(self) -> None:
+        password, source = self._initial_admin_password()
+        loop = asyncio.get_running_loop()
+        password_hash = await loop.run_in_executor(None, hash_password, password)
+        kid, secret = new_jwt_key()
+        documents = catalog.bootstrap_documents(password_hash, kid, secret, now_ms())
+        await self.engine.txn([TxnOp("set", key, value) for key, value in documents])
+        await self.checkpointer.checkpoint("initdb")
+        if source == "generated":
+            path = self.datadir.root / INITIAL_PASSWORD_FILE
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as file:
+                file.write(password + "\n")
+            # Printed once, like initdb's; never logged.
+            print(
+                f"\nkvstored: created superuser 'admin' with a generated password: {password}\n"
+                f"kvstored: it is also in {path} (mode 0600); delete that file once you have it.\n",
+                file=sys.stdout,
+                flush=True,
+            )
+        log.info("catalog bootstrapped", extra={"superuser": catalog.ADMIN_USER, "password_source": source})
+
+    def _initial_admin_password(self) -> tuple[str, str]:
+        if self.settings.admin_password:
+            return self.settings.admin_password, "KVSTORE_ADMIN_PASSWORD"
+        if self.settings.admin_password_file is not None:
+            text = Path(self.settings.admin_password_file).read_text().strip()
+            if not text:
+                raise ValueError(f"admin password file {self.settings.admin_password_file} is empty")
+            return text, "admin_password_file"
+        return secrets.token_urlsafe(18), "generated"
+
+    # -- background work -------------------------------------------------------------
+
+    def _start_background(self) -> None:
+        settings = self.settings
+        self._spawn("expirer", lambda: self.engine.run_expirer(settings.expire_interval_ms / 1000, settings.expire_batch_keys))
+        self._spawn("checkpointer", self._checkpoint_scheduler)
+        writer = self.engine.writer
+        assert writer is not None
+        if settings.fsync is FsyncPolicy.INTERVAL:
+            self._spawn("wal-interval-sync", writer.run_interval_sync)
+
+    def _spawn(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        self._tasks.append(asyncio.create_task(self._supervise(name, run), name=name))
+
+    @staticmethod
+    async def _supervise(name: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Run a background task forever: a failure is logged and the task restarted."""
+        delay_s = 1.0
+        while True:
+            try:
+                await run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background task failed; restarting", extra={"task": name, "delay_s": delay_s})
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, BACKGROUND_RESTART_DELAY_MAX_S)
+
+    async def _checkpoint_scheduler(self) -> None:
+        settings = self.settings
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(1.0)
+            writer = self.engine.writer
+            assert writer is not None
+            wal_since_redo = writer.end_lsn - self.checkpointer.control.redo_lsn
+            due = time.monotonic() - last >= settings.checkpoint_interval_s
+            if due or wal_since_redo >= settings.checkpoint_wal_bytes:
+                await self.checkpointer.checkpoint("wal size" if not due else "timed")
+                last = time.monotonic()
+
+    # -- status --------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        engine, control = self.engine, self.checkpointer.control
+        writer = engine.writer
+        assert writer is not None
+        last = self.checkpointer.last
+        return {
+            "role": "primary",
+            "state": "read-only" if engine.read_only_reason else "running",
+            "read_only_reason": engine.read_only_reason,
+            "timeline": control.timeline,
+            "system_identifier": str(control.system_identifier),
+            "fsync": writer.policy.value,
+            "lsn": {
+                "end": format_lsn(writer.end_lsn),
+                "flushed": format_lsn(writer.flushed_lsn),
+                "committed": format_lsn(engine.committed_lsn),
+                "applied": format_lsn(engine.store.applied_lsn),
+                "redo": format_lsn(control.redo_lsn),
+            },
+            "keys": len(engine.store),
+            "revision": engine.store.revision,
+            "last_checkpoint": None
+            if last is None
+            else {"snapshot": last.snapshot, "redo_lsn": format_lsn(last.redo_lsn), "seconds": round(last.seconds, 3)},
+            "uptime_s": round(time.time() - self._started_at, 1),
+            "recovery_s": None if self.recovery_seconds is None else round(self.recovery_seconds, 3),
+            "replicas": [],
+        }
+
+    # -- stop ----------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        """Stop accepting, stop background work, final checkpoint, mark a clean shutdown."""
+        self._ready = False
+        if self._server is not None:
+            self._server.stop()
+        if self._server_task is not None:
+            try:
+                await asyncio.wait_for(self._server_task, self.settings.shutdown_timeout_s)
+            except (TimeoutError, Exception):
+                log.exception("HTTP server did not stop cleanly")
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if not hasattr(self, "checkpointer"):
+            return  # recovery never finished: leave the data directory as it was
+        writer = self.engine.writer
+        if writer is not None and writer.failure is None:
+            try:
+                await self.checkpointer.checkpoint("shutdown")
+                await self.checkpointer.update_control(state=STATE_SHUT_DOWN)
+            except Exception:
+                log.exception("final checkpoint failed; the next start will recover from the WAL")
+        if writer is not None:
+            await writer.close()
+        self.checkpointer.close()
+        log.info("shut down", extra={"committed_lsn": format_lsn(self.engine.committed_lsn)})

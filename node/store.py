@@ -1,0 +1,149 @@
+"""The in-memory key-value state and `apply`, the one function that changes it.
+
+Live writes (once committed), crash recovery and replicas all change the store only
+through `Store.apply(record, end_lsn)`. No I/O here.
+
+Entries are plain tuples `(value, version, created_at_ms, expires_at_ms)`: a tuple of
+bytes and ints is untracked by Python's cyclic GC after its first collection, so a
+million keys add nothing to GC pauses (a `__slots__` object would be scanned on every
+full collection). Keys are spread over `SHARD_COUNT` dicts so a checkpoint can copy
+the store one small shard per event-loop turn instead of stalling on one huge dict;
+a sorted key list serves prefix scans in key order.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from typing import Final
+
+from sortedcontainers import SortedList
+
+from . import records
+
+Entry = tuple[bytes, int, int, int]
+VALUE: Final = 0
+VERSION: Final = 1
+CREATED_AT_MS: Final = 2
+EXPIRES_AT_MS: Final = 3  # 0 = never
+
+SHARD_COUNT: Final = 1024
+_SHARD_MASK: Final = SHARD_COUNT - 1
+
+
+def is_live(entry: Entry, now_ms: int) -> bool:
+    expires_at_ms = entry[EXPIRES_AT_MS]
+    return expires_at_ms == 0 or expires_at_ms > now_ms
+
+
+class Store:
+    def __init__(self) -> None:
+        self._shards: list[dict[str, Entry]] = [{} for _ in range(SHARD_COUNT)]
+        self._keys = SortedList()
+        self._expiry_heap: list[tuple[int, str, int]] = []  # (expires_at_ms, key, version); may hold stale items
+        self._expiring_keys = 0
+        self.revision = 0  # highest version applied
+        self.applied_lsn = 0  # end LSN of the last record applied
+        self.catalog_epoch = 0  # bumped by every change to a `_sys.` key; invalidates auth caches
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def get(self, key: str, now_ms: int) -> Entry | None:
+        """The committed entry, hiding an expired one (lazy expiry)."""
+        entry = self._shards[hash(key) & _SHARD_MASK].get(key)
+        if entry is None or not is_live(entry, now_ms):
+            return None
+        return entry
+
+    def apply(self, record: records.Record, end_lsn: int) -> None:
+        kind = record[0]
+        if kind == records.SET or kind == records.DEL:
+            self._apply_op(record)
+        elif kind == records.TXN:
+            for op in record[1]:
+                self._apply_op(op)
+        # CHECKPOINT and TIMELINE_SWITCH change no key.
+        self.applied_lsn = end_lsn
+
+    def _apply_op(self, op: records.Record) -> None:
+        key = op[1]
+        if key.startswith("_sys."):
+            self.catalog_epoch += 1
+        shard = self._shards[hash(key) & _SHARD_MASK]
+        old = shard.get(key)
+        if old is not None and old[EXPIRES_AT_MS]:
+            self._expiring_keys -= 1
+        if op[0] == records.SET:
+            entry = (op[2], op[3], op[4], op[5])
+            shard[key] = entry
+            if old is None:
+                self._keys.add(key)
+            if entry[EXPIRES_AT_MS]:
+                self._expiring_keys += 1
+                self._track_expiry(key, entry)
+            version = op[3]
+        else:
+            if old is not None:
+                del shard[key]
+                self._keys.remove(key)
+            version = op[2]
+        if version > self.revision:
+            self.revision = version
+
+    def _track_expiry(self, key: str, entry: Entry) -> None:
+        heapq.heappush(self._expiry_heap, (entry[EXPIRES_AT_MS], key, entry[VERSION]))
+        # Overwritten TTL keys leave stale heap items; rebuild once they dominate.
+        if len(self._expiry_heap) > 2 * self._expiring_keys + 1024:
+            self._expiry_heap = [
+                (entry[EXPIRES_AT_MS], key, entry[VERSION])
+                for shard in self._shards
+                for key, entry in shard.items()
+                if entry[EXPIRES_AT_MS]
+            ]
+            heapq.heapify(self._expiry_heap)
+
+    def due_expiries(self, now_ms: int, limit: int) -> list[tuple[str, int]]:
+        """Up to `limit` (key, version) pairs whose expiry has passed, oldest first."""
+        due: list[tuple[str, int]] = []
+        heap = self._expiry_heap
+        while heap and heap[0][0] <= now_ms and len(due) < limit:
+            expires_at_ms, key, version = heapq.heappop(heap)
+            entry = self._shards[hash(key) & _SHARD_MASK].get(key)
+            if entry is not None and entry[VERSION] == version and entry[EXPIRES_AT_MS] == expires_at_ms:
+                due.append((key, version))
+        return due
+
+    def requeue_expiry(self, key: str, now_ms: int) -> None:
+        """Put a key back in the expiry queue (its DEL could not be logged this time)."""
+        entry = self._shards[hash(key) & _SHARD_MASK].get(key)
+        if entry is not None and entry[EXPIRES_AT_MS]:
+            heapq.heappush(self._expiry_heap, (max(entry[EXPIRES_AT_MS], now_ms), key, entry[VERSION]))
+
+    def scan(self, prefix: str, after: str | None, limit: int, now_ms: int) -> tuple[list[tuple[str, Entry]], bool]:
+        """Live entries with `prefix`, in key order, strictly after `after`; (page, more)."""
+        start = prefix if after is None or after < prefix else after
+        page: list[tuple[str, Entry]] = []
+        for key in self._keys.irange(minimum=start, inclusive=(after is None or after < prefix, True)):
+            if not key.startswith(prefix):
+                break
+            entry = self._shards[hash(key) & _SHARD_MASK][key]
+            if not is_live(entry, now_ms):
+                continue
+            if len(page) == limit:
+                return page, True
+            page.append((key, entry))
+        return page, False
+
+    # -- checkpoint and recovery ------------------------------------------------------
+
+    def shard(self, index: int) -> dict[str, Entry]:
+        return self._shards[index]
+
+    def load(self, key: str, entry: Entry) -> None:
+        """Insert one snapshot entry (recovery, base backup)."""
+        self._apply_op(records.set_record(key, *entry))
+
+    def items(self) -> Iterator[tuple[str, Entry]]:
+        for shard in self._shards:
+            yield from shard.items()

@@ -1,0 +1,269 @@
+"""Appending to the WAL: segment rotation, the durability policy and group commit.
+
+`append` runs on the event loop: it frames the payload, assigns its LSN and queues the
+bytes; it never touches the disk. Queued bytes reach the disk in batches:
+
+- fsync=always: one flush at a time runs in a dedicated thread (write + fsync, which
+  release the GIL); everything appended while it runs goes into the next flush, so
+  one fsync covers many writes and throughput grows with concurrency (group commit).
+- fsync=interval / off: the batch is written on the loop once per loop turn (a plain
+  write into the page cache, as Redis does before replying); `interval` also fsyncs
+  from a background task every `interval_s`.
+
+A failed write or fsync is not retried (PostgreSQL's fsyncgate lesson: after a failed
+fsync the page cache cannot be trusted). The writer turns failed, every waiting and
+later write gets `WalFailed`, and the node must be restarted to recover from disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import metrics
+from ..fsutil import fsync_dir
+from .format import SEGMENT_HEADER_BYTES, SegmentHeader, encode_frame, format_lsn, segment_name
+from .reader import list_segments
+
+log = logging.getLogger(__name__)
+
+
+class FsyncPolicy(enum.StrEnum):
+    ALWAYS = "always"
+    INTERVAL = "interval"
+    OFF = "off"
+
+
+class WalFailed(Exception):
+    """The WAL could not be written; no write can be acknowledged until a restart."""
+
+
+@dataclass(slots=True)
+class _Chunk:
+    """Bytes bound for one segment; `creates_segment` when they open a new one."""
+
+    segment_start_lsn: int
+    creates_segment: bool
+    data: bytearray = field(default_factory=bytearray)
+
+
+class WalWriter:
+    def __init__(
+        self,
+        wal_dir: Path,
+        *,
+        timeline: int,
+        end_lsn: int,
+        segment_size_bytes: int,
+        policy: FsyncPolicy,
+        interval_s: float,
+        on_flushed: Callable[[int], None],
+        on_failed: Callable[[BaseException], None],
+    ) -> None:
+        self._wal_dir = wal_dir
+        self._timeline = timeline
+        self._segment_size_bytes = segment_size_bytes
+        self.policy = policy
+        self._interval_s = interval_s
+        self._on_flushed = on_flushed
+        self._on_failed = on_failed
+        self._loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal-flush")
+        self._fd_lock = threading.Lock()  # guards _fd against rotation while another thread fsyncs
+        self._fd: int | None = None
+        self._pending: list[_Chunk] = []
+        self._flush_scheduled = False
+        self._flush_idle = asyncio.Event()
+        self._flush_idle.set()
+        self.failure: BaseException | None = None
+        self.end_lsn = end_lsn  # where the next record goes
+        self.flushed_lsn = end_lsn  # written per policy: fsynced (always) or in the page cache
+        self.synced_lsn = end_lsn  # known fsynced
+        self._open_tail(end_lsn)
+
+    def _open_tail(self, end_lsn: int) -> None:
+        segments = list_segments(self._wal_dir)
+        if segments and segments[-1].end_lsn == end_lsn and segments[-1].start_lsn < end_lsn:
+            last = segments[-1]
+            self._fd = os.open(last.path, os.O_WRONLY | os.O_APPEND)
+            self._segment_start_lsn = last.start_lsn
+            self._segment_bytes = last.size_bytes
+            return
+        # No segment ends at end_lsn (a new WAL, or a torn header was cut): start one there.
+        header = SegmentHeader(self._timeline, end_lsn).encode()
+        self._pending.append(_Chunk(end_lsn, True, bytearray(header)))
+        self._segment_start_lsn = end_lsn
+        self._segment_bytes = len(header)
+        self.end_lsn = end_lsn + len(header)
+        self._write_chunks(self._take_pending(), sync=True)
+        self.flushed_lsn = self.synced_lsn = self.end_lsn
+
+    # -- the loop side -------------------------------------------------------------
+
+    def append(self, payload: bytes) -> int:
+        """Queue one record; returns its end LSN (the write's commit LSN)."""
+        if self.failure is not None:
+            raise WalFailed(f"WAL writes failed earlier: {self.failure}")
+        frame = encode_frame(payload)
+        if self._segment_bytes + len(frame) > self._segment_size_bytes and self._segment_bytes > SEGMENT_HEADER_BYTES:
+            self._rotate()
+        if not self._pending:
+            self._pending.append(_Chunk(self._segment_start_lsn, False))
+        self._pending[-1].data += frame
+        self._segment_bytes += len(frame)
+        self.end_lsn += len(frame)
+        self._schedule_flush()
+        return self.end_lsn
+
+    def _rotate(self) -> None:
+        header = SegmentHeader(self._timeline, self.end_lsn).encode()
+        self._pending.append(_Chunk(self.end_lsn, True, bytearray(header)))
+        self._segment_start_lsn = self.end_lsn
+        self._segment_bytes = len(header)
+        self.end_lsn += len(header)
+
+    def _take_pending(self) -> list[_Chunk]:
+        chunks, self._pending = self._pending, []
+        return chunks
+
+    def _schedule_flush(self) -> None:
+        if self._flush_scheduled:
+            return
+        self._flush_scheduled = True
+        self._flush_idle.clear()
+        # call_soon, not now: every record appended in this loop turn joins the batch.
+        if self.policy is FsyncPolicy.ALWAYS:
+            self._loop.call_soon(self._start_threaded_flush)
+        else:
+            self._loop.call_soon(self._flush_inline)
+
+    def _start_threaded_flush(self) -> None:
+        target_lsn = self.end_lsn
+        chunks = self._take_pending()
+        future = self._loop.run_in_executor(self._executor, self._write_chunks, chunks, True)
+        future.add_done_callback(lambda done: self._flush_done(done, target_lsn))
+
+    def _flush_done(self, done: asyncio.Future[None], target_lsn: int) -> None:
+        error = done.exception()
+        if error is not None:
+            self._fail(error)
+            return
+        self.flushed_lsn = self.synced_lsn = target_lsn
+        self._on_flushed(target_lsn)
+        self._after_flush()
+
+    def _flush_inline(self) -> None:
+        target_lsn = self.end_lsn
+        try:
+            self._write_chunks(self._take_pending(), sync=False)
+        except OSError as error:
+            self._fail(error)
+            return
+        self.flushed_lsn = target_lsn
+        self._on_flushed(target_lsn)
+        self._after_flush()
+
+    def _after_flush(self) -> None:
+        self._flush_scheduled = False
+        if self._pending:
+            self._schedule_flush()
+        else:
+            self._flush_idle.set()
+
+    def _fail(self, error: BaseException) -> None:
+        log.critical("WAL write failed; refusing all writes until restart", exc_info=error)
+        self.failure = error
+        self._pending.clear()
+        self._flush_idle.set()
+        self._on_failed(error)
+
+    async def sync(self) -> int:
+        """Make everything appended so far durable, whatever the policy; returns that LSN."""
+        while not self._flush_idle.is_set():
+            await self._flush_idle.wait()
+        if self.failure is not None:
+            raise WalFailed(f"WAL writes failed earlier: {self.failure}")
+        target_lsn = self.flushed_lsn
+        if self.synced_lsn < target_lsn:
+            await self._loop.run_in_executor(self._executor, self._fsync_current)
+            self.synced_lsn = max(self.synced_lsn, target_lsn)
+        return target_lsn
+
+    async def run_interval_sync(self) -> None:
+        """fsync=interval: the background task that bounds what an OS crash can lose."""
+        while True:
+            await asyncio.sleep(self._interval_s)
+            if self.failure is None and self.synced_lsn < self.flushed_lsn:
+                try:
+                    await self.sync()
+                except (OSError, WalFailed) as error:
+                    if self.failure is None:
+                        self._fail(error)
+
+    async def close(self) -> None:
+        if self.failure is None:
+            await self.sync()
+        with self._fd_lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+        self._executor.shutdown(wait=True)
+
+    # -- the disk side (flush thread, or the loop for interval/off) -----------------
+
+    def _write_chunks(self, chunks: list[_Chunk], sync: bool) -> None:
+        for chunk in chunks:
+            if chunk.creates_segment:
+                self._open_new_segment(chunk.segment_start_lsn)
+            assert self._fd is not None
+            view = memoryview(chunk.data)
+            while view:
+                written = os.write(self._fd, view)
+                metrics.WAL_WRITTEN_BYTES.inc(written)
+                view = view[written:]
+        if sync:
+            self._fsync_current()
+
+    def _open_new_segment(self, start_lsn: int) -> None:
+        path = self._wal_dir / segment_name(start_lsn)
+        with self._fd_lock:
+            if self._fd is not None:
+                if self.policy is not FsyncPolicy.OFF:
+                    self._timed_fsync(self._fd)
+                os.close(self._fd)
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        if self.policy is not FsyncPolicy.OFF:
+            fsync_dir(self._wal_dir)
+        log.info("WAL segment started", extra={"segment": path.name, "lsn": format_lsn(start_lsn)})
+
+    def _fsync_current(self) -> None:
+        with self._fd_lock:
+            if self._fd is not None:
+                self._timed_fsync(self._fd)
+
+    @staticmethod
+    def _timed_fsync(fd: int) -> None:
+        started = time.perf_counter()
+        os.fsync(fd)
+        metrics.WAL_FSYNC_SECONDS.observe(time.perf_counter() - started)
+
+
+def recycle_segments(wal_dir: Path, keep_from_lsn: int) -> list[Path]:
+    """Remove segments that hold nothing at or after `keep_from_lsn` (never the last one)."""
+    segments = list_segments(wal_dir)
+    removed = []
+    for segment, following in zip(segments, segments[1:]):
+        if following.start_lsn <= keep_from_lsn:
+            segment.path.unlink()
+            removed.append(segment.path)
+    if removed:
+        fsync_dir(wal_dir)
+    return removed
