@@ -15,7 +15,6 @@ from typing import Annotated, Optional
 
 import typer
 import uvloop
-
 from kvstore.node.config import ConfigError, load_settings
 from kvstore.node.control import ControlError
 from kvstore.node.datadir import DataDirError

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -27,6 +28,9 @@ from .wal.format import format_lsn
 from .wal.writer import recycle_segments
 
 log = logging.getLogger(__name__)
+
+PACK_BUDGET_PER_TURN_S = 0.002  # the longest a checkpoint holds the event loop at a time
+MAX_QUEUED_CHUNKS = 8  # packed shards waiting for the writer thread (bounds extra memory)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,16 +93,24 @@ class Checkpointer:
         writer = await loop.run_in_executor(
             self._executor, SnapshotWriter, path, redo_lsn, self.control.timeline, now_ms()
         )
+        writes: deque[asyncio.Future[None]] = deque()
         try:
+            turn_started = time.perf_counter()
             for index in range(SHARD_COUNT):
                 shard = store.shard(index)
                 if shard:
                     frame = encode_chunk(shard.items())
-                    await loop.run_in_executor(self._executor, writer.write_chunk, frame, len(shard))
-                else:
+                    writes.append(loop.run_in_executor(self._executor, writer.write_chunk, frame, len(shard)))
+                    if len(writes) > MAX_QUEUED_CHUNKS:
+                        await writes.popleft()
+                # Pack shards back to back for a short budget, then let requests run.
+                if time.perf_counter() - turn_started > PACK_BUDGET_PER_TURN_S:
                     await asyncio.sleep(0)
+                    turn_started = time.perf_counter()
+            await asyncio.gather(*writes)
             size = await loop.run_in_executor(self._executor, writer.finish, store.revision)
         except BaseException:
+            await asyncio.gather(*writes, return_exceptions=True)
             await loop.run_in_executor(self._executor, writer.abort)
             raise
         assert engine.writer is not None

@@ -41,6 +41,11 @@ class MethodNotAllowed(KvError):
     code = "method_not_allowed"
 
 
+class LengthRequired(KvError):
+    status = 411
+    code = "length_required"
+
+
 class PreconditionFailed(KvError):
     status = 412
     code = "precondition_failed"

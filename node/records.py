@@ -21,6 +21,8 @@ from typing import Any, Final
 
 import msgpack
 
+from .wal.format import format_lsn
+
 SET: Final = 1
 DEL: Final = 2
 TXN: Final = 3
@@ -122,11 +124,11 @@ def describe(record: Record) -> dict[str, Any]:
     if kind == TXN:
         return {"kind": name, "ops": [describe(op) for op in record[1]]}
     if kind == CHECKPOINT:
-        return {"kind": name, "redo_lsn": record[1], "snapshot": record[2], "time_ms": record[3]}
+        return {"kind": name, "redo_lsn": format_lsn(record[1]), "snapshot": record[2], "time_ms": record[3]}
     return {
         "kind": name,
         "timeline": record[1],
         "parent_timeline": record[2],
-        "switch_lsn": record[3],
+        "switch_lsn": format_lsn(record[3]),
         "time_ms": record[4],
     }

@@ -13,11 +13,14 @@ What it measures
     * ``PUT``: ``PUT /kv/k<n % 10000>`` with a 100-byte body (a wrk Lua script).
 
     Each scenario gets a short warm-up run, then is measured ``--repeats``
-    times; the run with the most requests/s is reported (the machine has 2
-    cores, shared by wrk, the server and whatever else is running). Reported:
-    requests/s, latency p50/p99, wrk errors, and the server's process count,
-    thread count and RSS after the load. The server is always stopped
-    (SIGTERM to its process group, SIGKILL after a grace period).
+    times, each run after waiting (up to ``--quiet-wait`` s) for other work on
+    the machine to go quiet; the run with the most requests/s is reported (the
+    machine has 2 cores, shared by wrk, the server and whatever else is
+    running). Reported: requests/s, latency p50/p99, wrk errors, the CPU other
+    work used during each run (from /proc/stat minus our own processes), and
+    the server's process count, thread count and RSS after the load. The
+    server is always stopped (SIGTERM to its process group, SIGKILL after a
+    grace period).
 
 ``micro``
     ``timeit`` (best of 5 repeats, auto-ranged loop counts) of: PyJWT HS256
@@ -56,6 +59,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shlex
 import signal
 import socket
@@ -69,7 +73,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from kvstore.cli.bench.bakeoff_apps import HOST, AsgiReceive, AsgiScope, AsgiSend
+from kvstore.cli.bench.bakeoff_apps import HOST, PUT_OK, AsgiReceive, AsgiScope, AsgiSend
 
 HERE = Path(__file__).resolve().parent
 RESULTS_PATH = HERE / "RESULTS-bakeoff.md"
@@ -93,12 +97,13 @@ PACKAGES = (
     "httptools",
     "starlette",
     "aiohttp",
-    "httpx",
     "PyJWT",
     "msgpack",
     "google-crc32c",
     "orjson",
 )
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+QUIET_CORES = 0.25
 READY_TIMEOUT_S = 20.0
 STOP_GRACE_S = 10.0
 CHUNK_INTERVAL_S = 0.05
@@ -199,6 +204,7 @@ class WrkRun:
     requests: int
     non_2xx: int
     socket_errors: int
+    other_cpu_cores: float = 0.0  # CPU used meanwhile by everything but wrk, the server and this script
 
 
 @dataclass
@@ -313,7 +319,7 @@ def _session_footprint(session: int) -> tuple[int, int, float]:
 def sanity_check(port: int) -> None:
     """Fail loudly if the server does not implement the KV contract."""
     status, body = _request(port, "PUT", f"/kv/{GET_KEY}", VALUE)
-    if (status, body) != (200, b'{"ok":true}'):
+    if (status, body) != (200, PUT_OK):
         raise RuntimeError(f"PUT returned {status} {body[:80]!r}")
     status, body = _request(port, "GET", f"/kv/{GET_KEY}")
     if (status, body) != (200, VALUE):
@@ -362,9 +368,43 @@ def wrk_command(port: int, scenario: str, duration_s: float, connections: int, l
     return [*command, f"http://{HOST}:{port}/kv/{GET_KEY}"]
 
 
-def run_wrk(command: list[str]) -> WrkRun:
+def _machine_busy_s() -> float:
+    """CPU seconds all cores spent not idle since boot (includes steal)."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def _own_cpu_s(session: int) -> float:
+    """CPU seconds of the server's session, this script and its reaped children (wrk)."""
+    total = 0.0
+    for pid in _session_pids(session):
+        with contextlib.suppress(OSError):
+            utime, stime = _proc_stat_fields(pid)[11:13]
+            total += (int(utime) + int(stime)) / CLK_TCK
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+def wait_for_quiet(server_session: int, max_wait_s: float) -> None:
+    """Before a measured run, wait (bounded) until other work uses less than QUIET_CORES."""
+    deadline = time.monotonic() + max_wait_s
+    while time.monotonic() < deadline:
+        busy, own = _machine_busy_s(), _own_cpu_s(server_session)
+        time.sleep(1.0)
+        if (_machine_busy_s() - busy) - (_own_cpu_s(server_session) - own) < QUIET_CORES:
+            return
+
+
+def run_wrk(command: list[str], server_session: int) -> WrkRun:
+    """Run wrk; also estimate how many cores other work on the machine used meanwhile."""
+    started, busy, own = time.monotonic(), _machine_busy_s(), _own_cpu_s(server_session)
     completed = subprocess.run(command, capture_output=True, text=True, check=True)
-    return parse_wrk(completed.stdout)
+    other = (_machine_busy_s() - busy) - (_own_cpu_s(server_session) - own)
+    run = parse_wrk(completed.stdout)
+    run.other_cpu_cores = max(0.0, other / (time.monotonic() - started))
+    return run
 
 
 def bench_candidate(candidate: Candidate, args: argparse.Namespace, lua: Path, out: TextIO) -> ServerResult:
@@ -380,13 +420,15 @@ def bench_candidate(candidate: Candidate, args: argparse.Namespace, lua: Path, o
             with running_server(candidate, port, log) as proc:
                 sanity_check(port)
                 for scenario in ("GET", "PUT"):
-                    run_wrk(wrk_command(port, scenario, args.warmup, args.connections, lua))
-                    runs = [
-                        run_wrk(wrk_command(port, scenario, args.duration, args.connections, lua))
-                        for _ in range(args.repeats)
-                    ]
+                    run_wrk(wrk_command(port, scenario, args.warmup, args.connections, lua), proc.pid)
+                    runs = []
+                    for _ in range(args.repeats):
+                        wait_for_quiet(proc.pid, args.quiet_wait)
+                        runs.append(
+                            run_wrk(wrk_command(port, scenario, args.duration, args.connections, lua), proc.pid)
+                        )
                     result.scenarios[scenario] = Scenario(runs)
-                    rates = " / ".join(f"{run.requests_per_s:,.0f}" for run in runs)
+                    rates = " / ".join(f"{r.requests_per_s:,.0f} (other CPU {r.other_cpu_cores:.2f})" for r in runs)
                     print(f"[{candidate.name}] {scenario}: {rates} req/s", file=out)
                 result.processes, result.threads, result.rss_mib = _session_footprint(proc.pid)
         except (RuntimeError, ValueError, OSError, http.client.HTTPException, subprocess.CalledProcessError) as exc:
@@ -807,11 +849,15 @@ def http_table(results: list[ServerResult]) -> list[str]:
 
 
 def runs_table(results: list[ServerResult]) -> list[str]:
-    lines = ["| server | GET req/s, every run | PUT req/s, every run |", "|---|---|---|"]
+    lines = [
+        "| server | GET req/s (other CPU, cores), every run | PUT req/s (other CPU, cores), every run |",
+        "|---|---|---|",
+    ]
     for result in results:
         if result.scenarios:
             cells = [
-                " / ".join(f"{run.requests_per_s:,.0f}" for run in result.scenarios[s].runs) for s in ("GET", "PUT")
+                " / ".join(f"{run.requests_per_s:,.0f} ({run.other_cpu_cores:.2f})" for run in result.scenarios[s].runs)
+                for s in ("GET", "PUT")
             ]
             lines.append(f"| {result.name} | {cells[0]} | {cells[1]} |")
     return lines
@@ -858,7 +904,8 @@ def render_markdown(results: BakeoffResults, command: str, args: argparse.Namesp
         "",
         f"`wrk -t1 -c{args.connections} -d{args.duration:g}s --timeout 5s --latency`, keep-alive, 127.0.0.1. "
         f"GET: `GET /kv/{GET_KEY}` (100-byte value). PUT: `PUT /kv/k<n % 10000>` with a 100-byte body "
-        f"(wrk Lua script). Each scenario: {args.warmup:g} s warm-up, then {args.repeats} measured runs; "
+        f"(wrk Lua script). Each scenario: {args.warmup:g} s warm-up, then {args.repeats} measured runs, each "
+        f"after waiting up to {args.quiet_wait:g} s for other work on the machine to use < {QUIET_CORES} cores; "
         "**the table shows the better run** (most req/s) because wrk, the server and any other work share "
         "the machine's 2 cores. procs/threads/RSS: the server's whole process tree after the load.",
         "",
@@ -866,7 +913,8 @@ def render_markdown(results: BakeoffResults, command: str, args: argparse.Namesp
         "",
         *http_table(results.http),
         "",
-        "Every measured run:",
+        "Every measured run, with the CPU that other work on the machine used meanwhile (total busy CPU "
+        "minus wrk, the server and this script, averaged over the run, in cores out of 2):",
         "",
         *runs_table(results.http),
         "",
@@ -922,6 +970,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=50, help="wrk keep-alive connections (default 50)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per scenario (default 2)")
     parser.add_argument("--repeats", type=int, default=2, help="measured runs per scenario, best reported")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=30.0,
+        help=f"before each measured run, wait up to this many seconds for other work to use < {QUIET_CORES} cores",
+    )
     parser.add_argument("--only", nargs="+", choices=[c.name for c in CANDIDATES], help="candidates to run")
     parser.add_argument("--check-streaming", action="store_true", help="run only the streaming-disconnect check")
     parser.add_argument("--json", action="store_true", help="print results as JSON on stdout")

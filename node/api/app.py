@@ -14,7 +14,6 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
-from urllib.parse import unquote
 
 from .. import metrics
 from ..auth import Authenticator
@@ -152,7 +151,7 @@ class App:
     # -- data API --------------------------------------------------------------------
 
     def _key(self, raw: str) -> str:
-        key = unquote(raw, errors="strict") if "%" in raw else raw
+        key = raw  # granian hands over the path already percent-decoded; never decode twice
         if not key:
             raise BadRequest("key must not be empty")
         size = len(key.encode("utf-8"))
@@ -317,7 +316,9 @@ class App:
                     f"op {index}: value is {len(value)} bytes; the limit is {self.settings.max_value_bytes}"
                 )
         ttl_s = raw.get("ttl")
-        if ttl_s is not None and (not isinstance(ttl_s, int) or not 1 <= ttl_s <= self.settings.max_ttl_s):
+        if ttl_s is not None and (
+            not isinstance(ttl_s, int) or isinstance(ttl_s, bool) or not 1 <= ttl_s <= self.settings.max_ttl_s
+        ):
             raise BadRequest(f"op {index}: ttl must be an integer 1..{self.settings.max_ttl_s}")
         if_version = raw.get("if_version")
         if if_version is not None and (not isinstance(if_version, int) or isinstance(if_version, bool)):

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from ..errors import BadRequest, KvError
+from ..errors import BadRequest, KvError, Unauthorized
 
 JSON_HEADERS = [("content-type", "application/json")]
 
@@ -83,4 +83,6 @@ def error_response(error: KvError) -> Response:
     body: dict[str, Any] = {"code": error.code, "message": error.message}
     if error.details:
         body.update(error.details)
-    return json_response({"error": body}, error.status)
+    # RFC 9110: a 401 names the scheme the client should use.
+    headers = [("www-authenticate", 'Bearer realm="kvstore"')] if isinstance(error, Unauthorized) else None
+    return json_response({"error": body}, error.status, headers)

@@ -13,9 +13,9 @@ from typing import Any
 from granian.rsgi import ProtocolClosed
 
 from .. import metrics
-from ..errors import PayloadTooLarge
+from ..errors import LengthRequired, PayloadTooLarge
 from .app import App
-from .http import Request, StreamResponse, error_response
+from .http import Request, Response, StreamResponse, error_response
 
 log = logging.getLogger(__name__)
 
@@ -38,24 +38,15 @@ class RsgiAdapter:
         headers = scope.headers
         body = b""
         if method in _BODY_METHODS:
-            limit = self._body_limit(method)
-            declared = headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                metrics.HTTP_REJECTED.labels("body_too_large").inc()
-                response = error_response(
-                    PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}", limit_bytes=limit)
-                )
-                proto.response_bytes(response.status, response.headers, response.body)
+            rejection = self._check_length(headers.get("content-length"), headers.get("transfer-encoding"), method)
+            if rejection is not None:
+                proto.response_bytes(rejection.status, rejection.headers, rejection.body)
                 return
-            if declared is not None:
+            try:
                 body = await proto()
-            else:
-                body = await self._read_chunked(proto, limit)
-                if body is None:
-                    metrics.HTTP_REJECTED.labels("body_too_large").inc()
-                    response = error_response(PayloadTooLarge(f"request body exceeds the limit of {limit} bytes"))
-                    proto.response_bytes(response.status, response.headers, response.body)
-                    return
+            except ProtocolClosed:
+                log.debug("client went away during the request body", extra={"path": scope.path})
+                return
         request = Request(method, scope.path, scope.query_string, headers, body, scope.client)
         metrics.HTTP_REQUESTS_IN_FLIGHT.inc()
         try:
@@ -67,16 +58,22 @@ class RsgiAdapter:
         finally:
             metrics.HTTP_REQUESTS_IN_FLIGHT.dec()
 
-    @staticmethod
-    async def _read_chunked(proto: Any, limit: int) -> bytes | None:
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in proto:
-            size += len(chunk)
-            if size > limit:
-                return None
-            parts.append(chunk)
-        return b"".join(parts)
+    def _check_length(self, declared: str | None, transfer_encoding: str | None, method: str) -> Response | None:
+        """Refuse a body before reading it: no length, or a length above the limit."""
+        if declared is None:
+            if transfer_encoding is None:
+                return None  # no body at all
+            metrics.HTTP_REJECTED.labels("length_required").inc()
+            # A chunked upload cut short by a disconnect reaches the app looking complete;
+            # requiring Content-Length means a partial value can never be stored.
+            return error_response(LengthRequired("send Content-Length; chunked request bodies are not accepted"))
+        limit = self._body_limit(method)
+        if not declared.isdigit() or int(declared) > limit:
+            metrics.HTTP_REJECTED.labels("body_too_large").inc()
+            return error_response(
+                PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}", limit_bytes=limit)
+            )
+        return None
 
     @staticmethod
     async def _stream(proto: Any, response: StreamResponse) -> None:

@@ -1,0 +1,252 @@
+"""kvctl's HTTP client: one small class over httpx for the node's API.
+
+It owns the wire details (paths, percent-encoded keys, ETag preconditions, NDJSON
+streaming) and turns every failure into a `KvctlError` whose message is one line an
+operator can act on: the server's `{"error": {"code", "message"}}`, or why the server
+could not be reached. It prints nothing and knows nothing of the login file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+CONNECT_TIMEOUT_S = 5.0
+REQUEST_TIMEOUT_S = 30.0
+# A checkpoint of a large store runs inside the request; give it minutes, not seconds.
+ADMIN_TIMEOUT_S = 300.0
+# The WAL stream sends a keepalive every 5 s; six missed ones mean the server is gone.
+STREAM_READ_TIMEOUT_S = 30.0
+ERROR_TEXT_MAX_CHARS = 200
+
+_REQUEST_TIMEOUT = httpx.Timeout(REQUEST_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+_ADMIN_TIMEOUT = httpx.Timeout(ADMIN_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+_STREAM_TIMEOUT = httpx.Timeout(REQUEST_TIMEOUT_S, connect=CONNECT_TIMEOUT_S, read=STREAM_READ_TIMEOUT_S)
+
+
+class KvctlError(Exception):
+    """An operating error kvctl reports as `kvctl: <message>` and exit status 1."""
+
+    def __init__(self, message: str) -> None:
+        self.message = _one_line(message)
+        super().__init__(self.message)
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    key: str
+    data: bytes
+    version: int
+    expires_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    key: str
+    version: int
+    commit_lsn: str
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPage:
+    keys: list[dict[str, Any]]
+    next_after: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WalLine:
+    """One NDJSON record of the WAL stream: the line as sent and its parsed form."""
+
+    text: str
+    record: dict[str, Any]
+
+
+class KvClient:
+    """A connection to one node. Use as a context manager, or call `close`."""
+
+    def __init__(self, url: str, token: str | None = None, unauthorized_hint: str = "") -> None:
+        """`unauthorized_hint` says what to do about a 401; it replaces the server's
+        reason when no token was sent (the server can only say that one is missing)."""
+        headers = {"user-agent": "kvctl"}
+        if token is not None:
+            headers["authorization"] = f"Bearer {token}"
+        self.url = url
+        self._unauthorized_hint = unauthorized_hint
+        self._sends_token = token is not None
+        self._http = httpx.Client(base_url=url, headers=headers, timeout=_REQUEST_TIMEOUT)
+
+    def __enter__(self) -> KvClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- auth and data -----------------------------------------------------------------
+
+    def login(self, user: str, password: str) -> dict[str, Any]:
+        """Exchange a password for a token: {"token", "token_type", "expires_at"}."""
+        response = self._request("POST", "/v1/auth/login", (200,), json={"username": user, "password": password})
+        return _json(response)
+
+    def get(self, key: str) -> Value:
+        response = self._request("GET", _key_path(key), (200,))
+        version = _etag_version(response)
+        return Value(key, response.content, version, response.headers.get("x-kv-expires-at"))
+
+    def put(self, key: str, data: bytes, ttl_s: int | None, if_version: int | None, create_only: bool) -> Written:
+        headers = _preconditions(if_version)
+        if create_only:
+            headers["if-none-match"] = "*"
+        params = {"ttl": str(ttl_s)} if ttl_s is not None else {}
+        response = self._request("PUT", _key_path(key), (200, 201), content=data, headers=headers, params=params)
+        document = _json(response)
+        return Written(key, int(document["version"]), str(document["commit_lsn"]), response.status_code == 201)
+
+    def delete(self, key: str, if_version: int | None) -> str:
+        """Delete a key; returns the commit LSN of the DEL record."""
+        response = self._request("DELETE", _key_path(key), (204,), headers=_preconditions(if_version))
+        return str(response.headers.get("x-kv-commit-lsn", ""))
+
+    def incr(self, key: str, by: int) -> dict[str, Any]:
+        """Add `by` to an integer value: {"key", "value", "version", "commit_lsn"}."""
+        return _json(self._request("POST", f"{_key_path(key)}/incr", (200,), params={"by": str(by)}))
+
+    def list_keys(self, prefix: str, after: str | None, limit: int) -> KeyPage:
+        params = {"prefix": prefix, "limit": str(limit)}
+        if after is not None:
+            params["after"] = after
+        document = _json(self._request("GET", "/v1/kv", (200,), params=params))
+        return KeyPage(list(document["keys"]), document.get("next_after"))
+
+    # -- admin -------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return _json(self._request("GET", "/v1/status", (200,)))
+
+    def checkpoint(self) -> dict[str, Any]:
+        return _json(self._request("POST", "/v1/admin/checkpoint", (200,), timeout=_ADMIN_TIMEOUT))
+
+    def create_snapshot(self) -> dict[str, Any]:
+        return _json(self._request("POST", "/v1/admin/snapshots", (200,), timeout=_ADMIN_TIMEOUT))
+
+    def list_snapshots(self) -> list[dict[str, Any]]:
+        return list(_json(self._request("GET", "/v1/admin/snapshots", (200,)))["snapshots"])
+
+    def wal_records(self, from_lsn: str | None, follow: bool) -> Iterator[WalLine]:
+        """Stream WAL records as the node commits them; keepalive lines are skipped."""
+        params = {"follow": "true" if follow else "false"}
+        if from_lsn is not None:
+            params["from_lsn"] = from_lsn
+        try:
+            with self._http.stream("GET", "/v1/admin/wal/records", params=params, timeout=_STREAM_TIMEOUT) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise KvctlError(self._reason(response))
+                for text in response.iter_lines():
+                    if text.strip():
+                        yield _wal_line(text)
+        except httpx.TransportError as exc:
+            raise KvctlError(_transport_reason(self.url, exc)) from None
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, expect: tuple[int, ...], **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise KvctlError(_transport_reason(self.url, exc)) from None
+        if response.status_code not in expect:
+            raise KvctlError(self._reason(response))
+        return response
+
+    def _reason(self, response: httpx.Response) -> str:
+        reason = _http_reason(response)
+        if response.status_code != 401 or not self._unauthorized_hint:
+            return reason
+        return f"{reason}; {self._unauthorized_hint}" if self._sends_token else self._unauthorized_hint
+
+
+def _key_path(key: str) -> str:
+    if not key:
+        raise KvctlError("key must not be empty")
+    return f"/v1/kv/{quote(key, safe='')}"
+
+
+def _preconditions(if_version: int | None) -> dict[str, str]:
+    return {} if if_version is None else {"if-match": f'"{if_version}"'}
+
+
+def _etag_version(response: httpx.Response) -> int:
+    etag = response.headers.get("etag", "")
+    try:
+        return int(etag.removeprefix("W/").strip('"'))
+    except ValueError:
+        raise KvctlError(f"server sent no version ETag (got {etag!r})") from None
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        document = response.json()
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        raise KvctlError(f"{response.request.url} answered HTTP {response.status_code} without a JSON object")
+    return document
+
+
+def _wal_line(text: str) -> WalLine:
+    try:
+        record = json.loads(text)
+    except ValueError:
+        raise KvctlError(f"WAL stream sent a line that is not JSON: {text[:ERROR_TEXT_MAX_CHARS]!r}") from None
+    if not isinstance(record, dict):
+        raise KvctlError(f"WAL stream sent a line that is not an object: {text[:ERROR_TEXT_MAX_CHARS]!r}")
+    error = record.get("error")
+    if isinstance(error, dict):
+        raise KvctlError(str(error.get("message")))
+    return WalLine(text, record)
+
+
+def _http_reason(response: httpx.Response) -> str:
+    """The server's JSON error as one line, or the start of whatever else it sent."""
+    try:
+        error = response.json()["error"]
+        if isinstance(error, dict) and "message" in error:
+            return str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        pass
+    text = response.text.strip()[:ERROR_TEXT_MAX_CHARS] or response.reason_phrase
+    return f"{response.request.url} answered HTTP {response.status_code}: {text}"
+
+
+def _transport_reason(url: str, exc: httpx.TransportError) -> str:
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"cannot reach {url}: no answer within {CONNECT_TIMEOUT_S:g} s"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"{url} did not answer in time ({type(exc).__name__})"
+    if isinstance(exc, httpx.ConnectError):
+        return f"cannot reach {url}: {_os_reason(exc)}"
+    return f"connection to {url} failed: {_os_reason(exc)}"
+
+
+def _os_reason(exc: BaseException) -> str:
+    """The innermost OS error text ("connection refused"), else the exception's own."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror[0].lower() + cause.strerror[1:]
+        cause = cause.__cause__ or cause.__context__
+    return str(exc) or type(exc).__name__
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

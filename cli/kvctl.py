@@ -1,0 +1,437 @@
+"""`kvctl`: the operator's command line for a KVStore++ node.
+
+This module owns the commands and their options; the HTTP client (client.py), the
+login file and server resolution (credentials.py), printing (output.py) and WAL
+records (walview.py) live beside it. Every command prints a table for people or,
+with `--format json`, JSON for scripts. Any failure prints `kvctl: <reason>` on
+stderr and exits 1; bad usage exits 2 (typer's usage errors).
+
+`--url`, `--token` and `--format` may be given before the command (`kvctl --format
+json status`) or after it (`kvctl status --format json`); after wins.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from kvstore.node.wal.format import format_lsn, parse_lsn
+
+from . import walview
+from .client import KvClient, KvctlError
+from .credentials import Login, Target, config_path, describe_expiry, load_login, resolve, save_login
+from .output import OutputFormat, emit_bytes, emit_fields, emit_json, emit_line, emit_table, json_text
+
+EXIT_FAILURE = 1
+KEYS_LIMIT_DEFAULT = 1000
+KEYS_PAGE_DEFAULT = 1000
+GLOB_CHARS = "*?["
+
+
+def _lsn(text: str) -> int:
+    try:
+        return parse_lsn(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option("--url", help="Node URL. Default: $KVCTL_URL, then the login file, then http://127.0.0.1:8080."),
+]
+TokenOption = Annotated[
+    str | None, typer.Option("--token", help="Bearer token or API key. Default: $KVCTL_TOKEN, then the login file.")
+]
+FormatOption = Annotated[
+    OutputFormat | None, typer.Option("--format", help="table (for people) or json (for scripts).")
+]
+DataDirOption = Annotated[
+    Path, typer.Option("--data-dir", help="Data directory of a node (read only; the node may be stopped).")
+]
+LsnOption = Annotated[int | None, typer.Option("--from", metavar="LSN", parser=_lsn, help="Start LSN, as X/Y.")]
+IfVersionOption = Annotated[
+    int | None, typer.Option("--if-version", min=0, help="Only if the key is at this version (compare-and-set).")
+]
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Operate a KVStore++ node: keys, checkpoints, snapshots, status and the WAL.",
+)
+snapshot_app = typer.Typer(no_args_is_help=True, help="Create and list snapshots.")
+wal_app = typer.Typer(no_args_is_help=True, help="Follow a node's WAL, or inspect and verify one offline.")
+app.add_typer(snapshot_app, name="snapshot")
+app.add_typer(wal_app, name="wal")
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalOptions:
+    url: str | None
+    token: str | None
+    output: OutputFormat | None
+
+
+def main() -> None:
+    try:
+        app(prog_name="kvctl")
+    except KvctlError as error:
+        print(f"kvctl: {error.message}", file=sys.stderr)
+        sys.exit(EXIT_FAILURE)
+
+
+@app.callback()
+def root(ctx: typer.Context, url: UrlOption = None, token: TokenOption = None, output: FormatOption = None) -> None:
+    ctx.obj = GlobalOptions(url, token, output)
+
+
+def _output(ctx: typer.Context, output: OutputFormat | None) -> OutputFormat:
+    return output or ctx.obj.output or OutputFormat.TABLE
+
+
+def _target(ctx: typer.Context, url: str | None, token: str | None) -> Target:
+    login = load_login(config_path(os.environ))
+    return resolve(url or ctx.obj.url, token or ctx.obj.token, os.environ, login)
+
+
+def _connect(ctx: typer.Context, url: str | None, token: str | None) -> KvClient:
+    target = _target(ctx, url, token)
+    return KvClient(target.url, target.token, unauthorized_hint=target.hint)
+
+
+# -- login --------------------------------------------------------------------------------
+
+
+@app.command()
+def login(
+    ctx: typer.Context,
+    url: UrlOption = None,
+    user: Annotated[str, typer.Option("--user", help="User name.")] = "admin",
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin.")
+    ] = False,
+    output: FormatOption = None,
+) -> None:
+    """Log in and keep the token in the login file ($KVCTL_CONFIG or ~/.config/kvctl/config.json)."""
+    path = config_path(os.environ)
+    try:
+        previous = load_login(path)
+    except KvctlError:
+        previous = None  # a damaged login file is about to be replaced
+    target = resolve(url or ctx.obj.url, None, os.environ, previous)
+    password = _read_password(password_stdin)
+    with KvClient(target.url) as client:
+        answer = client.login(user, password)
+    save_login(path, Login(target.url, str(answer["token"]), user, answer.get("expires_at")))
+    expires = describe_expiry(answer.get("expires_at"))
+    if _output(ctx, output) is OutputFormat.JSON:
+        emit_json({"url": target.url, "user": user, "expires_at": expires, "config": str(path)})
+    else:
+        emit_line(f"logged in as {user} at {target.url} (token expires {expires})")
+
+
+def _read_password(from_stdin: bool) -> str:
+    if not from_stdin:
+        return str(typer.prompt("Password", hide_input=True))
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise KvctlError("no password on stdin (--password-stdin reads its first line)")
+    return password
+
+
+# -- data -----------------------------------------------------------------------------
+
+
+@app.command()
+def get(
+    ctx: typer.Context, key: str, url: UrlOption = None, token: TokenOption = None, output: FormatOption = None
+) -> None:
+    """Print a key's value (raw bytes; json shows version and expiry too)."""
+    with _connect(ctx, url, token) as client:
+        value = client.get(key)
+    if _output(ctx, output) is OutputFormat.TABLE:
+        emit_bytes(value.data)
+        return
+    document: dict[str, Any] = {"key": value.key}
+    try:
+        document["value"] = value.data.decode("utf-8")
+    except UnicodeDecodeError:
+        document["value_base64"] = base64.b64encode(value.data).decode("ascii")
+    emit_json({**document, "version": value.version, "expires_at": value.expires_at})
+
+
+@app.command("set")
+def set_value(
+    ctx: typer.Context,
+    key: str,
+    value: Annotated[str, typer.Argument(help="The value, or - to read bytes from stdin.")],
+    ttl: Annotated[int | None, typer.Option("--ttl", min=1, help="Expire after this many seconds.")] = None,
+    if_version: IfVersionOption = None,
+    create_only: Annotated[bool, typer.Option("--create-only", help="Fail if the key exists.")] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    output: FormatOption = None,
+) -> None:
+    """Set a key's value."""
+    if if_version is not None and create_only:
+        raise typer.BadParameter("--if-version and --create-only exclude each other")
+    data = sys.stdin.buffer.read() if value == "-" else value.encode("utf-8")
+    with _connect(ctx, url, token) as client:
+        written = client.put(key, data, ttl, if_version, create_only)
+    if _output(ctx, output) is OutputFormat.JSON:
+        emit_json(asdict(written))
+    else:
+        action = "created" if written.created else "updated"
+        emit_line(f"{action} {key} version={written.version} commit_lsn={written.commit_lsn}")
+
+
+@app.command("del")
+def delete_key(
+    ctx: typer.Context,
+    key: str,
+    if_version: IfVersionOption = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    output: FormatOption = None,
+) -> None:
+    """Delete a key (fails if it does not exist)."""
+    with _connect(ctx, url, token) as client:
+        commit_lsn = client.delete(key, if_version)
+    if _output(ctx, output) is OutputFormat.JSON:
+        emit_json({"key": key, "deleted": True, "commit_lsn": commit_lsn})
+    else:
+        emit_line(f"deleted {key} commit_lsn={commit_lsn}")
+
+
+@app.command()
+def incr(
+    ctx: typer.Context,
+    key: str,
+    by: Annotated[int, typer.Option("--by", help="Amount to add (may be negative).")] = 1,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    output: FormatOption = None,
+) -> None:
+    """Add to an integer value (a missing key counts as 0) and print the result."""
+    with _connect(ctx, url, token) as client:
+        answer = client.incr(key, by)
+    if _output(ctx, output) is OutputFormat.JSON:
+        emit_json(answer)
+    else:
+        emit_line(str(answer["value"]))
+
+
+@app.command()
+def keys(
+    ctx: typer.Context,
+    pattern: Annotated[str | None, typer.Option("--pattern", help="Glob such as 'user:*' (fnmatch).")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Show at most this many keys.")] = KEYS_LIMIT_DEFAULT,
+    page_size: Annotated[
+        int, typer.Option("--page-size", min=1, help="Keys per request to the node.")
+    ] = KEYS_PAGE_DEFAULT,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    output: FormatOption = None,
+) -> None:
+    """List keys matching a pattern, in key order."""
+    with _connect(ctx, url, token) as client:
+        found, truncated = collect_keys(client, pattern, limit, page_size)
+    if _output(ctx, output) is OutputFormat.JSON:
+        emit_json({"keys": found, "truncated": truncated})
+        return
+    rows = [(item["key"], item["version"], item["value_bytes"], item.get("expires_at")) for item in found]
+    emit_table(("KEY", "VERSION", "BYTES", "EXPIRES"), rows)
+    if truncated:
+        print(f"kvctl: showing the first {limit} matching keys; raise --limit to see more", file=sys.stderr)
+
+
+def glob_prefix(pattern: str) -> str:
+    """The literal text before the first glob character: what the node can filter on."""
+    cut = next((index for index, char in enumerate(pattern) if char in GLOB_CHARS), len(pattern))
+    return pattern[:cut]
+
+
+def collect_keys(
+    client: KvClient, pattern: str | None, limit: int, page_size: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """Up to `limit` keys matching `pattern`, following the node's pages; and whether more match."""
+    prefix = glob_prefix(pattern) if pattern is not None else ""
+    found: list[dict[str, Any]] = []
+    after: str | None = None
+    while True:
+        page = client.list_keys(prefix, after, page_size)
+        for item in page.keys:
+            if pattern is None or fnmatchcase(item["key"], pattern):
+                if len(found) == limit:
+                    return found, True
+                found.append(item)
+        if page.next_after is None:
+            return found, False
+        if after is not None and page.next_after <= after:
+            raise KvctlError(f"node sent a page cursor that does not advance ({page.next_after!r})")
+        after = page.next_after
+
+
+# -- admin ------------------------------------------------------------------------------
+
+
+@app.command()
+def checkpoint(
+    ctx: typer.Context, url: UrlOption = None, token: TokenOption = None, output: FormatOption = None
+) -> None:
+    """Run a checkpoint now: snapshot, control file, old WAL removed."""
+    with _connect(ctx, url, token) as client:
+        _emit_document(_output(ctx, output), client.checkpoint())
+
+
+@snapshot_app.command("create")
+def snapshot_create(
+    ctx: typer.Context, url: UrlOption = None, token: TokenOption = None, output: FormatOption = None
+) -> None:
+    """Write a snapshot now (a checkpoint)."""
+    with _connect(ctx, url, token) as client:
+        _emit_document(_output(ctx, output), client.create_snapshot())
+
+
+@snapshot_app.command("list")
+def snapshot_list(
+    ctx: typer.Context, url: UrlOption = None, token: TokenOption = None, output: FormatOption = None
+) -> None:
+    """List the snapshots in the node's data directory."""
+    with _connect(ctx, url, token) as client:
+        snapshots = client.list_snapshots()
+    if _output(ctx, output) is OutputFormat.JSON:
+        emit_json({"snapshots": snapshots})
+    else:
+        emit_table(("NAME", "BYTES", "CURRENT"), [(s["name"], s["bytes"], s["current"]) for s in snapshots])
+
+
+@app.command()
+def status(ctx: typer.Context, url: UrlOption = None, token: TokenOption = None, output: FormatOption = None) -> None:
+    """Show the node's role, state, timeline, LSNs and last checkpoint."""
+    with _connect(ctx, url, token) as client:
+        document = client.status()
+    if _output(ctx, output) is OutputFormat.JSON:
+        emit_json(document)
+    else:
+        emit_fields(status_fields(document))
+
+
+def status_fields(document: dict[str, Any]) -> list[tuple[str, object]]:
+    lsn = document.get("lsn") or {}
+    state = document.get("state")
+    if document.get("read_only_reason"):
+        state = f"{state} ({document['read_only_reason']})"
+    last = document.get("last_checkpoint")
+    return [
+        ("role", document.get("role")),
+        ("state", state),
+        ("timeline", document.get("timeline")),
+        *((f"lsn.{name}", lsn.get(name)) for name in ("end", "flushed", "committed", "applied", "redo")),
+        ("keys", document.get("keys")),
+        ("fsync", document.get("fsync")),
+        ("last_checkpoint", f"{last['snapshot']} (redo {last['redo_lsn']}, {last['seconds']} s)" if last else None),
+        *(_replica_field(index, replica) for index, replica in enumerate(document.get("replicas") or [])),
+    ]
+
+
+def _replica_field(index: int, replica: dict[str, Any]) -> tuple[str, object]:
+    """`replica.<name>  field=value ...`: whatever the node reports (lag, LSNs, state)."""
+    name = replica.get("name", index)
+    return f"replica.{name}", " ".join(f"{field}={value}" for field, value in replica.items() if field != "name")
+
+
+def _emit_document(output: OutputFormat, document: dict[str, Any]) -> None:
+    if output is OutputFormat.JSON:
+        emit_json(document)
+    else:
+        emit_fields(document.items())
+
+
+# -- WAL --------------------------------------------------------------------------------
+
+
+@wal_app.command("tail")
+def wal_tail(
+    ctx: typer.Context,
+    from_lsn: LsnOption = None,
+    follow: Annotated[bool, typer.Option("--follow/--no-follow", help="Keep printing new records.")] = True,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    output: FormatOption = None,
+) -> None:
+    """Print WAL records as the node commits them (default: from now on). Ctrl-C stops."""
+    as_json = _output(ctx, output) is OutputFormat.JSON
+    start = format_lsn(from_lsn) if from_lsn is not None else None
+    try:
+        with _connect(ctx, url, token) as client:
+            for line in client.wal_records(start, follow):
+                emit_line(line.text if as_json else walview.tail_line(line.record))
+    except KeyboardInterrupt:
+        return
+
+
+@wal_app.command("inspect")
+def wal_inspect(
+    ctx: typer.Context,
+    data_dir: DataDirOption,
+    from_lsn: LsnOption = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Show at most this many records.")] = None,
+    output: FormatOption = None,
+) -> None:
+    """List the WAL records in a data directory, like pg_waldump."""
+    scan = walview.open_scan(data_dir, from_lsn)
+    found = walview.read_records(scan, from_lsn, limit)
+    if _output(ctx, output) is OutputFormat.JSON:
+        _emit_records_json(found)
+        end = format_lsn(scan.end_lsn) if scan.end_lsn is not None else None
+        torn = walview.torn_tail_document(scan.torn_tail) if scan.torn_tail else None
+        emit_line(f'], "end_lsn": {json_text(end)}, "torn_tail": {json_text(torn)}}}')
+        return
+    emit_line(walview.inspect_header())
+    for record in found:
+        for text in walview.inspect_lines(record):
+            emit_line(text)
+    if scan.end_lsn is not None:
+        emit_line(f"end of WAL at {format_lsn(scan.end_lsn)}")
+    if scan.torn_tail is not None:
+        emit_line(walview.describe_torn_tail(scan.torn_tail))
+
+
+def _emit_records_json(found: Iterator[dict[str, Any]]) -> None:
+    """Open `{"records": [` and stream one record a line, so a long WAL is never held in memory."""
+    emit_line('{"records": [')
+    for index, record in enumerate(found):
+        emit_line(("," if index else "") + json_text(record))
+
+
+@wal_app.command("verify")
+def wal_verify(ctx: typer.Context, data_dir: DataDirOption, output: FormatOption = None) -> None:
+    """Check every WAL segment of a data directory; exit 1 on corruption."""
+    found = walview.verify(data_dir)
+    first = format_lsn(found.first_lsn if found.first_lsn is not None else found.end_lsn)
+    if _output(ctx, output) is OutputFormat.JSON:
+        emit_json(
+            {
+                "ok": True,
+                "records": found.records,
+                "first_lsn": first,
+                "end_lsn": format_lsn(found.end_lsn),
+                "segments": found.segments,
+                "torn_tail": walview.torn_tail_document(found.torn_tail) if found.torn_tail else None,
+            }
+        )
+        return
+    plural = "" if found.segments == 1 else "s"
+    text = (
+        f"WAL OK: {found.records} records, LSN {first}..{format_lsn(found.end_lsn)}, {found.segments} segment{plural}"
+    )
+    emit_line(f"{text}; {walview.describe_torn_tail(found.torn_tail)}" if found.torn_tail else text)

@@ -1,0 +1,69 @@
+"""How kvctl prints: aligned tables and field lists for people, JSON for scripts.
+
+Everything goes to stdout and is flushed, so a pipe sees each line as it is made;
+errors are not printed here (see `kvctl.main`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from enum import StrEnum
+from typing import Any
+
+COLUMN_GAP = "  "
+
+
+class OutputFormat(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+def emit_json(document: Any) -> None:
+    """One JSON document, indented for reading; it always parses."""
+    print(json.dumps(document, indent=2, ensure_ascii=False), flush=True)
+
+
+def json_text(value: object) -> str:
+    """One JSON value on one line."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def emit_line(text: str) -> None:
+    print(text, flush=True)
+
+
+def emit_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """A header line and rows, columns padded to their widest cell."""
+    _emit_aligned([list(headers)] + [[cell_text(cell) for cell in row] for row in rows])
+
+
+def emit_fields(fields: Iterable[tuple[str, object]]) -> None:
+    """`name  value` lines, names aligned; no header."""
+    _emit_aligned([[name, cell_text(value)] for name, value in fields])
+
+
+def _emit_aligned(cells: list[list[str]]) -> None:
+    if not cells:
+        return
+    widths = [max(len(row[column]) for row in cells) for column in range(len(cells[0]))]
+    for row in cells:
+        padded = [text.ljust(width) for text, width in zip(row[:-1], widths[:-1], strict=True)]
+        emit_line(COLUMN_GAP.join([*padded, row[-1]]))
+
+
+def emit_bytes(data: bytes) -> None:
+    """Raw bytes as they are; a newline follows only on a terminal, so pipes get exact bytes."""
+    sys.stdout.buffer.write(data)
+    if sys.stdout.isatty() and not data.endswith(b"\n"):
+        sys.stdout.buffer.write(b"\n")
+    sys.stdout.buffer.flush()
+
+
+def cell_text(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)

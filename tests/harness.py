@@ -1,0 +1,27 @@
+"""Real `kvstored` processes for tests, with HTTP clients logged in as the superuser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from kvstore.cli.launcher import NodeLauncher, free_port
+
+ADMIN_PASSWORD = "test-admin-password"
+
+__all__ = ["ADMIN_PASSWORD", "NodeProcess", "free_port"]
+
+
+class NodeProcess(NodeLauncher):
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
+        super().__init__(data_dir, ADMIN_PASSWORD, env=env, args=args)
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"authorization": f"Bearer {self.token()}"}, timeout=30, **kwargs)
+
+    def async_client(self, **kwargs: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.url, headers={"authorization": f"Bearer {self.token()}"}, timeout=30, **kwargs
+        )

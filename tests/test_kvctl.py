@@ -1,0 +1,384 @@
+"""End to end tests of `kvctl`: the real command, as a subprocess, against real nodes.
+
+One node (module scope) serves the online commands; each test uses its own key
+prefix and its own login file. The offline WAL tests stop a node of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from harness import ADMIN_PASSWORD, NodeProcess, free_port
+from kvstore.cli.credentials import DEFAULT_URL, Login, Target, resolve
+from kvstore.cli.kvctl import glob_prefix
+from kvstore.node.wal.format import FRAME_HEADER_BYTES, format_lsn
+from kvstore.node.wal.reader import WalScan
+
+KVCTL = [sys.executable, "-c", "from kvstore.cli.kvctl import main; main()"]
+KVCTL_TIMEOUT_S = 60.0
+FOLLOW_TIMEOUT_S = 20.0
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    node = NodeProcess(tmp_path_factory.mktemp("kvctl") / "node")
+    try:
+        node.start()
+        yield node
+    finally:
+        node.close()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    """A login file path in a directory that does not exist yet."""
+    return tmp_path / "kvctl-home" / "config.json"
+
+
+def kvctl_env(config: Path, extra: dict[str, str] | None) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("KVCTL_")}
+    return {**env, "KVCTL_CONFIG": str(config), **(extra or {})}
+
+
+def kvctl(
+    *args: str, config: Path, env: dict[str, str] | None = None, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*KVCTL, *args],
+        env=kvctl_env(config, env),
+        input=stdin.decode("latin-1") if stdin is not None else None,
+        stdin=subprocess.DEVNULL if stdin is None else None,
+        capture_output=True,
+        text=True,
+        encoding="latin-1",
+        timeout=KVCTL_TIMEOUT_S,
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"kvctl failed ({result.returncode}): {result.stderr}"
+    return result.stdout
+
+
+def kvctl_json(*args: str, config: Path, env: dict[str, str] | None = None) -> Any:
+    """Run a command with `--format json` and parse what it printed."""
+    return json.loads(ok(kvctl(*args, "--format", "json", config=config, env=env)))
+
+
+def fails(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
+    """The one-line reason of a failed command."""
+    assert result.returncode == code, f"expected exit {code}, got {result.returncode}: {result.stdout}{result.stderr}"
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("kvctl: "), result.stderr
+    return lines[0]
+
+
+def as_env(node: NodeProcess) -> dict[str, str]:
+    return {"KVCTL_URL": node.url, "KVCTL_TOKEN": node.token()}
+
+
+def login(node: NodeProcess, config: Path) -> None:
+    ok(kvctl("login", "--url", node.url, "--password-stdin", config=config, stdin=f"{ADMIN_PASSWORD}\n".encode()))
+
+
+# -- pure parts -----------------------------------------------------------------------------
+
+
+def url_and_token(target: Target) -> tuple[str, str | None]:
+    return target.url, target.token
+
+
+def test_resolve_prefers_flags_then_environment_then_login_file() -> None:
+    saved = Login("http://saved:1/", "file-token", "admin", expires_at=2**40)
+    environ = {"KVCTL_URL": "http://env:2", "KVCTL_TOKEN": "env-token"}
+
+    assert url_and_token(resolve("http://flag:3", "flag-token", environ, saved)) == ("http://flag:3", "flag-token")
+    assert url_and_token(resolve(None, None, environ, saved)) == ("http://env:2", "env-token")
+    assert url_and_token(resolve(None, None, {}, saved)) == ("http://saved:1", "file-token")
+    assert url_and_token(resolve(None, None, {}, None)) == (DEFAULT_URL, None)
+    # The saved token goes only to the URL it came from, and only until it expires.
+    assert resolve("http://other:4", None, {}, saved).token is None
+    expired = Login("http://saved:1", "file-token", "admin", expires_at=1)
+    assert "expired" in resolve(None, None, {}, expired).hint
+
+
+def test_glob_prefix_is_the_text_before_the_first_glob_character() -> None:
+    assert glob_prefix("user:*") == "user:"
+    assert glob_prefix("a?b*") == "a"
+    assert glob_prefix("[ab]x") == ""
+    assert glob_prefix("exact") == "exact"
+
+
+# -- login and credentials ----------------------------------------------------------------
+
+
+def test_login_writes_a_private_file_that_later_commands_use(shared: NodeProcess, config: Path) -> None:
+    result = ok(kvctl("login", "--url", shared.url, "--password-stdin", config=config, stdin=ADMIN_PASSWORD.encode()))
+
+    assert result.startswith(f"logged in as admin at {shared.url} (token expires ")
+    assert ADMIN_PASSWORD not in result
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert stat.S_IMODE(config.parent.stat().st_mode) == 0o700
+    saved = json.loads(config.read_text())
+    assert saved["url"] == shared.url and saved["user"] == "admin" and saved["token"] not in result
+    assert isinstance(saved["expires_at"], int)
+    # No URL or token given: both come from the login file.
+    ok(kvctl("set", "login:a", "from-file", config=config))
+    assert ok(kvctl("get", "login:a", config=config)) == "from-file"
+
+    password_line = f"{ADMIN_PASSWORD}\n".encode()
+    again = json.loads(
+        ok(kvctl("login", "--url", shared.url, "--password-stdin", "--format=json", config=config, stdin=password_line))
+    )
+    assert again["url"] == shared.url and again["user"] == "admin" and "token" not in again
+
+
+def test_login_with_a_wrong_password_fails_and_writes_nothing(shared: NodeProcess, config: Path) -> None:
+    reason = fails(kvctl("login", "--url", shared.url, "--password-stdin", config=config, stdin=b"wrong\n"))
+
+    assert "invalid username or password" in reason
+    assert not config.exists()
+
+
+def test_environment_gives_url_and_token_and_flags_win(shared: NodeProcess, config: Path) -> None:
+    env = as_env(shared)
+    ok(kvctl("set", "env:a", "1", config=config, env=env))
+
+    assert ok(kvctl("get", "env:a", config=config, env=env)) == "1"
+    bad_env = {"KVCTL_URL": shared.url, "KVCTL_TOKEN": "bad"}
+    assert ok(kvctl("get", "env:a", "--token", env["KVCTL_TOKEN"], config=config, env=bad_env)) == "1"
+    assert fails(kvctl("get", "env:a", config=config, env=bad_env)) == "kvctl: invalid token; check $KVCTL_TOKEN"
+    reason = fails(kvctl("get", "env:a", config=config, env={"KVCTL_URL": shared.url}))
+    assert reason == f"kvctl: not logged in; run kvctl login --url {shared.url} or set $KVCTL_TOKEN"
+
+
+def test_login_token_is_not_sent_to_another_url(shared: NodeProcess, config: Path) -> None:
+    login(shared, config)
+    other = shared.url.replace("127.0.0.1", "localhost")
+
+    reason = fails(kvctl("--url", other, "status", config=config))
+
+    assert reason == f"kvctl: the login file is for {shared.url}; run kvctl login --url {other}"
+
+
+def test_unreachable_url_gives_a_one_line_reason(config: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+
+    reason = fails(kvctl("status", "--url", url, "--token", "t", config=config))
+
+    assert reason == f"kvctl: cannot reach {url}: connection refused"
+
+
+def test_bad_usage_exits_2(config: Path) -> None:
+    assert kvctl("wal", "tail", "--from", "zz", config=config).returncode == 2
+    assert kvctl("set", "k", "v", "--if-version", "1", "--create-only", config=config).returncode == 2
+    assert kvctl("frobnicate", config=config).returncode == 2
+
+
+# -- data commands ------------------------------------------------------------------------
+
+
+def test_set_get_del_incr_round_trip(shared: NodeProcess, config: Path) -> None:
+    env = as_env(shared)
+    created = kvctl_json("set", "rt:a", "hello", config=config, env=env)
+    assert created["key"] == "rt:a" and created["created"] is True
+
+    assert ok(kvctl("get", "rt:a", config=config, env=env)) == "hello"
+    updated = ok(kvctl("set", "rt:a", "world", config=config, env=env))
+    assert updated.startswith("updated rt:a version=")
+    shown = json.loads(ok(kvctl("get", "rt:a", "--format=json", config=config, env=env)))
+    assert shown == {"key": "rt:a", "value": "world", "version": created["version"] + 1, "expires_at": None}
+
+    reason = fails(kvctl("set", "rt:a", "again", "--create-only", config=config, env=env))
+    assert "rt:a" in reason and "exists" in reason
+    assert "rt:a" in fails(kvctl("set", "rt:a", "cas", "--if-version", str(created["version"]), config=config, env=env))
+    ok(kvctl("set", "rt:a", "cas", "--if-version", str(shown["version"]), config=config, env=env))
+    assert ok(kvctl("get", "rt:a", config=config, env=env)) == "cas"
+
+    deleted = kvctl_json("del", "rt:a", config=config, env=env)
+    assert deleted["key"] == "rt:a" and deleted["deleted"] is True
+    assert "not" in fails(kvctl("get", "rt:a", config=config, env=env))
+    assert "rt:a" in fails(kvctl("del", "rt:a", config=config, env=env))
+
+    assert ok(kvctl("incr", "rt:n", config=config, env=env)) == "1\n"
+    counted = kvctl_json("incr", "rt:n", "--by", "-5", config=config, env=env)
+    assert counted["key"] == "rt:n" and counted["value"] == -4
+
+
+def test_values_from_stdin_odd_keys_and_ttl(shared: NodeProcess, config: Path) -> None:
+    env = as_env(shared)
+    ok(kvctl("set", "odd:bin", "-", config=config, env=env, stdin=b"\xff\x00\x01"))
+    shown = kvctl_json("get", "odd:bin", config=config, env=env)
+    assert shown["value_base64"] == "/wAB" and "value" not in shown
+
+    key = "odd: spaces/slash?&%"
+    ok(kvctl("set", key, "v", config=config, env=env))
+    assert ok(kvctl("get", key, config=config, env=env)) == "v"
+
+    ok(kvctl("set", "odd:ttl", "v", "--ttl", "300", config=config, env=env))
+    assert kvctl_json("get", "odd:ttl", config=config, env=env)["expires_at"]
+
+
+def test_keys_follows_pages_and_filters_by_pattern(shared: NodeProcess, config: Path) -> None:
+    with shared.client() as client:
+        for index in range(25):
+            assert client.put(f"/v1/kv/page:{index:02d}", content=b"x" * index).status_code == 201
+        assert client.put("/v1/kv/pagex", content=b"not a match").status_code == 201
+    env = as_env(shared)
+
+    listed = kvctl_json("keys", "--pattern", "page:*", "--page-size", "4", config=config, env=env)
+    assert [item["key"] for item in listed["keys"]] == [f"page:{index:02d}" for index in range(25)]
+    assert listed["keys"][7]["value_bytes"] == 7 and listed["truncated"] is False
+
+    teens = json.loads(
+        ok(kvctl("--format=json", "keys", "--pattern", "page:1?", "--page-size", "3", config=config, env=env))
+    )
+    assert [item["key"] for item in teens["keys"]] == [f"page:{index}" for index in range(10, 20)]
+
+    first = kvctl("keys", "--pattern", "page:*", "--limit", "5", "--page-size", "2", config=config, env=env)
+    lines = ok(first).splitlines()
+    assert lines[0].split() == ["KEY", "VERSION", "BYTES", "EXPIRES"]
+    assert [line.split()[0] for line in lines[1:]] == [f"page:{index:02d}" for index in range(5)]
+    assert "--limit" in first.stderr
+
+
+# -- admin commands -----------------------------------------------------------------------
+
+
+def test_checkpoint_snapshots_and_status(shared: NodeProcess, config: Path) -> None:
+    env = as_env(shared)
+    assert "redo_lsn" in ok(kvctl("checkpoint", config=config, env=env))
+    done = kvctl_json("checkpoint", config=config, env=env)
+    assert done["snapshot"].startswith("snapshot_") and done["entries"] >= 1
+    made = kvctl_json("snapshot", "create", config=config, env=env)
+
+    listed = kvctl_json("snapshot", "list", config=config, env=env)
+    current = [item["name"] for item in listed["snapshots"] if item["current"]]
+    assert current == [made["snapshot"]]
+    assert made["snapshot"] in ok(kvctl("snapshot", "list", config=config, env=env))
+
+    status = kvctl_json("status", config=config, env=env)
+    assert status["role"] == "primary" and status["last_checkpoint"]["snapshot"] == made["snapshot"]
+    fields = dict(line.split(None, 1) for line in ok(kvctl("status", config=config, env=env)).splitlines())
+    assert fields["role"] == "primary"
+    assert {"state", "timeline", "lsn.end", "lsn.flushed", "lsn.committed", "lsn.applied", "lsn.redo"} <= fields.keys()
+    assert fields["last_checkpoint"].startswith(made["snapshot"])
+
+
+# -- WAL ----------------------------------------------------------------------------------
+
+
+def test_wal_tail_prints_records_from_an_lsn(shared: NodeProcess, config: Path) -> None:
+    env = as_env(shared)
+    ok(kvctl("set", "tail:a", "12345", config=config, env=env))
+    ok(kvctl("del", "tail:a", config=config, env=env))
+
+    lines = ok(kvctl("wal", "tail", "--no-follow", "--from", "0/0", config=config, env=env)).splitlines()
+    assert any("  SET  key=tail:a version=" in line and line.endswith("bytes=5") for line in lines)
+    assert any("  DEL  key=tail:a version=" in line for line in lines)
+
+    raw = ok(kvctl("wal", "tail", "--no-follow", "--from", "0/0", "--format", "json", config=config, env=env))
+    records = [json.loads(line) for line in raw.splitlines()]
+    assert {"kind": "SET", "key": "tail:a", "value_bytes": 5} in [
+        {name: record.get(name) for name in ("kind", "key", "value_bytes")} for record in records
+    ]
+    assert all({"lsn", "end_lsn", "kind"} <= record.keys() for record in records)
+
+
+def test_wal_tail_follows_new_records_and_exits_0_on_ctrl_c(shared: NodeProcess, config: Path) -> None:
+    env = as_env(shared)
+    committed = kvctl_json("status", config=config, env=env)["lsn"]["committed"]
+    tail = subprocess.Popen(
+        [*KVCTL, "wal", "tail", "--from", committed],
+        env=kvctl_env(config, env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = _line_queue(tail.stdout)
+        ok(kvctl("set", "follow:a", "xyz", config=config, env=env))
+        assert "  SET  key=follow:a version=" in _wait_for_line(lines, "key=follow:a")
+        tail.send_signal(signal.SIGINT)
+        assert tail.wait(FOLLOW_TIMEOUT_S) == 0
+        assert tail.stderr is not None and tail.stderr.read() == ""
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+            tail.wait()
+
+
+def _line_queue(stream: IO[str] | None) -> queue.Queue[str]:
+    assert stream is not None
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def _wait_for_line(lines: queue.Queue[str], needle: str) -> str:
+    while True:
+        line = lines.get(timeout=FOLLOW_TIMEOUT_S)
+        if needle in line:
+            return line
+
+
+def test_wal_inspect_and_verify_a_stopped_node(node_factory, config: Path) -> None:  # type: ignore[no-untyped-def]
+    node = node_factory("offline").start()
+    with node.client() as client:
+        for index in range(5):
+            client.put(f"/v1/kv/offline:{index}", content=b"value")
+    assert node.stop() == 0
+    data_dir = str(node.data_dir)
+
+    verified = ok(kvctl("wal", "verify", "--data-dir", data_dir, config=config))
+    assert verified.startswith("WAL OK: ") and "1 segment" in verified and "torn tail" not in verified
+    summary = kvctl_json("wal", "verify", "--data-dir", data_dir, config=config)
+    assert summary["ok"] is True and summary["records"] >= 5 and summary["torn_tail"] is None
+
+    table = ok(kvctl("wal", "inspect", "--data-dir", data_dir, config=config))
+    assert table.splitlines()[0].split()[:3] == ["LSN", "END", "LSN"]
+    assert all(f"offline:{index}" in table for index in range(5))
+    inspected = kvctl_json("wal", "inspect", "--data-dir", data_dir, config=config)
+    sets = [record for record in inspected["records"] if record.get("key", "").startswith("offline:")]
+    assert len(sets) == 5 and inspected["end_lsn"] == summary["end_lsn"]
+    later = kvctl_json(
+        "wal", "inspect", "--data-dir", data_dir, "--from", sets[2]["lsn"], "--limit", "2", config=config
+    )
+    assert [record["key"] for record in later["records"]] == ["offline:2", "offline:3"]
+
+    wal = WalScan(node.data_dir / "WAL")
+    target = next(item for item in wal if item.record[1:2] == ["offline:1"])
+    segment = target.segment.path
+    with open(segment, "ab") as file:
+        file.write(b"\x20\x00\x00\x00torn")  # a frame header promising more bytes than follow
+    torn = ok(kvctl("wal", "verify", "--data-dir", data_dir, config=config))
+    assert torn.startswith("WAL OK: ") and f"torn tail at LSN {summary['end_lsn']} (8 bytes)" in torn
+
+    _flip_byte(segment, target.lsn - target.segment.start_lsn + FRAME_HEADER_BYTES + 3)
+    reason = fails(kvctl("wal", "verify", "--data-dir", data_dir, config=config))
+    assert reason.startswith(f"kvctl: WAL corruption in {segment} at LSN {format_lsn(target.lsn)}: ")
+    assert format_lsn(target.lsn) in fails(kvctl("wal", "inspect", "--data-dir", data_dir, config=config))
+    assert "no WAL directory" in fails(kvctl("wal", "verify", "--data-dir", str(node.data_dir / "base"), config=config))
+
+
+def _flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
