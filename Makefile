@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA_DIR ?= run-data
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run test setup system-deps bench-servers bench clean
+.PHONY: run test setup system-deps bench-deps bench-servers bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,17 @@ run: setup
 test: setup system-deps
 	$(BIN)/python -m pytest -q
 
-bench-servers: setup system-deps
+# etcd (Debian's etcd-server) is only needed as the benchmark's anchor.
+bench-deps: system-deps
+	@command -v etcd >/dev/null || { if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends etcd-server >/dev/null; }
+
+bench-servers: setup bench-deps
 	$(BIN)/python -m kvstore.cli.bench.server_bakeoff
+
+bench: setup bench-deps
+	$(BIN)/python -m kvstore.cli.bench.node_bench --write
+	$(BIN)/python -m kvstore.cli.bench.recovery_bench --write
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR) .pytest_cache .hypothesis *.egg-info

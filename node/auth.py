@@ -55,7 +55,7 @@ class Authenticator:
     def __init__(self, store: Store, token_ttl_s: int) -> None:
         self._store = store
         self._token_ttl_s = token_ttl_s
-        self._token_cache: dict[str, tuple[str, int, int]] = {}  # token -> (user, generation, exp)
+        self._token_cache: dict[str, tuple[str, int, int]] = {}  # header -> (user, generation, exp)
         self._principals: dict[str, tuple[int, int, catalog.Principal]] = {}  # user -> (epoch, version, p)
         self._dummy_hash: str | None = None
 
@@ -125,27 +125,27 @@ class Authenticator:
     # -- every request ---------------------------------------------------------------
 
     def authenticate(self, authorization: str | None) -> catalog.Principal:
-        if not authorization:
-            metrics.AUTH_FAILURES.labels("missing").inc()
-            raise Unauthorized("missing Authorization header; send 'Authorization: Bearer <token>'")
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            metrics.AUTH_FAILURES.labels("malformed").inc()
-            raise Unauthorized("Authorization must be 'Bearer <token>'")
-        token = token.strip()
-        cached = self._token_cache.get(token)
-        now = int(time.time())
-        if cached is None or cached[2] <= now:
-            cached = self._verify_token(token)
+        # The cache is keyed by the whole header value: a hit costs one dict lookup.
+        cached = self._token_cache.get(authorization) if authorization else None
+        if cached is None or cached[2] <= time.time():
+            cached = self._verify_header(authorization)
         username, generation, _expires_at = cached
         principal = self.principal(username)
         if principal is None or principal.token_generation != generation:
-            self._token_cache.pop(token, None)
+            self._token_cache.pop(authorization, None)  # type: ignore[arg-type]
             metrics.AUTH_FAILURES.labels("revoked").inc()
             raise Unauthorized("token is no longer valid; log in again")
         return principal
 
-    def _verify_token(self, token: str) -> tuple[str, int, int]:
+    def _verify_header(self, authorization: str | None) -> tuple[str, int, int]:
+        if not authorization:
+            metrics.AUTH_FAILURES.labels("missing").inc()
+            raise Unauthorized("missing Authorization header; send 'Authorization: Bearer <token>'")
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            metrics.AUTH_FAILURES.labels("malformed").inc()
+            raise Unauthorized("Authorization must be 'Bearer <token>'")
         try:
             kid = jwt.get_unverified_header(token).get("kid")
             key = self._signing_keys()["keys"].get(kid)
@@ -166,5 +166,5 @@ class Authenticator:
             self._token_cache = {t: v for t, v in self._token_cache.items() if v[2] > now}
             if len(self._token_cache) >= TOKEN_CACHE_MAX:
                 self._token_cache.clear()
-        self._token_cache[token] = verified
+        self._token_cache[authorization] = verified
         return verified

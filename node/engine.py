@@ -18,13 +18,10 @@ dirty reads), while writers see everything before them.
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import metrics, records
 from .errors import NotFound, PreconditionFailed, Unavailable
@@ -41,15 +38,13 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class WriteResult:
+class WriteResult(NamedTuple):  # a NamedTuple: built on every write, ~5x cheaper than a frozen dataclass
     version: int
     commit_lsn: int
     created: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class TxnOp:
+class TxnOp(NamedTuple):
     """One operation of a transaction; `check` only asserts its preconditions."""
 
     kind: str  # "set" | "del" | "check"
@@ -87,8 +82,9 @@ class Engine:
         self.writer: WalWriter | None = None
         self._overlay: dict[str, tuple[int, Entry | None]] = {}  # key -> (end LSN, latest entry)
         self._uncommitted: deque[tuple[int, records.Record]] = deque()
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # heap of (lsn, seq, future)
-        self._waiter_seq = itertools.count()
+        # Futures waiting for an LSN to commit, nearly always appended in LSN order; one
+        # that waits for an older LSN is released with the newer waiter ahead of it.
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._next_revision = store.revision + 1
         self.committed_lsn = store.applied_lsn
         self.read_only_reason: str | None = None
@@ -231,7 +227,7 @@ class Engine:
         if self.read_only_reason is not None:
             raise Unavailable(self.read_only_reason)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (lsn, next(self._waiter_seq), future))
+        self._waiters.append((lsn, future))
         await future
 
     # -- commit, called by the WAL writer --------------------------------------------
@@ -256,14 +252,14 @@ class Engine:
             self.committed_lsn = lsn
         waiters = self._waiters
         while waiters and waiters[0][0] <= lsn:
-            future = heapq.heappop(waiters)[2]
+            future = waiters.popleft()[1]
             if not future.done():
                 future.set_result(None)
 
     def on_wal_failed(self, error: BaseException) -> None:
         self.read_only_reason = f"WAL write failed ({error}); writes are refused until the node is restarted"
         while self._waiters:
-            future = heapq.heappop(self._waiters)[2]
+            future = self._waiters.popleft()[1]
             if not future.done():
                 future.set_exception(Unavailable(self.read_only_reason))
 

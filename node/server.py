@@ -96,6 +96,7 @@ class Node:
             self._start_background()
             self._ready = True
             log.info("ready", extra={"url": self.url, "fsync": self.settings.fsync.value, "keys": len(self.engine.store)})
+            print(f"kvstored: ready at {self.url}; log in with: kvctl login --url {self.url} --user admin", flush=True)
             await self._stop.wait()
         finally:
             await self._shutdown()

@@ -171,7 +171,8 @@ CANDIDATES: tuple[Candidate, ...] = (
     ),
     Candidate(
         "granian-embed-rt2",
-        "granian embedded Server, RSGI, runtime_threads=2, uvloop, one process",
+        "granian embedded Server, RSGI, runtime_threads=2, uvloop, one process "
+        "(embedded serve_async runs ONE single-threaded Rust runtime: runtime_threads has no effect)",
         _apps_main("granian-embed", "--runtime-threads", "2"),
     ),
     Candidate(
@@ -798,7 +799,8 @@ def _version(package: str) -> str:
 
 def machine_facts() -> dict[str, Any]:
     """Date, machine, interpreter and package versions; ``loadavg_end`` is added at the end of the run."""
-    wrk_version = subprocess.run([WRK, "-v"], check=False, capture_output=True, text=True).stdout.splitlines()[0]
+    wrk_banner = subprocess.run([WRK, "-v"], check=False, capture_output=True, text=True).stdout
+    wrk_version = wrk_banner.split(" Copyright", 1)[0].strip()
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": len(os.sched_getaffinity(0)),
@@ -846,6 +848,20 @@ def http_table(results: list[ServerResult]) -> list[str]:
                 notes.append(f"{scenario}: {best.non_2xx} non-2xx, {best.socket_errors} socket errors")
         lines.append("| " + " | ".join(cells) + f" | {'; '.join(notes)} |")
     return lines
+
+
+def quiet_spread(results: list[ServerResult]) -> str:
+    """The largest run-to-run spread among runs where other work stayed under QUIET_CORES."""
+    spreads = []
+    for result in results:
+        for name, scenario in result.scenarios.items():
+            rates = [run.requests_per_s for run in scenario.runs if run.other_cpu_cores < QUIET_CORES]
+            if len(rates) > 1:
+                spreads.append(((max(rates) - min(rates)) / max(rates), f"{result.name} {name}"))
+    if not spreads:
+        return "no scenario had two quiet runs"
+    spread, where = max(spreads)
+    return f"{spread:.0%} ({where})"
 
 
 def runs_table(results: list[ServerResult]) -> list[str]:
@@ -917,6 +933,9 @@ def render_markdown(results: BakeoffResults, command: str, args: argparse.Namesp
         "minus wrk, the server and this script, averaged over the run, in cores out of 2):",
         "",
         *runs_table(results.http),
+        "",
+        f"Largest run-to-run spread between quiet runs (other CPU < {QUIET_CORES} cores): "
+        f"{quiet_spread(results.http)}; differences smaller than that are noise on this machine.",
         "",
         "## Micro-benchmarks (timeit, best of 5)",
         "",

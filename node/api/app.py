@@ -84,8 +84,7 @@ class App:
         self.node = node
         self.settings = node.settings
         self.in_flight = 0
-        self._op_counters: dict[tuple[str, str], Any] = {}
-        self._op_timers: dict[str, Any] = {}
+        metrics.bind_gauge(metrics.HTTP_REQUESTS_IN_FLIGHT, lambda: self.in_flight)
         self._routes: dict[tuple[str, str], Callable[[Request, Principal], Awaitable[Response | StreamResponse]]] = {
             ("GET", "/v1/kv"): self.list_keys,
             ("POST", "/v1/txn"): self.txn,
@@ -183,16 +182,9 @@ class App:
         self._observe(op, response.status, time.perf_counter() - started)
         return response
 
-    def _observe(self, op: str, status: int, seconds: float) -> None:
-        result = "ok" if status < 400 else str(status)
-        counter = self._op_counters.get((op, result))
-        if counter is None:
-            counter = self._op_counters[(op, result)] = metrics.KV_OPERATIONS.labels(op, result)
-        counter.inc()
-        timer = self._op_timers.get(op)
-        if timer is None:
-            timer = self._op_timers[op] = metrics.KV_OPERATION_SECONDS.labels(op)
-        timer.observe(seconds)
+    @staticmethod
+    def _observe(op: str, status: int, seconds: float) -> None:
+        metrics.KV_OPERATIONS.observe(op, "ok" if status < 400 else str(status), seconds)
 
     def _get(self, request: Request, principal: Principal, key: str) -> Response:
         self._authorize(principal, "read", key)
@@ -218,8 +210,10 @@ class App:
         ttl_s = request.query_int("ttl", None, 1, self.settings.max_ttl_s)
         if_version, if_absent = self._preconditions(request)
         result = await self.engine.put(key, value, ttl_s, if_version, if_absent)
-        body = {"key": key, "version": result.version, "commit_lsn": format_lsn(result.commit_lsn)}
-        return json_response(body, 201 if result.created else 200, _write_headers(result))
+        commit_lsn = format_lsn(result.commit_lsn)
+        body = {"key": key, "version": result.version, "commit_lsn": commit_lsn}
+        headers = [("etag", _etag(result.version)), ("x-kv-commit-lsn", commit_lsn)]
+        return json_response(body, 201 if result.created else 200, headers)
 
     def _preconditions(self, request: Request) -> tuple[int | None, bool]:
         if_match = request.header("if-match")

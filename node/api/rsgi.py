@@ -48,15 +48,11 @@ class RsgiAdapter:
                 log.debug("client went away during the request body", extra={"path": scope.path})
                 return
         request = Request(method, scope.path, scope.query_string, headers, body, scope.client)
-        metrics.HTTP_REQUESTS_IN_FLIGHT.inc()
-        try:
-            response = await self.app.handle(request)
-            if isinstance(response, StreamResponse):
-                await self._stream(proto, response)
-            else:
-                proto.response_bytes(response.status, response.headers, response.body)
-        finally:
-            metrics.HTTP_REQUESTS_IN_FLIGHT.dec()
+        response = await self.app.handle(request)
+        if isinstance(response, StreamResponse):
+            await self._stream(proto, response)
+        else:
+            proto.response_bytes(response.status, response.headers, response.body)
 
     def _check_length(self, declared: str | None, transfer_encoding: str | None, method: str) -> Response | None:
         """Refuse a body before reading it: no length, or a length above the limit."""
