@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -59,6 +60,7 @@ class Node:
         self._ready = False
         self._started_at = time.time()
         self._stop = asyncio.Event()
+        self.stopping = asyncio.Event()  # long-lived responses end when this is set
         self._tasks: list[asyncio.Task[None]] = []
         self._server: Server | None = None
         self._server_task: asyncio.Task[None] | None = None
@@ -105,7 +107,17 @@ class Node:
     def request_stop(self) -> None:
         self._stop.set()
 
+    def _check_port_free(self) -> None:
+        """granian binds with SO_REUSEPORT, so a second node on a busy port would silently share
+        it; a plain bind fails instead, with a message an operator can act on."""
+        with socket.socket(socket.AF_INET6 if ":" in self.settings.listen_host else socket.AF_INET) as probe:
+            try:
+                probe.bind((self.settings.listen_host, self.settings.listen_port))
+            except OSError as error:
+                raise OSError(f"cannot listen on {self.settings.listen}: {error.strerror}") from None
+
     async def _start_http(self) -> None:
+        self._check_port_free()
         self._server = Server(
             RsgiAdapter(self.app),
             address=self.settings.listen_host,
@@ -264,6 +276,7 @@ class Node:
     async def _shutdown(self) -> None:
         """Stop accepting, stop background work, final checkpoint, mark a clean shutdown."""
         self._ready = False
+        self.stopping.set()
         if self._server is not None:
             self._server.stop()
         if self._server_task is not None:

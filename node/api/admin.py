@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from asyncio import FIRST_COMPLETED
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
@@ -30,6 +31,7 @@ class AdminNode(Protocol):
     engine: Engine
     datadir: DataDir
     checkpointer: Checkpointer
+    stopping: asyncio.Event
 
 
 def _require_superuser(principal: Principal) -> None:
@@ -132,9 +134,14 @@ async def _stream_records(node: AdminNode, from_lsn: int, limit: int, follow: bo
                 yield b"".join(orjson.dumps(item) + b"\n" for item in batch)
                 continue
             position = until  # only segment headers lay between
-        if not follow:
+        if not follow or node.stopping.is_set():
             return
-        try:
-            await asyncio.wait_for(node.engine.wait_for_commit(position + 1), WAL_TAIL_KEEPALIVE_S)
-        except TimeoutError:
+        committed = asyncio.ensure_future(node.engine.wait_for_commit(position + 1))
+        stopping = asyncio.ensure_future(node.stopping.wait())
+        done, _ = await asyncio.wait((committed, stopping), timeout=WAL_TAIL_KEEPALIVE_S, return_when=FIRST_COMPLETED)
+        committed.cancel()
+        stopping.cancel()
+        if committed in done and committed.exception() is not None:
+            return  # writes stopped for good (the WAL failed): nothing more will come
+        if not done:
             yield b"\n"  # keepalive: lets the server notice a client that went away
