@@ -105,7 +105,8 @@ class Engine:
     ) -> WriteResult:
         now = now_ms()
         current = self._latest(key, now)
-        _check_preconditions(key, current, if_version, if_absent)
+        if if_version is not None or if_absent:
+            _check_preconditions(key, current, if_version, if_absent)
         version = self._take_revision()
         created_at_ms = current[CREATED_AT_MS] if current is not None else now
         expires_at_ms = now + ttl_s * 1000 if ttl_s else 0
@@ -153,34 +154,41 @@ class Engine:
         changes: list[tuple[str, Entry | None]] = []
         ops_out: list[records.Record] = []
         results: list[dict[str, Any]] = []
+        overlay_get = self._overlay.get
         for index, op in enumerate(ops):
-            if op.key in view:
-                current = view[op.key]
+            kind, key, value, ttl_s, if_version, if_absent = op
+            if key in view:
+                current = view[key]
             else:
-                current = self._latest(op.key, now)
-                pending = self._overlay.get(op.key)
-                if pending is not None:
+                pending = overlay_get(key)
+                if pending is None:
+                    current = self.store.get(key, now)
+                else:
                     read_lsn = max(read_lsn, pending[0])
-            try:
-                _check_preconditions(op.key, current, op.if_version, op.if_absent)
-            except PreconditionFailed as failed:
-                raise PreconditionFailed(f"op {index}: {failed.message}", op=index, **failed.details) from None
-            if op.kind == "set":
+                    current = pending[1]
+                    if current is not None and not is_live(current, now):
+                        current = None
+            if if_version is not None or if_absent:
+                try:
+                    _check_preconditions(key, current, if_version, if_absent)
+                except PreconditionFailed as failed:
+                    raise PreconditionFailed(f"op {index}: {failed.message}", op=index, **failed.details) from None
+            if kind == "set":
                 created_at_ms = current[CREATED_AT_MS] if current is not None else now
-                expires_at_ms = now + op.ttl_s * 1000 if op.ttl_s else 0
-                entry: Entry | None = (op.value, version, created_at_ms, expires_at_ms)
-                ops_out.append(records.set_record(op.key, op.value, version, created_at_ms, expires_at_ms))
-                results.append({"op": "set", "key": op.key, "version": version})
-            elif op.kind == "del":
+                expires_at_ms = now + ttl_s * 1000 if ttl_s else 0
+                entry: Entry | None = (value, version, created_at_ms, expires_at_ms)
+                ops_out.append([records.SET, key, value, version, created_at_ms, expires_at_ms])
+                results.append({"op": "set", "key": key, "version": version})
+            elif kind == "del":
                 entry = None
                 if current is not None:
-                    ops_out.append(records.del_record(op.key, version))
-                results.append({"op": "del", "key": op.key, "deleted": current is not None})
+                    ops_out.append([records.DEL, key, version])
+                results.append({"op": "del", "key": key, "deleted": current is not None})
             else:
-                results.append({"op": "check", "key": op.key, "version": current[VERSION] if current else None})
+                results.append({"op": "check", "key": key, "version": current[VERSION] if current else None})
                 continue
-            view[op.key] = entry
-            changes.append((op.key, entry))
+            view[key] = entry
+            changes.append((key, entry))
         if not ops_out:
             # Read-only: still never report on data that is not committed yet.
             await self.wait_for_commit(read_lsn)
