@@ -8,10 +8,9 @@ directory's config.toml. Exit codes (for supervisors such as systemd):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 import uvloop
@@ -36,14 +35,14 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 @app.command()
 def kvstored(
-    data_dir: Annotated[Optional[Path], typer.Option(help="Data directory (created and initialised if empty).")] = None,
-    listen: Annotated[Optional[str], typer.Option(help="HOST:PORT to serve HTTP on.")] = None,
-    fsync: Annotated[Optional[FsyncPolicy], typer.Option(help="Durability: always, interval or off.")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="Config file (default: DATA_DIR/config.toml).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory (created and initialised if empty).")] = None,
+    listen: Annotated[str | None, typer.Option(help="HOST:PORT to serve HTTP on.")] = None,
+    fsync: Annotated[FsyncPolicy | None, typer.Option(help="Durability: always, interval or off.")] = None,
+    config: Annotated[Path | None, typer.Option(help="Config file (default: DATA_DIR/config.toml).")] = None,
     admin_password_file: Annotated[
-        Optional[Path], typer.Option(help="File holding the initial superuser password (first start only).")
+        Path | None, typer.Option(help="File holding the initial superuser password (first start only).")
     ] = None,
-    log_level: Annotated[Optional[str], typer.Option(help="debug, info, warning, error.")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error.")] = None,
 ) -> None:
     """Run a KVStore++ node."""
     flags = {

@@ -69,9 +69,7 @@ def summary(record: dict[str, Any]) -> str:
     if kind == "CHECKPOINT":
         return f"redo={record['redo_lsn']} snapshot={record['snapshot']}"
     if kind == "TIMELINE_SWITCH":
-        return (
-            f"timeline={record['timeline']} parent={record['parent_timeline']} switch={record['switch_lsn']}"
-        )
+        return f"timeline={record['timeline']} parent={record['parent_timeline']} switch={record['switch_lsn']}"
     return " ".join(f"{name}={value}" for name, value in record.items() if name not in ("lsn", "end_lsn", "kind"))
 
 

@@ -71,11 +71,15 @@ def user_document(name: str, password_hash: str, roles: list[str], now_ms: int) 
     }
 
 
-def bootstrap_documents(admin_password_hash: str, jwt_kid: str, jwt_secret: str, now_ms: int) -> list[tuple[str, bytes]]:
+def bootstrap_documents(
+    admin_password_hash: str, jwt_kid: str, jwt_secret: str, now_ms: int
+) -> list[tuple[str, bytes]]:
     """The (key, value) pairs initdb writes, in one transaction, marker last."""
     pairs = [(role_key(name), encode({"name": name, **role})) for name, role in BUILTIN_ROLES.items()]
     pairs.append((user_key(ADMIN_USER), encode(user_document(ADMIN_USER, admin_password_hash, ["admin"], now_ms))))
-    pairs.append((JWT_KEYS_KEY, encode({"current": jwt_kid, "keys": {jwt_kid: {"secret": jwt_secret, "created_at_ms": now_ms}}})))
+    pairs.append(
+        (JWT_KEYS_KEY, encode({"current": jwt_kid, "keys": {jwt_kid: {"secret": jwt_secret, "created_at_ms": now_ms}}}))
+    )
     pairs.append((CATALOG_MARKER_KEY, encode({"catalog_version": CATALOG_VERSION})))
     return pairs
 

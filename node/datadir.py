@@ -1,7 +1,7 @@
 """The data directory: its layout, the exclusive lock, and creating a new one (initdb).
 
-    data/WAL/  data/base/  data/timelines/  data/log/  data/control  data/config.toml
-    data/kvstored.pid   held with an exclusive flock while a node runs (postmaster.pid)
+data/WAL/  data/base/  data/timelines/  data/log/  data/control  data/config.toml
+data/kvstored.pid   held with an exclusive flock while a node runs (postmaster.pid)
 """
 
 from __future__ import annotations

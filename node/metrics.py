@@ -20,7 +20,6 @@ ProcessCollector(registry=REGISTRY)
 _LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 
 
-
 class OperationStats(Collector):
     """Data API operation counts and latencies, kept as plain ints and exported at scrape time.
 
@@ -70,7 +69,9 @@ class OperationStats(Collector):
 
 KV_OPERATIONS = OperationStats(_LATENCY_BUCKETS_S)
 REGISTRY.register(KV_OPERATIONS)
-STORE_KEYS = Gauge("kvstore_store_keys", "Keys in the store (expired keys not yet removed included).", registry=REGISTRY)
+STORE_KEYS = Gauge(
+    "kvstore_store_keys", "Keys in the store (expired keys not yet removed included).", registry=REGISTRY
+)
 STORE_REVISION = Gauge("kvstore_store_revision", "Highest version applied to the store.", registry=REGISTRY)
 TTL_EXPIRED_KEYS = Counter(
     "kvstore_ttl_expired_keys_total", "Keys removed by the expirer (each logged as DEL).", registry=REGISTRY

@@ -95,7 +95,12 @@ def _check(record: Any, nested: bool) -> None:
                 if op[0] not in (SET, DEL):
                     raise RecordFormatError(f"TXN may hold only SET and DEL, not {KIND_NAMES.get(op[0], op[0])}")
     elif kind == CHECKPOINT and not nested:
-        ok = len(record) == 4 and isinstance(record[1], int) and isinstance(record[2], str) and isinstance(record[3], int)
+        ok = (
+            len(record) == 4
+            and isinstance(record[1], int)
+            and isinstance(record[2], str)
+            and isinstance(record[3], int)
+        )
     elif kind == TIMELINE_SWITCH and not nested:
         ok = len(record) == 5 and all(isinstance(field, int) for field in record[1:])
     else:

@@ -97,7 +97,9 @@ class Node:
             gc.freeze()  # recovered objects never need a cyclic GC scan again
             self._start_background()
             self._ready = True
-            log.info("ready", extra={"url": self.url, "fsync": self.settings.fsync.value, "keys": len(self.engine.store)})
+            log.info(
+                "ready", extra={"url": self.url, "fsync": self.settings.fsync.value, "keys": len(self.engine.store)}
+            )
             print(f"kvstored: ready at {self.url}; log in with: kvctl login --url {self.url} --user admin", flush=True)
             await self._stop.wait()
         finally:
@@ -109,8 +111,11 @@ class Node:
 
     def _check_port_free(self) -> None:
         """granian binds with SO_REUSEPORT, so a second node on a busy port would silently share
-        it; a plain bind fails instead, with a message an operator can act on."""
-        with socket.socket(socket.AF_INET6 if ":" in self.settings.listen_host else socket.AF_INET) as probe:
+        it; a plain bind (SO_REUSEADDR only, to pass TIME_WAIT leftovers of a killed node)
+        fails on a live listener instead, with a message an operator can act on."""
+        family = socket.AF_INET6 if ":" in self.settings.listen_host else socket.AF_INET
+        with socket.socket(family) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((self.settings.listen_host, self.settings.listen_port))
             except OSError as error:
@@ -202,7 +207,9 @@ class Node:
 
     def _start_background(self) -> None:
         settings = self.settings
-        self._spawn("expirer", lambda: self.engine.run_expirer(settings.expire_interval_ms / 1000, settings.expire_batch_keys))
+        self._spawn(
+            "expirer", lambda: self.engine.run_expirer(settings.expire_interval_ms / 1000, settings.expire_batch_keys)
+        )
         self._spawn("checkpointer", self._checkpoint_scheduler)
         writer = self.engine.writer
         assert writer is not None

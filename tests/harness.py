@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from kvstore.cli.launcher import NodeLauncher, free_port
 
 ADMIN_PASSWORD = "test-admin-password"
@@ -19,7 +18,9 @@ class NodeProcess(NodeLauncher):
         super().__init__(data_dir, ADMIN_PASSWORD, env=env, args=args)
 
     def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"authorization": f"Bearer {self.token()}"}, timeout=30, **kwargs)
+        return httpx.Client(
+            base_url=self.url, headers={"authorization": f"Bearer {self.token()}"}, timeout=30, **kwargs
+        )
 
     def async_client(self, **kwargs: Any) -> httpx.AsyncClient:
         return httpx.AsyncClient(

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from harness import NodeProcess
 from kvstore.node.wal.format import FRAME_HEADER_BYTES
 from kvstore.node.wal.reader import WalScan, list_segments

@@ -14,11 +14,10 @@ import time
 from collections.abc import Iterator
 
 import httpx
-import pytest
-from prometheus_client.metrics import MetricWrapperBase
-
 import kvstore.node.metrics as node_metrics
+import pytest
 from harness import NodeProcess
+from prometheus_client.metrics import MetricWrapperBase
 
 PROMTOOL = "promtool"
 # What a family of each type exports as samples (text format 0.0.4).

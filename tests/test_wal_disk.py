@@ -6,7 +6,6 @@ import asyncio
 from pathlib import Path
 
 import pytest
-
 from kvstore.node import records
 from kvstore.node.wal.format import FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES, encode_frame
 from kvstore.node.wal.reader import WalCorruption, WalScan, list_segments, repair_torn_tail
@@ -28,7 +27,9 @@ def write_wal(wal_dir: Path, count: int, segment_size_bytes: int = 1 << 20, star
             on_flushed=flushed.append,
             on_failed=lambda error: None,
         )
-        ends = [writer.append(records.encode(records.set_record(f"k{i}", b"v" * 40, i + 1, 0, 0))) for i in range(count)]
+        ends = [
+            writer.append(records.encode(records.set_record(f"k{i}", b"v" * 40, i + 1, 0, 0))) for i in range(count)
+        ]
         await writer.sync()
         await writer.close()
         assert flushed and flushed[-1] == ends[-1]

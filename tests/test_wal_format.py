@@ -7,7 +7,6 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from kvstore.node import records
 from kvstore.node.wal.format import (
     FRAME_HEADER_BYTES,
@@ -32,7 +31,9 @@ def _payloads() -> list[bytes]:
     return [
         records.encode(records.set_record("a", b"1", 1, 10, 0)),
         records.encode(records.del_record("a", 2)),
-        records.encode(records.txn_record([records.set_record("b", b"x" * 300, 3, 11, 99), records.del_record("c", 3)])),
+        records.encode(
+            records.txn_record([records.set_record("b", b"x" * 300, 3, 11, 99), records.del_record("c", 3)])
+        ),
     ]
 
 
@@ -190,7 +191,15 @@ def test_records_round_trip(ops: list[records.Record]) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [[], [99], [records.SET, "k"], [records.SET, 1, b"v", 1, 1, 0], [records.DEL, "k", -1], [records.TXN, [[records.CHECKPOINT, 1, "s", 1]]], "text"],
+    [
+        [],
+        [99],
+        [records.SET, "k"],
+        [records.SET, 1, b"v", 1, 1, 0],
+        [records.DEL, "k", -1],
+        [records.TXN, [[records.CHECKPOINT, 1, "s", 1]]],
+        "text",
+    ],
 )
 def test_malformed_records_are_refused(bad: object) -> None:
     with pytest.raises(records.RecordFormatError):

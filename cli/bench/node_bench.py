@@ -94,7 +94,9 @@ def bench_kvstored(args: argparse.Namespace, workdir: Path, fsync: str) -> dict[
         node.start()
         headers = {"Authorization": f"Bearer {node.token()}"}
         _load_keys(node, headers)
-        get = wrk.run(node.url, args.duration, args.connections, wrk.lua_requests("GET", "/v1/kv/k", KEYS, headers=headers))
+        get = wrk.run(
+            node.url, args.duration, args.connections, wrk.lua_requests("GET", "/v1/kv/k", KEYS, headers=headers)
+        )
         put = wrk.run(
             node.url, args.duration, args.connections, wrk.lua_requests("PUT", "/v1/kv/k", KEYS, VALUE, headers)
         )
@@ -119,19 +121,52 @@ def bench_redis(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if server is None or client is None:
         raise RuntimeError("redis-server/redis-benchmark not installed (Debian package 'redis-server')")
     port = free_port()
-    command = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-               "--appendfsync", "always", "--dir", str(workdir)]
+    command = [
+        server,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--dir",
+        str(workdir),
+    ]
     with _process(command, workdir / "redis.log"):
         time.sleep(0.5)
         requests = max(50_000, int(args.duration * 40_000))
         completed = subprocess.run(
-            [client, "-p", str(port), "-t", "set", "-c", str(args.connections), "-d", "100", "-r", str(KEYS),
-             "-n", str(requests), "--precision", "3"],
-            capture_output=True, text=True, check=True,
+            [
+                client,
+                "-p",
+                str(port),
+                "-t",
+                "set",
+                "-c",
+                str(args.connections),
+                "-d",
+                "100",
+                "-r",
+                str(KEYS),
+                "-n",
+                str(requests),
+                "--precision",
+                "3",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
     text = completed.stdout
     rate = re.search(r"([\d.]+) requests per second", text)
-    summary = re.search(r"avg\s+min\s+p50\s+p95\s+p99\s+max\s*\n\s*([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", text)
+    summary = re.search(
+        r"avg\s+min\s+p50\s+p95\s+p99\s+max\s*\n\s*([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)",
+        text,
+    )
     if rate is None:
         raise RuntimeError(f"unexpected redis-benchmark output:\n{text}")
     result: dict[str, Any] = {"requests_per_s": float(rate.group(1))}
@@ -146,9 +181,21 @@ def bench_etcd(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         raise RuntimeError("etcd is not installed (Debian package 'etcd-server')")
     port, peer = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [etcd, "--data-dir", str(workdir / "etcd"), "--listen-client-urls", url, "--advertise-client-urls", url,
-               "--listen-peer-urls", f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls",
-               f"http://127.0.0.1:{peer}", "--initial-cluster", f"default=http://127.0.0.1:{peer}"]
+    command = [
+        etcd,
+        "--data-dir",
+        str(workdir / "etcd"),
+        "--listen-client-urls",
+        url,
+        "--advertise-client-urls",
+        url,
+        "--listen-peer-urls",
+        f"http://127.0.0.1:{peer}",
+        "--initial-advertise-peer-urls",
+        f"http://127.0.0.1:{peer}",
+        "--initial-cluster",
+        f"default=http://127.0.0.1:{peer}",
+    ]
     with _process(command, workdir / "etcd.log"):
         _wait_http(url + "/health")
         b64 = lambda text: base64.b64encode(text.encode()).decode()  # noqa: E731
@@ -162,8 +209,10 @@ def bench_etcd(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 
 def _row(name: str, op: str, result: dict[str, Any]) -> str:
-    return (f"| {name} | {op} | {result['requests_per_s']:,.0f} | {result.get('p50_ms', float('nan')):.2f} | "
-            f"{result.get('p99_ms', float('nan')):.2f} | {result.get('max_ms', float('nan')):.1f} |")
+    return (
+        f"| {name} | {op} | {result['requests_per_s']:,.0f} | {result.get('p50_ms', float('nan')):.2f} | "
+        f"{result.get('p99_ms', float('nan')):.2f} | {result.get('max_ms', float('nan')):.1f} |"
+    )
 
 
 def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
@@ -183,10 +232,14 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
     redis = results.get("redis")
     if always and redis:
         redis_set = redis["SET appendfsync=always"]["requests_per_s"]
-        ratios.append(f"- PUT fsync=always / Redis SET appendfsync=always: {always['PUT']['requests_per_s'] / redis_set:.2f}x")
+        ratios.append(
+            f"- PUT fsync=always / Redis SET appendfsync=always: {always['PUT']['requests_per_s'] / redis_set:.2f}x"
+        )
     etcd = results.get("etcd")
     if always and etcd:
-        ratios.append(f"- PUT fsync=always / etcd PUT: {always['PUT']['requests_per_s'] / etcd['PUT']['requests_per_s']:.2f}x")
+        ratios.append(
+            f"- PUT fsync=always / etcd PUT: {always['PUT']['requests_per_s'] / etcd['PUT']['requests_per_s']:.2f}x"
+        )
     header = (
         f"wrk -t1 -c{args.connections} -d{args.duration:g}s, 100-byte values, {KEYS} keys; "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}"

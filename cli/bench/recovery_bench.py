@@ -42,7 +42,10 @@ async def _load(node: NodeLauncher, keys: int) -> None:
 
         async def worker() -> None:
             for start in batches:
-                ops = [{"op": "set", "key": f"key:{i:08d}", "value": VALUE} for i in range(start, min(start + TXN_OPS, keys))]
+                ops = [
+                    {"op": "set", "key": f"key:{i:08d}", "value": VALUE}
+                    for i in range(start, min(start + TXN_OPS, keys))
+                ]
                 (await client.post("/v1/txn", json={"ops": ops})).raise_for_status()
 
         await asyncio.gather(*(worker() for _ in range(LOAD_CONCURRENCY)))
@@ -113,23 +116,26 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 def report(results: dict[str, Any]) -> str:
     quiet, during, rec = results["get_without_checkpoint"], results["get_during_checkpoint"], results["recovery"]
-    return "\n".join(
-        [
-            f"{os.cpu_count()} cores, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}",
-            "",
-            f"- keys loaded: {results['keys']:,} (100-byte values) in {results['load_seconds']} s",
-            f"- memory per key: {results['memory_per_key_bytes']} bytes "
-            f"(RSS {results['rss_empty_bytes'] / 2**20:.0f} MiB empty -> {results['rss_loaded_bytes'] / 2**20:.0f} MiB)",
-            f"- checkpoint of {results['checkpoint'].get('entries', 0):,} keys: "
-            f"{results['checkpoint'].get('seconds')} s, snapshot {results['checkpoint'].get('snapshot_bytes', 0) / 2**20:.0f} MiB",
-            f"- GET under load without checkpoint: {quiet['requests_per_s']:,.0f} req/s, p99 {quiet['p99_ms']:.2f} ms, "
-            f"max {quiet['max_ms']:.1f} ms",
-            f"- GET under load during checkpoint:  {during['requests_per_s']:,.0f} req/s, p99 {during['p99_ms']:.2f} ms, "
-            f"max {during['max_ms']:.1f} ms",
-            f"- recovery after SIGKILL: {rec['seconds']} s for {rec['keys']:,} keys "
-            f"(snapshot + {rec['records_replayed']:,} WAL records); restart to /ready {results['restart_to_ready_seconds']} s",
-        ]
-    ) + "\n"
+    return (
+        "\n".join(
+            [
+                f"{os.cpu_count()} cores, Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}",
+                "",
+                f"- keys loaded: {results['keys']:,} (100-byte values) in {results['load_seconds']} s",
+                f"- memory per key: {results['memory_per_key_bytes']} bytes "
+                f"(RSS {results['rss_empty_bytes'] / 2**20:.0f} MiB empty -> {results['rss_loaded_bytes'] / 2**20:.0f} MiB)",
+                f"- checkpoint of {results['checkpoint'].get('entries', 0):,} keys: "
+                f"{results['checkpoint'].get('seconds')} s, snapshot {results['checkpoint'].get('snapshot_bytes', 0) / 2**20:.0f} MiB",
+                f"- GET under load without checkpoint: {quiet['requests_per_s']:,.0f} req/s, p99 {quiet['p99_ms']:.2f} ms, "
+                f"max {quiet['max_ms']:.1f} ms",
+                f"- GET under load during checkpoint:  {during['requests_per_s']:,.0f} req/s, p99 {during['p99_ms']:.2f} ms, "
+                f"max {during['max_ms']:.1f} ms",
+                f"- recovery after SIGKILL: {rec['seconds']} s for {rec['keys']:,} keys "
+                f"(snapshot + {rec['records_replayed']:,} WAL records); restart to /ready {results['restart_to_ready_seconds']} s",
+            ]
+        )
+        + "\n"
+    )
 
 
 def main() -> None:

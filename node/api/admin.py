@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from asyncio import FIRST_COMPLETED
 import itertools
+from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
@@ -12,7 +12,7 @@ import orjson
 
 from .. import records
 from ..catalog import Principal
-from ..checkpoint import CheckpointResult, Checkpointer
+from ..checkpoint import Checkpointer, CheckpointResult
 from ..datadir import DataDir
 from ..engine import Engine
 from ..errors import BadRequest, Forbidden
@@ -95,7 +95,9 @@ def routes(node: AdminNode) -> dict[tuple[str, str], Handler]:
         limit = request.query_int("limit", WAL_RECORDS_MAX, 1, WAL_RECORDS_MAX)
         follow = request.query.get("follow", "false").lower() in ("1", "true", "yes")
         return StreamResponse(
-            200, _stream_records(node, from_lsn, limit or WAL_RECORDS_MAX, follow), [("content-type", "application/x-ndjson")]
+            200,
+            _stream_records(node, from_lsn, limit or WAL_RECORDS_MAX, follow),
+            [("content-type", "application/x-ndjson")],
         )
 
     return {

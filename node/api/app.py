@@ -137,7 +137,7 @@ class App:
             raise Unavailable("the node is still recovering; retry when /ready says ready")
         if path == "/v1/auth/login":
             if request.method != "POST":
-                raise MethodNotAllowed("use POST /v1/auth/login with {\"username\", \"password\"}")
+                raise MethodNotAllowed('use POST /v1/auth/login with {"username", "password"}')
             return await self.login(request)
         handler = self._routes.get((request.method, path))
         if handler is None:

@@ -153,7 +153,9 @@ SPEC: dict[str, Any] = {
                 "responses": {"200": {"description": "ready"}, "503": {"description": "recovering"}},
             }
         },
-        "/metrics": {"get": {"security": [], "summary": "Prometheus metrics", "responses": {"200": {"description": ""}}}},
+        "/metrics": {
+            "get": {"security": [], "summary": "Prometheus metrics", "responses": {"200": {"description": ""}}}
+        },
     },
 }
 

@@ -132,9 +132,7 @@ class WalScan:
                 if self.from_lsn > segment.end_lsn:
                     raise WalCorruption(segment.path, self.from_lsn, "WAL ends before the requested LSN")
                 return self.segments[index:]
-        raise WalCorruption(
-            self.segments[0].path, self.from_lsn, "the segment holding this LSN has been removed"
-        )
+        raise WalCorruption(self.segments[0].path, self.from_lsn, "the segment holding this LSN has been removed")
 
     def _scan_segment(self, segment: Segment, is_last: bool) -> Iterator[WalRecord]:
         with open(segment.path, "rb") as file:
