@@ -223,6 +223,8 @@ class Engine:
         for key, entry in changes:
             self._overlay[key] = (lsn, entry)
         self._uncommitted.append((lsn, record))
+        if self.writer.flushed_lsn >= lsn:
+            self.commit_up_to(lsn)  # fsync=interval/off: the record is already in the page cache
         return lsn
 
     def log_control_record(self, record: records.Record) -> int:

@@ -6,9 +6,9 @@ bytes; it never touches the disk. Queued bytes reach the disk in batches:
 - fsync=always: one flush at a time runs in a dedicated thread (write + fsync, which
   release the GIL); everything appended while it runs goes into the next flush, so
   one fsync covers many writes and throughput grows with concurrency (group commit).
-- fsync=interval / off: the batch is written on the loop once per loop turn (a plain
-  write into the page cache, as Redis does before replying); `interval` also fsyncs
-  from a background task every `interval_s`.
+- fsync=interval / off: each record is written into the page cache by `append`
+  itself (one small write syscall, no waiting for a later loop turn), so the write
+  commits at once; `interval` also fsyncs from a background task every `interval_s`.
 
 A failed write or fsync is not retried (PostgreSQL's fsyncgate lesson: after a failed
 fsync the page cache cannot be trusted). The writer turns failed, every waiting and
@@ -65,7 +65,7 @@ class WalWriter:
         segment_size_bytes: int,
         policy: FsyncPolicy,
         interval_s: float,
-        on_flushed: Callable[[int], None],
+        on_flushed: Callable[[int], None],  # fsync=always only: a batch became durable
         on_failed: Callable[[BaseException], None],
     ) -> None:
         self._wal_dir = wal_dir
@@ -120,8 +120,20 @@ class WalWriter:
         self._pending[-1].data += frame
         self._segment_bytes += len(frame)
         self.end_lsn += len(frame)
-        self._schedule_flush()
+        if self.policy is FsyncPolicy.ALWAYS:
+            self._schedule_flush()
+        else:
+            self._write_now()
         return self.end_lsn
+
+    def _write_now(self) -> None:
+        """interval/off: into the page cache at once; the caller can commit without waiting."""
+        try:
+            self._write_chunks(self._take_pending(), sync=False)
+        except OSError as error:
+            self._fail(error)
+            raise WalFailed(f"WAL write failed: {error}") from error
+        self.flushed_lsn = self.end_lsn
 
     def _rotate(self) -> None:
         header = SegmentHeader(self._timeline, self.end_lsn).encode()
@@ -140,10 +152,7 @@ class WalWriter:
         self._flush_scheduled = True
         self._flush_idle.clear()
         # call_soon, not now: every record appended in this loop turn joins the batch.
-        if self.policy is FsyncPolicy.ALWAYS:
-            self._loop.call_soon(self._start_threaded_flush)
-        else:
-            self._loop.call_soon(self._flush_inline)
+        self._loop.call_soon(self._start_threaded_flush)
 
     def _start_threaded_flush(self) -> None:
         target_lsn = self.end_lsn
@@ -157,17 +166,6 @@ class WalWriter:
             self._fail(error)
             return
         self.flushed_lsn = self.synced_lsn = target_lsn
-        self._on_flushed(target_lsn)
-        self._after_flush()
-
-    def _flush_inline(self) -> None:
-        target_lsn = self.end_lsn
-        try:
-            self._write_chunks(self._take_pending(), sync=False)
-        except OSError as error:
-            self._fail(error)
-            return
-        self.flushed_lsn = target_lsn
         self._on_flushed(target_lsn)
         self._after_flush()
 
