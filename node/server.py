@@ -163,6 +163,7 @@ class Node:
         metrics.bind_gauge(metrics.STORE_KEYS, lambda: len(store))
         metrics.bind_gauge(metrics.STORE_REVISION, lambda: store.revision)
         metrics.bind_gauge(metrics.WAL_END_LSN, lambda: writer.end_lsn)
+        metrics.WAL_WRITTEN_BYTES.bind(lambda: writer.written_bytes)
         metrics.bind_gauge(metrics.WAL_SIZE_BYTES, lambda: sum(s.size_bytes for s in list_segments(self.datadir.wal)))
 
     def _on_wal_failed(self, error: BaseException) -> None:

@@ -90,7 +90,7 @@ def declared_metrics() -> dict[str, str]:
     for value in vars(node_metrics).values():
         if isinstance(value, MetricWrapperBase):
             declared[value._name] = value._type
-        elif isinstance(value, node_metrics.OperationStats):
+        elif isinstance(value, (node_metrics.OperationStats, node_metrics.CounterFunction)):
             declared.update((family.name, family.type) for family in value.describe())
     return declared
 

@@ -58,11 +58,9 @@ import importlib.util
 import json
 import os
 import platform
-import re
 import resource
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -73,7 +71,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from kvstore.cli.bench import wrk
 from kvstore.cli.bench.bakeoff_apps import HOST, PUT_OK, AsgiReceive, AsgiScope, AsgiSend
+from kvstore.cli.launcher import free_port
 
 HERE = Path(__file__).resolve().parent
 RESULTS_PATH = HERE / "RESULTS-bakeoff.md"
@@ -233,14 +233,6 @@ class ServerResult:
     error: str | None = None
 
 
-def free_port() -> int:
-    """A TCP port on HOST that was free a moment ago (the server binds it next)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _request(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection(HOST, port, timeout=5)
     try:
@@ -330,34 +322,16 @@ def sanity_check(port: int) -> None:
         raise RuntimeError(f"GET of a missing key returned {status}")
 
 
-_DURATION_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
-
-
-def _to_ms(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
-    if match is None:
-        raise ValueError(f"unexpected wrk duration {text!r}")
-    return float(match.group(1)) * _DURATION_UNITS_MS[match.group(2)]
-
-
 def parse_wrk(output: str) -> WrkRun:
-    """Extract requests/s, p50/p99 and error counts from ``wrk --latency`` output."""
-
-    def find(pattern: str) -> re.Match[str]:
-        match = re.search(pattern, output, re.MULTILINE)
-        if match is None:
-            raise ValueError(f"wrk output lacks {pattern!r}:\n{output}")
-        return match
-
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    """Requests/s, p50/p99 and error counts from ``wrk --latency`` output (see wrk.py)."""
+    parsed = wrk.parse(output)
     return WrkRun(
-        requests_per_s=float(find(r"^Requests/sec:\s+([\d.]+)").group(1)),
-        p50_ms=_to_ms(find(r"^\s+50%\s+(\S+)").group(1)),
-        p99_ms=_to_ms(find(r"^\s+99%\s+(\S+)").group(1)),
-        requests=int(find(r"^\s+(\d+) requests in").group(1)),
-        non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
-        socket_errors=sum(int(n) for n in errors.groups()) if errors else 0,
+        requests_per_s=parsed.requests_per_s,
+        p50_ms=parsed.p50_ms,
+        p99_ms=parsed.p99_ms,
+        requests=parsed.requests,
+        non_2xx=parsed.non_2xx,
+        socket_errors=parsed.socket_errors,
     )
 
 

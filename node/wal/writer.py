@@ -87,6 +87,7 @@ class WalWriter:
         self.end_lsn = end_lsn  # where the next record goes
         self.flushed_lsn = end_lsn  # written per policy: fsynced (always) or in the page cache
         self.synced_lsn = end_lsn  # known fsynced
+        self.written_bytes = 0  # since start, for kvstore_wal_written_bytes_total
         self._open_tail(end_lsn)
 
     def _open_tail(self, end_lsn: int) -> None:
@@ -225,7 +226,7 @@ class WalWriter:
             view = memoryview(chunk.data)
             while view:
                 written = os.write(self._fd, view)
-                metrics.WAL_WRITTEN_BYTES.inc(written)
+                self.written_bytes += written
                 view = view[written:]
         if sync:
             self._fsync_current()
