@@ -44,8 +44,6 @@ class SnapshotInfo:
     redo_lsn: int
     timeline: int
     created_at_ms: int
-    entries: int
-    revision: int
 
 
 def encode_chunk(items: Iterator[tuple[str, Entry]] | Any) -> bytes:
@@ -88,21 +86,38 @@ class SnapshotWriter:
         self._temp_path.unlink(missing_ok=True)
 
 
-def read_snapshot(path: Path) -> tuple[SnapshotInfo, Iterator[tuple[str, Entry]]]:
-    """Check the whole file, then return its info and an iterator over its entries.
+class SnapshotReader:
+    """One pass over a snapshot: `info` from the header, then `entries()`.
 
-    The file is read twice (verify, then load) so a damaged snapshot is refused before
-    any entry reaches the store.
+    `entries()` checks every frame's CRC and, at the end, that the trailer is there and
+    counts exactly the entries read (then `revision` holds the trailer's); it raises
+    SnapshotError otherwise, so a caller loads into a store it can throw away.
     """
-    header, trailer = _verify(path)
-    info = SnapshotInfo(
-        redo_lsn=header["redo_lsn"],
-        timeline=header["timeline"],
-        created_at_ms=header["created_at_ms"],
-        entries=trailer["entries"],
-        revision=trailer["revision"],
-    )
-    return info, _entries(path)
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._frames = _frames(path)
+        try:
+            header = msgpack.unpackb(next(self._frames).payload)
+        except StopIteration:
+            raise SnapshotError(path, "no header") from None
+        self.info = SnapshotInfo(header["redo_lsn"], header["timeline"], header["created_at_ms"])
+        self.revision = 0
+
+    def entries(self) -> Iterator[tuple[str, Entry]]:
+        previous: bytes | None = None
+        entries = 0
+        for frame in self._frames:
+            if previous is not None:  # the final frame is the trailer, so chunks lag one behind
+                flat = msgpack.unpackb(previous, raw=False)
+                for i in range(0, len(flat), _FIELDS_PER_ENTRY):
+                    yield flat[i], (flat[i + 1], flat[i + 2], flat[i + 3], flat[i + 4])
+                entries += len(flat) // _FIELDS_PER_ENTRY
+            previous = frame.payload
+        trailer = msgpack.unpackb(previous) if previous is not None else None
+        if not isinstance(trailer, dict) or trailer.get("entries") != entries:
+            raise SnapshotError(self.path, f"no trailer matching the {entries} entries read: incomplete or damaged")
+        self.revision = int(trailer["revision"])
 
 
 def _frames(path: Path) -> Iterator[Frame]:
@@ -124,35 +139,3 @@ def _frames(path: Path) -> Iterator[Frame]:
                         raise SnapshotError(path, "file ends inside a frame")
                     return
                 decoder.feed(chunk)
-
-
-def _verify(path: Path) -> tuple[dict[str, int], dict[str, int]]:
-    frames = _frames(path)
-    try:
-        header = msgpack.unpackb(next(frames).payload)
-    except StopIteration:
-        raise SnapshotError(path, "no header") from None
-    entries = 0
-    last: Frame | None = None
-    for frame in frames:
-        if last is not None:
-            entries += len(msgpack.unpackb(last.payload)) // _FIELDS_PER_ENTRY
-        last = frame
-    if last is None:
-        raise SnapshotError(path, "no trailer: the snapshot is incomplete")
-    trailer = msgpack.unpackb(last.payload)
-    if not isinstance(trailer, dict) or trailer.get("entries") != entries:
-        raise SnapshotError(path, f"trailer does not match the {entries} entries found")
-    return header, trailer
-
-
-def _entries(path: Path) -> Iterator[tuple[str, Entry]]:
-    frames = _frames(path)
-    next(frames)  # header
-    previous: bytes | None = None
-    for frame in frames:
-        if previous is not None:  # the final frame is the trailer
-            flat = msgpack.unpackb(previous, raw=False)
-            for i in range(0, len(flat), _FIELDS_PER_ENTRY):
-                yield flat[i], (flat[i + 1], flat[i + 2], flat[i + 3], flat[i + 4])
-        previous = frame.payload

@@ -14,7 +14,7 @@ a sorted key list serves prefix scans in key order.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Final
 
 from sortedcontainers import SortedList
@@ -140,9 +140,27 @@ class Store:
     def shard(self, index: int) -> dict[str, Entry]:
         return self._shards[index]
 
-    def load(self, key: str, entry: Entry) -> None:
-        """Insert one snapshot entry (recovery, base backup)."""
-        self._apply_op(records.set_record(key, *entry))
+    def bulk_load(self, items: Iterable[tuple[str, Entry]]) -> int:
+        """Fill an empty store from a snapshot in one pass (keys sorted once); returns the count."""
+        if self._keys:
+            raise ValueError("bulk_load needs an empty store")
+        shards = self._shards
+        keys: list[str] = []
+        expiring: list[tuple[int, str, int]] = []
+        revision = self.revision
+        for key, entry in items:
+            shards[hash(key) & _SHARD_MASK][key] = entry
+            keys.append(key)
+            if entry[EXPIRES_AT_MS]:
+                expiring.append((entry[EXPIRES_AT_MS], key, entry[VERSION]))
+            if entry[VERSION] > revision:
+                revision = entry[VERSION]
+        self._keys = SortedList(keys)
+        heapq.heapify(expiring)
+        self._expiry_heap, self._expiring_keys = expiring, len(expiring)
+        self.revision = revision
+        self.catalog_epoch += 1
+        return len(keys)
 
     def items(self) -> Iterator[tuple[str, Entry]]:
         for shard in self._shards:

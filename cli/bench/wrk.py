@@ -60,7 +60,8 @@ def run(url: str, duration_s: float, connections: int, script: str | None = None
     wrk = shutil.which("wrk")
     if wrk is None:
         raise RuntimeError("wrk is not installed (Debian package 'wrk'; `make system-deps` installs it)")
-    command = [wrk, f"-t{threads}", f"-c{connections}", f"-d{duration_s:g}s", "--timeout", "5s", "--latency"]
+    whole_seconds = max(1, round(duration_s))  # wrk takes whole seconds only
+    command = [wrk, f"-t{threads}", f"-c{connections}", f"-d{whole_seconds}s", "--timeout", "5s", "--latency"]
     with tempfile.TemporaryDirectory() as folder:
         if script is not None:
             path = Path(folder) / "script.lua"

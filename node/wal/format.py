@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 import google_crc32c
 
@@ -127,8 +127,7 @@ def encode_frame(payload: bytes) -> bytes:
     return FRAME_HEADER.pack(size, crc32c(payload)) + payload
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):  # one per record read: a NamedTuple builds ~5x faster than a frozen dataclass
     lsn: int
     payload: bytes
 

@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .. import records
 from ..fsutil import fsync_dir
@@ -72,8 +73,7 @@ class TornTail:
         return self.segment.end_lsn - self.lsn
 
 
-@dataclass(frozen=True, slots=True)
-class WalRecord:
+class WalRecord(NamedTuple):  # one per record replayed: cheap to build
     lsn: int
     end_lsn: int
     record: records.Record
