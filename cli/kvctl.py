@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
 from kvstore.node.wal.format import format_lsn, parse_lsn
 
 from . import walview

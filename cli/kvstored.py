@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 import uvloop
+
 from kvstore.node.config import ConfigError, load_settings
 from kvstore.node.control import ControlError
 from kvstore.node.datadir import DataDirError

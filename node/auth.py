@@ -55,9 +55,10 @@ class Authenticator:
     def __init__(self, store: Store, token_ttl_s: int) -> None:
         self._store = store
         self._token_ttl_s = token_ttl_s
-        self._token_cache: dict[str, tuple[str, int, int]] = {}  # header -> (user, generation, exp)
+        # header -> (user, token generation, expiry, catalog epoch when verified)
+        self._token_cache: dict[str, tuple[str, int, int, int]] = {}
         self._principals: dict[str, tuple[int, int, catalog.Principal]] = {}  # user -> (epoch, version, p)
-        self._dummy_hash: str | None = None
+        self._dummy_hash = hash_password(secrets.token_hex(16))  # for logins of unknown users
 
     # -- catalog lookups -----------------------------------------------------------
 
@@ -77,6 +78,9 @@ class Authenticator:
             self._principals.pop(name, None)
             return None
         version, user = found
+        if user.get("locked_reason") or not user.get("can_login", True):
+            self._principals.pop(name, None)
+            return None  # a locked user's tokens stop working at once
         roles = {}
         for role_name in user.get("roles", []):
             role = self._document(catalog.role_key(role_name))
@@ -100,8 +104,6 @@ class Authenticator:
         found = self._document(catalog.user_key(username))
         if found is None:
             # Spend the same time as a real check so timing does not reveal who exists.
-            if self._dummy_hash is None:
-                self._dummy_hash = await loop.run_in_executor(None, hash_password, secrets.token_hex(16))
             await loop.run_in_executor(None, _verify_password, self._dummy_hash, password)
             metrics.AUTH_FAILURES.labels("bad_credentials").inc()
             raise Unauthorized(_BAD_CREDENTIALS)
@@ -127,9 +129,9 @@ class Authenticator:
     def authenticate(self, authorization: str | None) -> catalog.Principal:
         # The cache is keyed by the whole header value: a hit costs one dict lookup.
         cached = self._token_cache.get(authorization) if authorization else None
-        if cached is None or cached[2] <= time.time():
-            cached = self._verify_header(authorization)
-        username, generation, _expires_at = cached
+        if cached is None or cached[2] <= time.time() or cached[3] != self._store.catalog_epoch:
+            cached = self._verify_header(authorization)  # also when signing keys may have changed
+        username, generation, _expires_at, _epoch = cached
         principal = self.principal(username)
         if principal is None or principal.token_generation != generation:
             self._token_cache.pop(authorization, None)  # type: ignore[arg-type]
@@ -137,7 +139,7 @@ class Authenticator:
             raise Unauthorized("token is no longer valid; log in again")
         return principal
 
-    def _verify_header(self, authorization: str | None) -> tuple[str, int, int]:
+    def _verify_header(self, authorization: str | None) -> tuple[str, int, int, int]:
         if not authorization:
             metrics.AUTH_FAILURES.labels("missing").inc()
             raise Unauthorized("missing Authorization header; send 'Authorization: Bearer <token>'")
@@ -160,7 +162,7 @@ class Authenticator:
         except jwt.InvalidTokenError:
             metrics.AUTH_FAILURES.labels("invalid_token").inc()
             raise Unauthorized("invalid token") from None
-        verified = (str(claims["sub"]), int(claims["gen"]), int(claims["exp"]))
+        verified = (str(claims["sub"]), int(claims["gen"]), int(claims["exp"]), self._store.catalog_epoch)
         if len(self._token_cache) >= TOKEN_CACHE_MAX:
             now = int(time.time())
             self._token_cache = {t: v for t, v in self._token_cache.items() if v[2] > now}

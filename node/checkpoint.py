@@ -22,6 +22,7 @@ from . import metrics, records
 from .control import Control, write_control
 from .datadir import DataDir
 from .engine import Engine, now_ms
+from .errors import Unavailable
 from .snapshot import SnapshotWriter, encode_chunk, snapshot_name
 from .store import SHARD_COUNT
 from .wal.format import format_lsn
@@ -52,6 +53,7 @@ class Checkpointer:
         self._lock = asyncio.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self.last: CheckpointResult | None = None
+        self._revision_at_last: int | None = None  # store revision the current snapshot covers
 
     @property
     def running(self) -> bool:
@@ -84,12 +86,17 @@ class Checkpointer:
     async def _run(self, started: float) -> CheckpointResult:
         engine, store = self._engine, self._engine.store
         loop = asyncio.get_running_loop()
+        if engine.read_only_reason is not None:
+            raise Unavailable(f"no checkpoint while writes are refused: {engine.read_only_reason}")
         redo_lsn = store.applied_lsn
+        if self.control.snapshot is not None and store.revision == self._revision_at_last:
+            # No key changed since the last checkpoint (only CHECKPOINT records): it is current.
+            name = self.control.snapshot
+            size = (self._datadir.base / name).stat().st_size
+            return CheckpointResult(self.control.redo_lsn, name, len(store), size, 0, time.perf_counter() - started)
+        revision_at_start = store.revision
         name = snapshot_name(redo_lsn)
         path = self._datadir.base / name
-        if self.control.snapshot == name:
-            # Nothing was applied since the last checkpoint: it is still current.
-            return CheckpointResult(redo_lsn, name, len(store), path.stat().st_size, 0, time.perf_counter() - started)
         writer = await loop.run_in_executor(
             self._executor, SnapshotWriter, path, redo_lsn, self.control.timeline, now_ms()
         )
@@ -119,13 +126,16 @@ class Checkpointer:
         control = self.control.replace(redo_lsn=redo_lsn, snapshot=name, checkpoint_at_ms=now_ms())
         await loop.run_in_executor(self._executor, write_control, self._datadir.control, control)
         self.control = control
+        self._revision_at_last = revision_at_start
         removed = await loop.run_in_executor(self._executor, self._remove_old_files, redo_lsn)
         return CheckpointResult(redo_lsn, name, writer.entries, size, removed, time.perf_counter() - started)
 
     def _remove_old_files(self, redo_lsn: int) -> int:
+        current = self.control.snapshot
         snapshots = sorted(self._datadir.base.glob("snapshot_*.chk"))
         for old in snapshots[: -self._snapshots_keep]:
-            old.unlink()
+            if old.name != current:  # never the one recovery needs, whatever its name sorts as
+                old.unlink()
         return len(recycle_segments(self._datadir.wal, redo_lsn))
 
     async def update_control(self, **changes: object) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .wal.format import MAX_PAYLOAD_BYTES
 from .wal.writer import FsyncPolicy
 
 ENV_PREFIX = "KVSTORE_"
@@ -85,6 +86,10 @@ class Settings:
                 raise ConfigError(f"{name}: {getattr(self, name)} is below the minimum {minimum}")
         if self.wal_segment_size_bytes > 1024**3:
             raise ConfigError("wal_segment_size_bytes: at most 1 GiB")
+        # One WAL record carries at most a whole request body; keep it well inside the frame limit.
+        for name in ("max_value_bytes", "max_body_bytes"):
+            if getattr(self, name) > MAX_PAYLOAD_BYTES // 2:
+                raise ConfigError(f"{name}: at most {MAX_PAYLOAD_BYTES // 2} (half the WAL record limit)")
         if self.max_body_bytes < self.max_value_bytes:
             raise ConfigError("max_body_bytes must be at least max_value_bytes (a transaction carries values)")
         return self

@@ -21,10 +21,10 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 from . import metrics, records
-from .errors import NotFound, PreconditionFailed, Unavailable
+from .errors import KvError, NotFound, PreconditionFailed, Unavailable
 from .store import CREATED_AT_MS, EXPIRES_AT_MS, VALUE, VERSION, Entry, Store, is_live
 from .wal.writer import WalFailed, WalWriter
 
@@ -88,6 +88,7 @@ class Engine:
         self._next_revision = store.revision + 1
         self.committed_lsn = store.applied_lsn
         self.read_only_reason: str | None = None
+        self._next_commit: asyncio.Event | None = None  # set at the next commit, for followers
 
     def attach(self, writer: WalWriter) -> None:
         self.writer = writer
@@ -106,7 +107,10 @@ class Engine:
         now = now_ms()
         current = self._latest(key, now)
         if if_version is not None or if_absent:
-            _check_preconditions(key, current, if_version, if_absent)
+            try:
+                _check_preconditions(key, current, if_version, if_absent)
+            except PreconditionFailed as failed:
+                await self._refuse(failed, key)
         version = self._take_revision()
         created_at_ms = current[CREATED_AT_MS] if current is not None else now
         expires_at_ms = now + ttl_s * 1000 if ttl_s else 0
@@ -117,9 +121,12 @@ class Engine:
 
     async def delete(self, key: str, if_version: int | None = None) -> WriteResult:
         current = self._latest(key, now_ms())
-        if current is None:
-            raise NotFound(f"key {key!r} does not exist", key=key)
-        _check_preconditions(key, current, if_version, False)
+        try:
+            if current is None:
+                raise NotFound(f"key {key!r} does not exist", key=key)
+            _check_preconditions(key, current, if_version, False)
+        except KvError as error:
+            await self._refuse(error, key)
         version = self._take_revision()
         lsn = self._log(records.del_record(key, version), ((key, None),))
         await self.wait_for_commit(lsn)
@@ -133,10 +140,11 @@ class Engine:
             try:
                 base = int(current[VALUE].decode("ascii"))
             except (UnicodeDecodeError, ValueError):
-                raise PreconditionFailed(f"value of {key!r} is not an integer", key=key) from None
+                await self._refuse(PreconditionFailed(f"value of {key!r} is not an integer", key=key), key)
         result = base + by
         if not INT64_MIN <= result <= INT64_MAX:
-            raise PreconditionFailed(f"increment would overflow a 64-bit integer ({base} + {by})", key=key)
+            error = PreconditionFailed(f"increment would overflow a 64-bit integer ({base} + {by})", key=key)
+            await self._refuse(error, key)
         version = self._take_revision()
         created_at_ms = current[CREATED_AT_MS] if current is not None else now
         expires_at_ms = current[EXPIRES_AT_MS] if current is not None else 0  # INCR keeps the TTL, as Redis
@@ -172,6 +180,7 @@ class Engine:
                 try:
                     _check_preconditions(key, current, if_version, if_absent)
                 except PreconditionFailed as failed:
+                    await self.wait_for_commit(read_lsn)  # decided on uncommitted data? let it commit
                     raise PreconditionFailed(f"op {index}: {failed.message}", op=index, **failed.details) from None
             if kind == "set":
                 created_at_ms = current[CREATED_AT_MS] if current is not None else now
@@ -180,10 +189,11 @@ class Engine:
                 ops_out.append([records.SET, key, value, version, created_at_ms, expires_at_ms])
                 results.append({"op": "set", "key": key, "version": version})
             elif kind == "del":
-                entry = None
-                if current is not None:
-                    ops_out.append([records.DEL, key, version])
                 results.append({"op": "del", "key": key, "deleted": current is not None})
+                if current is None:
+                    continue  # nothing to delete: no record, and nothing for the overlay
+                entry = None
+                ops_out.append([records.DEL, key, version])
             else:
                 results.append({"op": "check", "key": key, "version": current[VERSION] if current else None})
                 continue
@@ -197,6 +207,14 @@ class Engine:
         lsn = self._log(records.txn_record(ops_out), changes)
         await self.wait_for_commit(lsn)
         return results, WriteResult(version, lsn)
+
+    async def _refuse(self, error: KvError, key: str) -> NoReturn:
+        """Raise `error`, but only once the uncommitted write it was decided on has committed:
+        an error must not reveal a write that could still fail (no dirty reads)."""
+        pending = self._overlay.get(key)
+        if pending is not None:
+            await self.wait_for_commit(pending[0])
+        raise error
 
     def _latest(self, key: str, now: int) -> Entry | None:
         pending = self._overlay.get(key)
@@ -240,6 +258,12 @@ class Engine:
         self._waiters.append((lsn, future))
         await future
 
+    def next_commit(self) -> asyncio.Event:
+        """An event set when the committed LSN next moves (one shared by all who ask)."""
+        if self._next_commit is None:
+            self._next_commit = asyncio.Event()
+        return self._next_commit
+
     # -- commit, called by the WAL writer --------------------------------------------
 
     def on_wal_flushed(self, flushed_lsn: int) -> None:
@@ -260,6 +284,9 @@ class Engine:
             metrics.WAL_COMMIT_BATCH_RECORDS.observe(applied)
         if lsn > self.committed_lsn:
             self.committed_lsn = lsn
+            if self._next_commit is not None:
+                self._next_commit.set()
+                self._next_commit = None
         waiters = self._waiters
         while waiters and waiters[0][0] <= lsn:
             future = waiters.popleft()[1]
@@ -283,7 +310,10 @@ class Engine:
         expired = 0
         for key, _version in self.store.due_expiries(now, limit):
             if key in self._overlay:
-                continue  # a newer write is in flight; it decides the key's fate
+                # A newer write is in flight and decides the key's fate; should it fail, the
+                # key must still be reaped, so it goes back in the queue.
+                self.store.requeue_expiry(key, now + 1000)
+                continue
             self._log(records.del_record(key, self._take_revision()), ((key, None),))
             expired += 1
         metrics.TTL_EXPIRED_KEYS.inc(expired)

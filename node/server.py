@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import secrets
 import signal
 import socket
@@ -24,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from granian.constants import Interfaces
+from granian.constants import HTTPModes, Interfaces
 from granian.log import LogLevels
 from granian.server.embed import Server
 
@@ -37,6 +36,7 @@ from .config import Settings
 from .control import STATE_RUNNING, STATE_SHUT_DOWN
 from .datadir import DataDir, DataDirLock, initdb
 from .engine import Engine, TxnOp, now_ms
+from .fsutil import atomic_write
 from .logs import GRANIAN_LOG_CONFIG
 from .recovery import recover
 from .wal.format import format_lsn
@@ -128,6 +128,8 @@ class Node:
             address=self.settings.listen_host,
             port=self.settings.listen_port,
             interface=Interfaces.RSGI,
+            # HTTP/1.1 only: cleartext HTTP/2 (h2c) would bring bodies without Content-Length.
+            http=HTTPModes.http1,
             runtime_threads=self.settings.http_runtime_threads,
             backlog=1024,
             log_level=LogLevels.warning,
@@ -139,6 +141,13 @@ class Node:
         await asyncio.sleep(0)
         if self._server_task.done():
             self._server_task.result()  # raise the bind error now
+        self._server_task.add_done_callback(self._on_http_stopped)
+
+    def _on_http_stopped(self, task: asyncio.Task[None]) -> None:
+        if not self._stop.is_set():  # the server ended without being asked: stop the node on purpose
+            error = None if task.cancelled() else task.exception()
+            log.critical("HTTP server stopped unexpectedly; shutting down", exc_info=error)
+            self.request_stop()
 
     async def _recover(self) -> None:
         loop = asyncio.get_running_loop()
@@ -158,7 +167,7 @@ class Node:
         )
         self.engine.attach(writer)
         self.checkpointer = Checkpointer(self.engine, self.datadir, recovered.control, settings.snapshots_keep)
-        self.auth = Authenticator(self.engine.store, settings.token_ttl_s)
+        self.auth = await loop.run_in_executor(None, Authenticator, self.engine.store, settings.token_ttl_s)
         store = self.engine.store
         metrics.bind_gauge(metrics.STORE_KEYS, lambda: len(store))
         metrics.bind_gauge(metrics.STORE_REVISION, lambda: store.revision)
@@ -176,19 +185,21 @@ class Node:
         password, source = self._initial_admin_password()
         loop = asyncio.get_running_loop()
         password_hash = await loop.run_in_executor(None, hash_password, password)
+        if source == "generated":
+            # Saved before the catalog commits: a crash in between must not leave a
+            # superuser whose password nobody ever saw.
+            path = self.datadir.root / INITIAL_PASSWORD_FILE
+            await loop.run_in_executor(None, atomic_write, path, (password + "\n").encode())
         kid, secret = new_jwt_key()
         documents = catalog.bootstrap_documents(password_hash, kid, secret, now_ms())
         await self.engine.txn([TxnOp("set", key, value) for key, value in documents])
         await self.checkpointer.checkpoint("initdb")
         if source == "generated":
-            path = self.datadir.root / INITIAL_PASSWORD_FILE
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as file:
-                file.write(password + "\n")
             # Printed once, like initdb's; never logged.
             print(
                 f"\nkvstored: created superuser 'admin' with a generated password: {password}\n"
-                f"kvstored: it is also in {path} (mode 0600); delete that file once you have it.\n",
+                f"kvstored: it is also in {self.datadir.root / INITIAL_PASSWORD_FILE} (mode 0600); "
+                "delete that file once you have it.\n",
                 file=sys.stdout,
                 flush=True,
             )

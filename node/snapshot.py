@@ -99,9 +99,11 @@ class SnapshotReader:
         self._frames = _frames(path)
         try:
             header = msgpack.unpackb(next(self._frames).payload)
+            self.info = SnapshotInfo(int(header["redo_lsn"]), int(header["timeline"]), int(header["created_at_ms"]))
         except StopIteration:
             raise SnapshotError(path, "no header") from None
-        self.info = SnapshotInfo(header["redo_lsn"], header["timeline"], header["created_at_ms"])
+        except (TypeError, KeyError, ValueError) as exc:
+            raise SnapshotError(path, f"malformed header: {exc!r}") from None
         self.revision = 0
 
     def entries(self) -> Iterator[tuple[str, Entry]]:

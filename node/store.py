@@ -14,7 +14,7 @@ a sorted key list serves prefix scans in key order.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
 from sortedcontainers import SortedList
@@ -93,13 +93,16 @@ class Store:
 
     def _track_expiry(self, key: str, entry: Entry) -> None:
         heapq.heappush(self._expiry_heap, (entry[EXPIRES_AT_MS], key, entry[VERSION]))
-        # Overwritten TTL keys leave stale heap items; rebuild once they dominate.
+        # Overwritten TTL keys leave stale heap items; drop them once they dominate. The
+        # pass walks the heap itself, never the whole keyspace.
         if len(self._expiry_heap) > 2 * self._expiring_keys + 1024:
+            shards = self._shards
             self._expiry_heap = [
-                (entry[EXPIRES_AT_MS], key, entry[VERSION])
-                for shard in self._shards
-                for key, entry in shard.items()
-                if entry[EXPIRES_AT_MS]
+                item
+                for item in self._expiry_heap
+                if (live := shards[hash(item[1]) & _SHARD_MASK].get(item[1])) is not None
+                and live[VERSION] == item[2]
+                and live[EXPIRES_AT_MS] == item[0]
             ]
             heapq.heapify(self._expiry_heap)
 
@@ -120,15 +123,21 @@ class Store:
         if entry is not None and entry[EXPIRES_AT_MS]:
             heapq.heappush(self._expiry_heap, (max(entry[EXPIRES_AT_MS], now_ms), key, entry[VERSION]))
 
-    def scan(self, prefix: str, after: str | None, limit: int, now_ms: int) -> tuple[list[tuple[str, Entry]], bool]:
-        """Live entries with `prefix`, in key order, strictly after `after`; (page, more)."""
+    def scan(
+        self, prefix: str, after: str | None, limit: int, now_ms: int, visible: Callable[[str], bool] | None = None
+    ) -> tuple[list[tuple[str, Entry]], bool]:
+        """Live entries with `prefix`, in key order, strictly after `after`; (page, more).
+
+        Keys failing `visible` are skipped without counting, so they can neither fill a
+        page nor become the cursor a caller sees.
+        """
         start = prefix if after is None or after < prefix else after
         page: list[tuple[str, Entry]] = []
         for key in self._keys.irange(minimum=start, inclusive=(after is None or after < prefix, True)):
             if not key.startswith(prefix):
                 break
             entry = self._shards[hash(key) & _SHARD_MASK][key]
-            if not is_live(entry, now_ms):
+            if not is_live(entry, now_ms) or (visible is not None and not visible(key)):
                 continue
             if len(page) == limit:
                 return page, True

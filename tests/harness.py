@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from kvstore.cli.launcher import NodeLauncher, free_port
 
 ADMIN_PASSWORD = "test-admin-password"

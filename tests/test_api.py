@@ -26,6 +26,7 @@ from urllib.parse import quote
 import httpx
 import jwt
 import pytest
+
 from harness import ADMIN_PASSWORD, NodeProcess
 
 MAX_KEY_BYTES = 64

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from harness import NodeProcess
 from kvstore.node.wal.format import FRAME_HEADER_BYTES
 from kvstore.node.wal.reader import WalScan, list_segments

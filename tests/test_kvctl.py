@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+
 from harness import ADMIN_PASSWORD, NodeProcess, free_port
 from kvstore.cli.credentials import DEFAULT_URL, Login, Target, resolve
 from kvstore.cli.kvctl import glob_prefix

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import httpx
+
 from harness import NodeProcess
 
 

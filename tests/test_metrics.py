@@ -14,10 +14,11 @@ import time
 from collections.abc import Iterator
 
 import httpx
-import kvstore.node.metrics as node_metrics
 import pytest
-from harness import NodeProcess
 from prometheus_client.metrics import MetricWrapperBase
+
+import kvstore.node.metrics as node_metrics
+from harness import NodeProcess
 
 PROMTOOL = "promtool"
 # What a family of each type exports as samples (text format 0.0.4).

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+
 from kvstore.node import records
 from kvstore.node.wal.format import FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES, encode_frame
 from kvstore.node.wal.reader import WalCorruption, WalScan, list_segments, repair_torn_tail

@@ -7,6 +7,7 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from kvstore.node import records
 from kvstore.node.wal.format import (
     FRAME_HEADER_BYTES,

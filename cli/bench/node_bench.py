@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from kvstore.cli.launcher import NodeLauncher, free_port
 
 from . import wrk

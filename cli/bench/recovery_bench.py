@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from kvstore.cli.launcher import NodeLauncher
 
 from . import wrk

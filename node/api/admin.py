@@ -121,13 +121,14 @@ async def _stream_records(node: AdminNode, from_lsn: int, limit: int, follow: bo
     loop = asyncio.get_running_loop()
     position, sent = from_lsn, 0
     while sent < limit:
+        next_commit = node.engine.next_commit()  # taken before reading: no commit slips by unseen
         until = node.engine.committed_lsn
         if position < until:
             try:
                 batch = await loop.run_in_executor(
                     None, _read_batch, node, position, until, min(WAL_TAIL_BATCH_RECORDS, limit - sent)
                 )
-            except WalCorruption as exc:
+            except (WalCorruption, OSError) as exc:  # OSError: a checkpoint recycled the segment
                 yield orjson.dumps({"error": {"code": "wal_unreadable", "message": str(exc)}}) + b"\n"
                 return
             if batch:
@@ -136,14 +137,12 @@ async def _stream_records(node: AdminNode, from_lsn: int, limit: int, follow: bo
                 yield b"".join(orjson.dumps(item) + b"\n" for item in batch)
                 continue
             position = until  # only segment headers lay between
-        if not follow or node.stopping.is_set():
+        if not follow or node.stopping.is_set() or node.engine.read_only_reason is not None:
             return
-        committed = asyncio.ensure_future(node.engine.wait_for_commit(position + 1))
+        committed = asyncio.ensure_future(next_commit.wait())
         stopping = asyncio.ensure_future(node.stopping.wait())
         done, _ = await asyncio.wait((committed, stopping), timeout=WAL_TAIL_KEEPALIVE_S, return_when=FIRST_COMPLETED)
         committed.cancel()
         stopping.cancel()
-        if committed in done and committed.exception() is not None:
-            return  # writes stopped for good (the WAL failed): nothing more will come
         if not done:
             yield b"\n"  # keepalive: lets the server notice a client that went away

@@ -28,7 +28,6 @@ from ..errors import (
     NotFound,
     PayloadTooLarge,
     PreconditionFailed,
-    TooManyRequests,
     Unavailable,
 )
 from ..store import EXPIRES_AT_MS, VALUE, VERSION
@@ -83,8 +82,6 @@ class App:
     def __init__(self, node: NodeApi) -> None:
         self.node = node
         self.settings = node.settings
-        self.in_flight = 0
-        metrics.bind_gauge(metrics.HTTP_REQUESTS_IN_FLIGHT, lambda: self.in_flight)
         self._routes: dict[tuple[str, str], Callable[[Request, Principal], Awaitable[Response | StreamResponse]]] = {
             ("GET", "/v1/kv"): self.list_keys,
             ("POST", "/v1/txn"): self.txn,
@@ -105,12 +102,6 @@ class App:
     # -- entry point ---------------------------------------------------------------
 
     async def handle(self, request: Request) -> Response | StreamResponse:
-        if self.in_flight >= self.settings.max_requests_in_flight:
-            metrics.HTTP_REJECTED.labels("in_flight_limit").inc()
-            return error_response(
-                TooManyRequests(f"more than {self.settings.max_requests_in_flight} requests in flight; retry shortly")
-            )
-        self.in_flight += 1
         try:
             return await self._dispatch(request)
         except KvError as error:
@@ -118,8 +109,6 @@ class App:
         except Exception:
             log.exception("unhandled error", extra={"method": request.method, "path": request.path})
             return json_response({"error": {"code": "internal", "message": "internal error; see the node log"}}, 500)
-        finally:
-            self.in_flight -= 1
 
     async def _dispatch(self, request: Request) -> Response | StreamResponse:
         path = request.path
@@ -253,13 +242,11 @@ class App:
         after = request.query.get("after") or None
         limit = request.query_int("limit", 100, 1, self.settings.max_scan_limit)
         assert limit is not None
-        # Listing shows only what the caller may read; catalogs only to superusers.
-        hide = not principal.superuser
-        page, more = self.engine.store.scan(prefix, after, limit, int(time.time() * 1000))
+        # Listing shows only what the caller may read (catalogs only to superusers).
+        visible = None if principal.superuser else lambda key: principal.can("read", key)
+        page, more = self.engine.store.scan(prefix, after, limit, int(time.time() * 1000), visible)
         keys = []
         for key, entry in page:
-            if hide and not principal.can("read", key):
-                continue
             item: dict[str, Any] = {"key": key, "version": entry[VERSION], "value_bytes": len(entry[VALUE])}
             if entry[EXPIRES_AT_MS]:
                 item["expires_at"] = _iso_ms(entry[EXPIRES_AT_MS])

@@ -13,7 +13,7 @@ from typing import Any
 from granian.rsgi import ProtocolClosed
 
 from .. import metrics
-from ..errors import LengthRequired, PayloadTooLarge
+from ..errors import LengthRequired, PayloadTooLarge, TooManyRequests
 from .app import App
 from .http import Request, Response, StreamResponse, error_response
 
@@ -25,6 +25,8 @@ _BODY_METHODS = frozenset(("PUT", "POST", "PATCH"))
 class RsgiAdapter:
     def __init__(self, app: App) -> None:
         self.app = app
+        self.in_flight = 0  # admitted requests, body reading included
+        metrics.bind_gauge(metrics.HTTP_REQUESTS_IN_FLIGHT, lambda: self.in_flight)
 
     def _body_limit(self, method: str) -> int:
         settings = self.app.settings
@@ -34,6 +36,20 @@ class RsgiAdapter:
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
         if scope.proto != "http":
             return
+        # Admission comes first: a refused request never gets its body buffered.
+        limit = self.app.settings.max_requests_in_flight
+        if self.in_flight >= limit:
+            metrics.HTTP_REJECTED.labels("in_flight_limit").inc()
+            refusal = error_response(TooManyRequests(f"more than {limit} requests in flight; retry shortly"))
+            proto.response_bytes(refusal.status, refusal.headers, refusal.body)
+            return
+        self.in_flight += 1
+        try:
+            await self._serve(scope, proto)
+        finally:
+            self.in_flight -= 1
+
+    async def _serve(self, scope: Any, proto: Any) -> None:
         method = scope.method
         headers = scope.headers
         body = b""

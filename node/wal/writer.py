@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -81,8 +82,9 @@ class WalWriter:
         self._fd: int | None = None
         self._pending: list[_Chunk] = []
         self._flush_scheduled = False
-        self._flush_idle = asyncio.Event()
-        self._flush_idle.set()
+        self._sync_waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._unsynced_segments: list[Path] = []  # closed without fsync (fsync=off)
+        self._segment_path: Path | None = None
         self.failure: BaseException | None = None
         self.end_lsn = end_lsn  # where the next record goes
         self.flushed_lsn = end_lsn  # written per policy: fsynced (always) or in the page cache
@@ -95,6 +97,7 @@ class WalWriter:
         if segments and segments[-1].end_lsn == end_lsn and segments[-1].start_lsn < end_lsn:
             last = segments[-1]
             self._fd = os.open(last.path, os.O_WRONLY | os.O_APPEND)
+            self._segment_path = last.path
             self._segment_start_lsn = last.start_lsn
             self._segment_bytes = last.size_bytes
             return
@@ -151,7 +154,6 @@ class WalWriter:
         if self._flush_scheduled:
             return
         self._flush_scheduled = True
-        self._flush_idle.clear()
         # call_soon, not now: every record appended in this loop turn joins the batch.
         self._loop.call_soon(self._start_threaded_flush)
 
@@ -167,32 +169,50 @@ class WalWriter:
             self._fail(error)
             return
         self.flushed_lsn = self.synced_lsn = target_lsn
-        self._on_flushed(target_lsn)
-        self._after_flush()
-
-    def _after_flush(self) -> None:
+        try:
+            self._on_flushed(target_lsn)
+        except Exception as callback_error:  # a bug above us: stop writes loudly, never hang them
+            self._fail(callback_error)
+            return
+        self._release_sync_waiters()
         self._flush_scheduled = False
         if self._pending:
             self._schedule_flush()
-        else:
-            self._flush_idle.set()
+
+    def _release_sync_waiters(self) -> None:
+        while self._sync_waiters and self._sync_waiters[0][0] <= self.flushed_lsn:
+            future = self._sync_waiters.popleft()[1]
+            if not future.done():
+                future.set_result(None)
 
     def _fail(self, error: BaseException) -> None:
         log.critical("WAL write failed; refusing all writes until restart", exc_info=error)
         self.failure = error
         self._pending.clear()
-        self._flush_idle.set()
         self._on_failed(error)
+        while self._sync_waiters:
+            future = self._sync_waiters.popleft()[1]
+            if not future.done():
+                future.set_exception(WalFailed(f"WAL write failed: {error}"))
 
     async def sync(self) -> int:
-        """Make everything appended so far durable, whatever the policy; returns that LSN."""
-        while not self._flush_idle.is_set():
-            await self._flush_idle.wait()
+        """Make everything appended so far durable, whatever the policy; returns that LSN.
+
+        Waits for that LSN, not for the writer to go idle: under steady load it never does.
+        """
         if self.failure is not None:
             raise WalFailed(f"WAL writes failed earlier: {self.failure}")
-        target_lsn = self.flushed_lsn
+        target_lsn = self.end_lsn
+        if self.flushed_lsn < target_lsn:  # fsync=always: a flush in flight will cover it
+            future: asyncio.Future[None] = self._loop.create_future()
+            self._sync_waiters.append((target_lsn, future))
+            await future
         if self.synced_lsn < target_lsn:
-            await self._loop.run_in_executor(self._executor, self._fsync_current)
+            try:
+                await self._loop.run_in_executor(self._executor, self._fsync_written)
+            except OSError as error:
+                self._fail(error)
+                raise WalFailed(f"WAL fsync failed: {error}") from error
             self.synced_lsn = max(self.synced_lsn, target_lsn)
         return target_lsn
 
@@ -229,22 +249,36 @@ class WalWriter:
                 self.written_bytes += written
                 view = view[written:]
         if sync:
-            self._fsync_current()
+            self._fsync_written()
 
     def _open_new_segment(self, start_lsn: int) -> None:
         path = self._wal_dir / segment_name(start_lsn)
         with self._fd_lock:
             if self._fd is not None:
-                if self.policy is not FsyncPolicy.OFF:
+                if self.policy is FsyncPolicy.OFF and self._segment_path is not None:
+                    self._unsynced_segments.append(self._segment_path)
+                else:
                     self._timed_fsync(self._fd)
                 os.close(self._fd)
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+            self._segment_path = path
         if self.policy is not FsyncPolicy.OFF:
             fsync_dir(self._wal_dir)
         log.info("WAL segment started", extra={"segment": path.name, "lsn": format_lsn(start_lsn)})
 
-    def _fsync_current(self) -> None:
+    def _fsync_written(self) -> None:
+        """fsync what `sync` promises: segments closed unsynced, the directory, the current one."""
         with self._fd_lock:
+            closed, self._unsynced_segments = self._unsynced_segments, []
+            for path in closed:
+                if path.exists():  # a checkpoint may have recycled it already
+                    fd = os.open(path, os.O_RDONLY)
+                    try:
+                        self._timed_fsync(fd)
+                    finally:
+                        os.close(fd)
+            if closed:
+                fsync_dir(self._wal_dir)
             if self._fd is not None:
                 self._timed_fsync(self._fd)
 
