@@ -26,6 +26,7 @@ from .wal.format import NEED_DATA, CorruptFrame, Frame, FrameDecoder, encode_fra
 
 SNAPSHOT_MAGIC: Final = b"KVSNAP01"
 READ_CHUNK_BYTES: Final = 1024 * 1024
+SYNC_EVERY_BYTES: Final = 8 * 1024 * 1024
 _FIELDS_PER_ENTRY: Final = 5
 
 
@@ -65,10 +66,18 @@ class SnapshotWriter:
         header = {"redo_lsn": redo_lsn, "timeline": timeline, "created_at_ms": created_at_ms}
         self._file.write(SNAPSHOT_MAGIC + encode_frame(msgpack.packb(header)))
         self.entries = 0
+        self._unsynced_bytes = 0
 
     def write_chunk(self, frame: bytes, entries: int) -> None:
         self._file.write(frame)
         self.entries += entries
+        self._unsynced_bytes += len(frame)
+        if self._unsynced_bytes >= SYNC_EVERY_BYTES:
+            # Flush as we go: one huge fsync at the end would stall every other write to the
+            # disk (the WAL's included) for as long as it takes.
+            self._file.flush()
+            os.fdatasync(self._file.fileno())
+            self._unsynced_bytes = 0
 
     def finish(self, revision: int) -> int:
         """Seal, fsync and rename into place; returns the file size."""
