@@ -119,6 +119,12 @@ CHECKPOINTS = Counter("kvstore_checkpoints_total", "Checkpoints by result.", ["r
 AUTH_FAILURES = Counter(
     "kvstore_auth_failures_total", "Rejected authentications by reason.", ["reason"], registry=REGISTRY
 )
+EVENT_LOOP_LAG_SECONDS = Histogram(
+    "kvstore_event_loop_lag_seconds",
+    "How late a timer on the event loop fired: the longest any request could have waited for the loop.",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0),
+    registry=REGISTRY,
+)
 HTTP_REQUESTS_IN_FLIGHT = Gauge(
     "kvstore_http_requests_in_flight", "HTTP requests being handled now (read at scrape time).", registry=REGISTRY
 )

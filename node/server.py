@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 INITIAL_PASSWORD_FILE = "initial-admin-password"
 BACKGROUND_RESTART_DELAY_MAX_S = 30.0
+LOOP_LAG_SAMPLE_S = 0.01
 
 
 class Node:
@@ -223,6 +224,7 @@ class Node:
             "expirer", lambda: self.engine.run_expirer(settings.expire_interval_ms / 1000, settings.expire_batch_keys)
         )
         self._spawn("checkpointer", self._checkpoint_scheduler)
+        self._spawn("loop-lag", self._measure_loop_lag)
         writer = self.engine.writer
         assert writer is not None
         if settings.fsync is FsyncPolicy.INTERVAL:
@@ -245,6 +247,15 @@ class Node:
                 log.exception("background task failed; restarting", extra={"task": name, "delay_s": delay_s})
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, BACKGROUND_RESTART_DELAY_MAX_S)
+
+    @staticmethod
+    async def _measure_loop_lag() -> None:
+        """Sample how late the loop runs a timer: a stall of the loop delays every request."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + LOOP_LAG_SAMPLE_S
+            await asyncio.sleep(LOOP_LAG_SAMPLE_S)
+            metrics.EVENT_LOOP_LAG_SECONDS.observe(max(0.0, loop.time() - due))
 
     async def _checkpoint_scheduler(self) -> None:
         settings = self.settings

@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
+import re
 import tempfile
 import threading
 import time
@@ -52,6 +54,24 @@ async def _load(node: NodeLauncher, keys: int) -> None:
         await asyncio.gather(*(worker() for _ in range(LOAD_CONCURRENCY)))
 
 
+def _lag_buckets(url: str) -> dict[str, float]:
+    """Cumulative counts of kvstore_event_loop_lag_seconds by bucket bound, from /metrics."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    found = re.findall(r'^kvstore_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$', text, re.MULTILINE)
+    return {bound: float(count) for bound, count in found}
+
+
+def _worst_lag_s(before: dict[str, float], after: dict[str, float]) -> str:
+    """Upper bound of the highest bucket that gained samples between two scrapes."""
+    worst, grown_below = "0", 0.0
+    for bound in sorted(after, key=lambda b: math.inf if b == "+Inf" else float(b)):
+        grown = after[bound] - before.get(bound, 0.0)  # cumulative: samples <= bound
+        if grown > grown_below:
+            worst = bound
+        grown_below = grown
+    return worst
+
+
 def _recovery_line(log: str) -> dict[str, Any]:
     for line in reversed(log.splitlines()):
         if '"recovery complete"' in line:
@@ -79,7 +99,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         results["memory_per_key_bytes"] = round((results["rss_loaded_bytes"] - rss_empty) / args.keys)
 
         get_script = wrk.lua_requests("GET", "/v1/kv/key:00", 100_000, headers=headers)
+        lag_start = _lag_buckets(node.url)
         quiet = wrk.run(node.url, args.window, 50, get_script)
+        lag_quiet = _lag_buckets(node.url)
         checkpoint: dict[str, Any] = {}
 
         def take_checkpoint() -> None:
@@ -93,6 +115,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         trigger.start()
         during = wrk.run(node.url, args.window, 50, get_script)
         trigger.join()
+        lag_during = _lag_buckets(node.url)
+        results["loop_lag_worst_s"] = {
+            "without_checkpoint": _worst_lag_s(lag_start, lag_quiet),
+            "during_checkpoint": _worst_lag_s(lag_quiet, lag_during),
+        }
         results["get_without_checkpoint"] = quiet.as_dict()
         results["get_during_checkpoint"] = during.as_dict()
         results["checkpoint"] = checkpoint
@@ -131,6 +158,9 @@ def report(results: dict[str, Any]) -> str:
                 f"max {quiet['max_ms']:.1f} ms",
                 f"- GET under load during checkpoint:  {during['requests_per_s']:,.0f} req/s, p99 {during['p99_ms']:.2f} ms, "
                 f"max {during['max_ms']:.1f} ms",
+                f"- worst event-loop lag (node's own kvstore_event_loop_lag_seconds, bucket bound): "
+                f"{results['loop_lag_worst_s']['without_checkpoint']} s without checkpoint, "
+                f"{results['loop_lag_worst_s']['during_checkpoint']} s during it",
                 f"- recovery after SIGKILL: {rec['seconds']} s for {rec['keys']:,} keys "
                 f"(snapshot + {rec['records_replayed']:,} WAL records); restart to /ready {results['restart_to_ready_seconds']} s",
             ]
