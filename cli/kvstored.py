@@ -17,7 +17,7 @@ import uvloop
 
 from kvstore.node.config import ConfigError, load_settings
 from kvstore.node.control import ControlError
-from kvstore.node.datadir import DataDirError
+from kvstore.node.datadir import DataDirError, DataDirInUse
 from kvstore.node.logs import setup_logging
 from kvstore.node.server import Node
 from kvstore.node.snapshot import SnapshotError
@@ -65,9 +65,12 @@ def kvstored(
 def _serve(node: Node) -> int:
     try:
         uvloop.run(node.run())
+    except DataDirInUse as error:
+        log.error(str(error))
+        return EXIT_DATADIR_IN_USE
     except DataDirError as error:
         log.error(str(error))
-        return EXIT_DATADIR_IN_USE if "in use" in str(error) else EXIT_CONFIG
+        return EXIT_CONFIG
     except (WalCorruption, SnapshotError, ControlError) as error:
         log.critical(f"refusing to start: {error}; run `kvctl wal verify --data-dir DIR` and see the docs on recovery")
         return EXIT_CORRUPTION

@@ -23,6 +23,10 @@ class DataDirError(Exception):
     pass
 
 
+class DataDirInUse(DataDirError):
+    """Another live kvstored holds the data directory's lock."""
+
+
 @dataclass(frozen=True, slots=True)
 class DataDir:
     root: Path
@@ -69,7 +73,7 @@ class DataDirLock:
         except BlockingIOError:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise DataDirError(
+            raise DataDirInUse(
                 f"data directory {self.path.parent} is in use by another kvstored (pid {holder}); "
                 "stop it first, or use another --data-dir"
             ) from None

@@ -164,7 +164,7 @@ class Node:
             policy=settings.fsync,
             interval_s=settings.fsync_interval_ms / 1000,
             on_flushed=self.engine.on_wal_flushed,
-            on_failed=self._on_wal_failed,
+            on_failed=self.engine.on_wal_failed,
         )
         self.engine.attach(writer)
         self.checkpointer = Checkpointer(self.engine, self.datadir, recovered.control, settings.snapshots_keep)
@@ -175,9 +175,6 @@ class Node:
         metrics.bind_gauge(metrics.WAL_END_LSN, lambda: writer.end_lsn)
         metrics.WAL_WRITTEN_BYTES.bind(lambda: writer.written_bytes)
         metrics.bind_gauge(metrics.WAL_SIZE_BYTES, lambda: sum(s.size_bytes for s in list_segments(self.datadir.wal)))
-
-    def _on_wal_failed(self, error: BaseException) -> None:
-        self.engine.on_wal_failed(error)
 
     def _catalog_exists(self) -> bool:
         return self.engine.get(catalog.CATALOG_MARKER_KEY) is not None
