@@ -267,9 +267,10 @@ class Engine:
     # -- commit, called by the WAL writer --------------------------------------------
 
     def on_wal_flushed(self, flushed_lsn: int) -> None:
-        self.commit_up_to(flushed_lsn)
+        metrics.WAL_COMMIT_BATCH_RECORDS.observe(self.commit_up_to(flushed_lsn))
 
-    def commit_up_to(self, lsn: int) -> None:
+    def commit_up_to(self, lsn: int) -> int:
+        """Apply every logged record up to `lsn`, release its waiters; returns how many."""
         store, overlay, uncommitted = self.store, self._overlay, self._uncommitted
         applied = 0
         while uncommitted and uncommitted[0][0] <= lsn:
@@ -280,8 +281,6 @@ class Engine:
                 if pending is not None and pending[0] == end_lsn:
                     del overlay[key]
             applied += 1
-        if applied:
-            metrics.WAL_COMMIT_BATCH_RECORDS.observe(applied)
         if lsn > self.committed_lsn:
             self.committed_lsn = lsn
             if self._next_commit is not None:
@@ -292,6 +291,7 @@ class Engine:
             future = waiters.popleft()[1]
             if not future.done():
                 future.set_result(None)
+        return applied
 
     def on_wal_failed(self, error: BaseException) -> None:
         self.read_only_reason = f"WAL write failed ({error}); writes are refused until the node is restarted"
