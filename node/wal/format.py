@@ -82,7 +82,7 @@ def segment_name(start_lsn: int) -> str:
 
 def parse_segment_name(name: str) -> int | None:
     """Start LSN of a segment file name, or None if the name is not a segment's."""
-    stem, dot, suffix = name.partition(".")
+    stem, _, suffix = name.partition(".")
     if f".{suffix}" != SEGMENT_SUFFIX or len(stem) != 16:
         return None
     try:
