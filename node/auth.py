@@ -13,6 +13,7 @@ import asyncio
 import logging
 import secrets
 import time
+from math import ceil
 from typing import Any, Final
 
 import jwt
@@ -20,8 +21,10 @@ from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from . import catalog, metrics
-from .errors import Unauthorized
+from .audit import AuditLog
+from .errors import TooManyRequests, Unauthorized
 from .store import VALUE, VERSION, Store
+from .throttle import LoginThrottle
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +55,11 @@ def _verify_password(password_hash: str, password: str) -> bool:
 
 
 class Authenticator:
-    def __init__(self, store: Store, token_ttl_s: int) -> None:
+    def __init__(self, store: Store, token_ttl_s: int, throttle: LoginThrottle, audit: AuditLog) -> None:
         self._store = store
         self._token_ttl_s = token_ttl_s
+        self._throttle = throttle
+        self._audit = audit
         # header -> (user, token generation, expiry, catalog epoch when verified)
         self._token_cache: dict[str, tuple[str, int, int, int]] = {}
         self._principals: dict[str, tuple[int, int, catalog.Principal]] = {}  # user -> (epoch, version, p)
@@ -98,21 +103,35 @@ class Authenticator:
 
     # -- login ---------------------------------------------------------------------
 
-    async def login(self, username: str, password: str) -> tuple[str, int]:
-        """Check a password off the event loop; returns (token, expires_at_s)."""
+    async def login(self, username: str, password: str, address: str) -> tuple[str, int]:
+        """Check a password off the event loop; returns (token, expires_at_s).
+
+        Throttled per user name and per client address: once locked, even the right
+        password is refused until the lockout ends. Every outcome goes to the audit log.
+        """
+        keys = (f"user:{username}", f"addr:{address}")
+        now = time.monotonic()
+        wait_s = self._throttle.retry_after_s(keys, now)
+        if wait_s > 0:
+            metrics.AUTH_FAILURES.labels("throttled").inc()
+            self._audit.record("login_throttled", user=username, address=address, retry_after_s=round(wait_s))
+            raise TooManyRequests(
+                "too many failed logins for this user or address; try again later", retry_after_s=ceil(wait_s)
+            )
         loop = asyncio.get_running_loop()
         found = self._document(catalog.user_key(username))
-        if found is None:
-            # Spend the same time as a real check so timing does not reveal who exists.
-            await loop.run_in_executor(None, _verify_password, self._dummy_hash, password)
+        # An unknown user costs a real verify too, so timing does not reveal who exists.
+        password_hash = found[1]["password_hash"] if found is not None else self._dummy_hash
+        ok = await loop.run_in_executor(None, _verify_password, password_hash, password)
+        user = found[1] if found is not None else None
+        if not ok or user is None or not user.get("can_login", True) or user.get("locked_reason"):
             metrics.AUTH_FAILURES.labels("bad_credentials").inc()
+            self._audit.record("login_failed", user=username, address=address)
+            for key in self._throttle.failed(keys, time.monotonic()):
+                self._audit.record("login_lockout", key=key, lockout_s=self._throttle.policy.lockout_s)
             raise Unauthorized(_BAD_CREDENTIALS)
-        _version, user = found
-        ok = await loop.run_in_executor(None, _verify_password, user["password_hash"], password)
-        if not ok or not user.get("can_login", True) or user.get("locked_reason"):
-            metrics.AUTH_FAILURES.labels("bad_credentials").inc()
-            log.warning("login failed", extra={"user": username})
-            raise Unauthorized(_BAD_CREDENTIALS)
+        self._throttle.succeeded(keys)
+        self._audit.record("login_ok", user=username, address=address)
         return self.issue_token(username, int(user.get("token_generation", 1)))
 
     def issue_token(self, username: str, token_generation: int) -> tuple[str, int]:

@@ -45,6 +45,11 @@ class Settings:
     expire_interval_ms: int = 100
     expire_batch_keys: int = 1000
     token_ttl_s: int = 3600
+    login_max_failures: int = 5  # within login_failure_window_s, then the user/address is locked
+    login_failure_window_s: float = 300.0
+    login_lockout_s: float = 300.0
+    audit_log_max_bytes: int = 10 * 1024 * 1024
+    audit_log_keep: int = 5
     admin_password: str | None = field(default=None, repr=False)
     admin_password_file: Path | None = None
     http_runtime_threads: int = 2
@@ -79,6 +84,11 @@ class Settings:
             "expire_interval_ms": 1,
             "expire_batch_keys": 1,
             "token_ttl_s": 10,
+            "login_max_failures": 1,
+            "login_failure_window_s": 1,
+            "login_lockout_s": 1,
+            "audit_log_max_bytes": 4096,
+            "audit_log_keep": 1,
             "http_runtime_threads": 1,
         }
         for name, minimum in minimums.items():

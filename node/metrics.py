@@ -134,7 +134,16 @@ HTTP_REJECTED = Counter(
 
 
 # Known label values exist from the first scrape, so rates and alerts work before any event.
-for _reason in ("missing", "malformed", "bad_credentials", "expired", "invalid_token", "revoked", "forbidden"):
+for _reason in (
+    "missing",
+    "malformed",
+    "bad_credentials",
+    "throttled",
+    "expired",
+    "invalid_token",
+    "revoked",
+    "forbidden",
+):
     AUTH_FAILURES.labels(_reason)
 for _reason in ("in_flight_limit", "body_too_large", "length_required"):
     HTTP_REJECTED.labels(_reason)

@@ -30,6 +30,7 @@ from granian.server.embed import Server
 from . import catalog, metrics
 from .api.app import App
 from .api.rsgi import RsgiAdapter
+from .audit import AuditLog
 from .auth import Authenticator, hash_password, new_jwt_key
 from .checkpoint import Checkpointer
 from .config import Settings
@@ -39,6 +40,7 @@ from .engine import Engine, TxnOp, now_ms
 from .fsutil import atomic_write
 from .logs import GRANIAN_LOG_CONFIG
 from .recovery import recover
+from .throttle import LoginThrottle, ThrottlePolicy
 from .wal.format import format_lsn
 from .wal.reader import list_segments
 from .wal.writer import FsyncPolicy, WalWriter
@@ -58,6 +60,7 @@ class Node:
         self.engine: Engine
         self.auth: Authenticator
         self.checkpointer: Checkpointer
+        self.audit: AuditLog
         self._ready = False
         self._started_at = time.time()
         self._stop = asyncio.Event()
@@ -168,7 +171,13 @@ class Node:
         )
         self.engine.attach(writer)
         self.checkpointer = Checkpointer(self.engine, self.datadir, recovered.control, settings.snapshots_keep)
-        self.auth = await loop.run_in_executor(None, Authenticator, self.engine.store, settings.token_ttl_s)
+        throttle = LoginThrottle(
+            ThrottlePolicy(settings.login_max_failures, settings.login_failure_window_s, settings.login_lockout_s)
+        )
+        self.audit = AuditLog(self.datadir.log / "audit.jsonl", settings.audit_log_max_bytes, settings.audit_log_keep)
+        self.auth = await loop.run_in_executor(
+            None, Authenticator, self.engine.store, settings.token_ttl_s, throttle, self.audit
+        )
         store = self.engine.store
         metrics.bind_gauge(metrics.STORE_KEYS, lambda: len(store))
         metrics.bind_gauge(metrics.STORE_REVISION, lambda: store.revision)
@@ -326,4 +335,5 @@ class Node:
         if writer is not None:
             await writer.close()
         self.checkpointer.close()
+        self.audit.close()
         log.info("shut down", extra={"committed_lsn": format_lsn(self.engine.committed_lsn)})

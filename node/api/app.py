@@ -341,7 +341,8 @@ class App:
             raise BadRequest('login body must be {"username": ..., "password": ...}')
         if len(password) > 1024 or len(username) > 256:
             raise BadRequest("username or password too long")
-        token, expires_at = await self.auth.login(username, password)
+        address = request.client.rsplit(":", 1)[0].strip("[]")
+        token, expires_at = await self.auth.login(username, password, address)
         return json_response({"token": token, "token_type": "Bearer", "expires_at": expires_at})
 
     async def status(self, request: Request, principal: Principal) -> Response:

@@ -83,6 +83,9 @@ def error_response(error: KvError) -> Response:
     body: dict[str, Any] = {"code": error.code, "message": error.message}
     if error.details:
         body.update(error.details)
-    # RFC 9110: a 401 names the scheme the client should use.
-    headers = [("www-authenticate", 'Bearer realm="kvstore"')] if isinstance(error, Unauthorized) else None
+    headers = []
+    if isinstance(error, Unauthorized):
+        headers.append(("www-authenticate", 'Bearer realm="kvstore"'))  # RFC 9110: name the scheme
+    if "retry_after_s" in error.details:
+        headers.append(("retry-after", str(error.details["retry_after_s"])))
     return json_response({"error": body}, error.status, headers)
