@@ -157,6 +157,48 @@ class KvClient:
         except httpx.TransportError as exc:
             raise KvctlError(_transport_reason(self.url, exc)) from None
 
+    # -- users and roles (superuser only) ---------------------------------------------
+
+    def create_user(self, name: str, password: str, roles: list[str], valid_until: int | None) -> dict[str, Any]:
+        body = {"name": name, "password": password, "roles": roles, "valid_until": valid_until}
+        return _json(self._request("POST", "/v1/admin/users", (201,), json=body))
+
+    def list_users(self) -> list[dict[str, Any]]:
+        return list(_json(self._request("GET", "/v1/admin/users", (200,)))["users"])
+
+    def get_user(self, name: str) -> dict[str, Any]:
+        return _json(self._request("GET", _name_path("users", name), (200,)))
+
+    def delete_user(self, name: str) -> None:
+        self._request("DELETE", _name_path("users", name), (204,))
+
+    def set_password(self, name: str, password: str) -> None:
+        self._request("PUT", f"{_name_path('users', name)}/password", (204,), json={"password": password})
+
+    def lock_user(self, name: str, reason: str | None) -> dict[str, Any]:
+        """Lock a user out; with no reason the node records a default one."""
+        return _json(self._request("POST", f"{_name_path('users', name)}/lock", (200,), json={"reason": reason}))
+
+    def unlock_user(self, name: str) -> dict[str, Any]:
+        return _json(self._request("POST", f"{_name_path('users', name)}/unlock", (200,)))
+
+    def change_roles(self, name: str, grant: list[str], revoke: list[str]) -> dict[str, Any]:
+        body = {"grant": grant, "revoke": revoke}
+        return _json(self._request("POST", f"{_name_path('users', name)}/roles", (200,), json=body))
+
+    def create_role(self, name: str, grants: list[dict[str, Any]], superuser: bool) -> dict[str, Any]:
+        body = {"name": name, "grants": grants, "superuser": superuser}
+        return _json(self._request("POST", "/v1/admin/roles", (201,), json=body))
+
+    def list_roles(self) -> list[dict[str, Any]]:
+        return list(_json(self._request("GET", "/v1/admin/roles", (200,)))["roles"])
+
+    def get_role(self, name: str) -> dict[str, Any]:
+        return _json(self._request("GET", _name_path("roles", name), (200,)))
+
+    def delete_role(self, name: str) -> None:
+        self._request("DELETE", _name_path("roles", name), (204,))
+
     # -- plumbing ----------------------------------------------------------------------
 
     def _request(self, method: str, path: str, expect: tuple[int, ...], **kwargs: Any) -> httpx.Response:
@@ -179,6 +221,13 @@ def _key_path(key: str) -> str:
     if not key:
         raise KvctlError("key must not be empty")
     return f"/v1/kv/{quote(key, safe='')}"
+
+
+def _name_path(kind: str, name: str) -> str:
+    """`/v1/admin/users/<name>` or `/v1/admin/roles/<name>`, the name percent-encoded."""
+    if not name:
+        raise KvctlError(f"{kind[:-1]} name must not be empty")
+    return f"/v1/admin/{kind}/{quote(name, safe='')}"
 
 
 def _preconditions(if_version: int | None) -> dict[str, str]:

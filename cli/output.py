@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -59,6 +60,13 @@ def emit_bytes(data: bytes) -> None:
     if sys.stdout.isatty() and not data.endswith(b"\n"):
         sys.stdout.buffer.write(b"\n")
     sys.stdout.buffer.flush()
+
+
+def utc_text(epoch_s: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 UTC (`2026-05-01T12:00:00Z`); None stays None (printed `-`)."""
+    if epoch_s is None:
+        return None
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def cell_text(value: object) -> str:

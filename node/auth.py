@@ -54,6 +54,12 @@ def _verify_password(password_hash: str, password: str) -> bool:
         return False
 
 
+def _may_log_in(user: dict[str, Any]) -> bool:
+    valid_until = user.get("valid_until")
+    expired = valid_until is not None and time.time() >= valid_until
+    return bool(user.get("can_login", True)) and not user.get("locked_reason") and not expired
+
+
 class Authenticator:
     def __init__(self, store: Store, token_ttl_s: int, throttle: LoginThrottle, audit: AuditLog) -> None:
         self._store = store
@@ -83,9 +89,9 @@ class Authenticator:
             self._principals.pop(name, None)
             return None
         version, user = found
-        if user.get("locked_reason") or not user.get("can_login", True):
+        if not _may_log_in(user):
             self._principals.pop(name, None)
-            return None  # a locked user's tokens stop working at once
+            return None  # a locked or expired user's tokens stop working at once
         roles = {}
         for role_name in user.get("roles", []):
             role = self._document(catalog.role_key(role_name))
@@ -124,7 +130,7 @@ class Authenticator:
         password_hash = found[1]["password_hash"] if found is not None else self._dummy_hash
         ok = await loop.run_in_executor(None, _verify_password, password_hash, password)
         user = found[1] if found is not None else None
-        if not ok or user is None or not user.get("can_login", True) or user.get("locked_reason"):
+        if not ok or user is None or not _may_log_in(user):
             metrics.AUTH_FAILURES.labels("bad_credentials").inc()
             self._audit.record("login_failed", user=username, address=address)
             for key in self._throttle.failed(keys, time.monotonic()):
@@ -133,6 +139,10 @@ class Authenticator:
         self._throttle.succeeded(keys)
         self._audit.record("login_ok", user=username, address=address)
         return self.issue_token(username, int(user.get("token_generation", 1)))
+
+    def clear_lockout(self, username: str) -> None:
+        """An administrator's unlock also ends a failed-login lockout of the user name."""
+        self._throttle.unlock(f"user:{username}")
 
     def issue_token(self, username: str, token_generation: int) -> tuple[str, int]:
         keys = self._signing_keys()

@@ -45,6 +45,7 @@ class Settings:
     expire_interval_ms: int = 100
     expire_batch_keys: int = 1000
     token_ttl_s: int = 3600
+    password_min_length: int = 8
     login_max_failures: int = 5  # within login_failure_window_s, then the user/address is locked
     login_failure_window_s: float = 300.0
     login_lockout_s: float = 300.0
@@ -84,6 +85,7 @@ class Settings:
             "expire_interval_ms": 1,
             "expire_batch_keys": 1,
             "token_ttl_s": 10,
+            "password_min_length": 1,
             "login_max_failures": 1,
             "login_failure_window_s": 1,
             "login_lockout_s": 1,

@@ -41,6 +41,11 @@ class MethodNotAllowed(KvError):
     code = "method_not_allowed"
 
 
+class Conflict(KvError):
+    status = 409
+    code = "conflict"
+
+
 class LengthRequired(KvError):
     status = 411
     code = "length_required"

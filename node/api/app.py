@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from .. import metrics
+from ..audit import AuditLog
 from ..auth import Authenticator
 from ..catalog import SYS_PREFIX, Principal
 from ..config import Settings
@@ -34,6 +35,7 @@ from ..store import EXPIRES_AT_MS, VALUE, VERSION
 from ..wal.format import format_lsn
 from . import admin, openapi
 from .http import JSON_HEADERS, Request, Response, StreamResponse, error_response, json_response
+from .users import ROLES_PATH, USERS_PATH, CatalogAdmin
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class NodeApi(Protocol):
     settings: Settings
     engine: Engine
     auth: Authenticator
+    audit: AuditLog
 
     @property
     def ready(self) -> bool: ...
@@ -82,6 +85,7 @@ class App:
     def __init__(self, node: NodeApi) -> None:
         self.node = node
         self.settings = node.settings
+        self._catalog = CatalogAdmin(node)  # type: ignore[arg-type]
         self._routes: dict[tuple[str, str], Callable[[Request, Principal], Awaitable[Response | StreamResponse]]] = {
             ("GET", "/v1/kv"): self.list_keys,
             ("POST", "/v1/txn"): self.txn,
@@ -128,6 +132,8 @@ class App:
             if request.method != "POST":
                 raise MethodNotAllowed('use POST /v1/auth/login with {"username", "password"}')
             return await self.login(request)
+        if path.startswith(USERS_PATH) or path.startswith(ROLES_PATH):
+            return await self._catalog.handle(request, self.auth.authenticate(request.header("authorization")))
         handler = self._routes.get((request.method, path))
         if handler is None:
             if any(route_path == path for _, route_path in self._routes):

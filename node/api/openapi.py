@@ -138,6 +138,39 @@ SPEC: dict[str, Any] = {
             "get": {"summary": "List snapshots", "responses": {"200": _json({}, "")}},
             "post": {"summary": "Create a snapshot (runs a checkpoint)", "responses": {"200": _json({}, "")}},
         },
+        "/v1/admin/users": {
+            "get": {"summary": "List users (never password hashes)", "responses": {"200": _json({}, "")}},
+            "post": {
+                "summary": "Create a user: {name, password, roles, valid_until}",
+                "responses": {"201": _json({}, "the user")} | _errors(400, 401, 403),
+            },
+        },
+        "/v1/admin/users/{name}": {
+            "get": {"summary": "Show a user", "responses": {"200": _json({}, "")} | _errors(404)},
+            "delete": {"summary": "Delete a user (its tokens stop working)", "responses": {"204": {"description": ""}}},
+        },
+        "/v1/admin/users/{name}/password": {
+            "put": {
+                "summary": "Change a password (live tokens stop working)",
+                "responses": {"204": {"description": ""}},
+            }
+        },
+        "/v1/admin/users/{name}/lock": {"post": {"summary": "Lock with {reason}", "responses": {"200": _json({}, "")}}},
+        "/v1/admin/users/{name}/unlock": {"post": {"summary": "Unlock", "responses": {"200": _json({}, "")}}},
+        "/v1/admin/users/{name}/roles": {
+            "post": {"summary": "Grant/revoke roles: {grant, revoke}", "responses": {"200": _json({}, "")}}
+        },
+        "/v1/admin/roles": {
+            "get": {"summary": "List roles", "responses": {"200": _json({}, "")}},
+            "post": {
+                "summary": "Create a role: {name, superuser, grants: [{actions, pattern}]}",
+                "responses": {"201": _json({}, "the role")},
+            },
+        },
+        "/v1/admin/roles/{name}": {
+            "get": {"summary": "Show a role", "responses": {"200": _json({}, "")}},
+            "delete": {"summary": "Delete a role (not a built-in one)", "responses": {"204": {"description": ""}}},
+        },
         "/v1/admin/wal": {"get": {"summary": "WAL positions and segments", "responses": {"200": _json({}, "")}}},
         "/v1/admin/wal/records": {
             "get": {

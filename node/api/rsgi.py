@@ -20,6 +20,9 @@ from .http import Request, Response, StreamResponse, error_response
 log = logging.getLogger(__name__)
 
 _BODY_METHODS = frozenset(("PUT", "POST", "PATCH"))
+# A refused body up to this size is read and dropped so the client gets a clean 413; a
+# larger one is not worth the bandwidth, and that client may see a reset instead.
+MAX_DRAIN_BYTES = 64 * 1024 * 1024
 
 
 class RsgiAdapter:
@@ -54,8 +57,11 @@ class RsgiAdapter:
         headers = scope.headers
         body = b""
         if method in _BODY_METHODS:
-            rejection = self._check_length(headers.get("content-length"), headers.get("transfer-encoding"), method)
+            declared = headers.get("content-length")
+            rejection = self._check_length(declared, headers.get("transfer-encoding"), method)
             if rejection is not None:
+                if declared is not None and declared.isdigit() and int(declared) <= MAX_DRAIN_BYTES:
+                    await self._discard_body(proto)
                 proto.response_bytes(rejection.status, rejection.headers, rejection.body)
                 return
             try:
@@ -86,6 +92,16 @@ class RsgiAdapter:
                 PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit}", limit_bytes=limit)
             )
         return None
+
+    @staticmethod
+    async def _discard_body(proto: Any) -> None:
+        """Read and drop a refused body, chunk by chunk: a client still sending it would
+        otherwise see the connection reset instead of our 413."""
+        try:
+            async for _chunk in proto:
+                pass
+        except ProtocolClosed:
+            pass  # the client gave up first: nothing to answer
 
     @staticmethod
     async def _stream(proto: Any, response: StreamResponse) -> None:
