@@ -199,6 +199,19 @@ class KvClient:
     def delete_role(self, name: str) -> None:
         self._request("DELETE", _name_path("roles", name), (204,))
 
+    # -- API keys (superuser only) ----------------------------------------------------
+
+    def create_apikey(self, name: str, user: str, cidrs: list[str], expires_at: int | None) -> dict[str, Any]:
+        """Create an API key; the answer holds its token, which the node never sends again."""
+        body = {"name": name, "user": user, "cidrs": cidrs, "expires_at": expires_at}
+        return _json(self._request("POST", "/v1/admin/apikeys", (201,), json=body))
+
+    def list_apikeys(self) -> list[dict[str, Any]]:
+        return list(_json(self._request("GET", "/v1/admin/apikeys", (200,)))["apikeys"])
+
+    def revoke_apikey(self, name: str) -> None:
+        self._request("DELETE", _name_path("apikeys", name), (204,))
+
     # -- plumbing ----------------------------------------------------------------------
 
     def _request(self, method: str, path: str, expect: tuple[int, ...], **kwargs: Any) -> httpx.Response:
@@ -224,7 +237,7 @@ def _key_path(key: str) -> str:
 
 
 def _name_path(kind: str, name: str) -> str:
-    """`/v1/admin/users/<name>` or `/v1/admin/roles/<name>`, the name percent-encoded."""
+    """`/v1/admin/<kind>/<name>` (users, roles, apikeys), the name percent-encoded."""
     if not name:
         raise KvctlError(f"{kind[:-1]} name must not be empty")
     return f"/v1/admin/{kind}/{quote(name, safe='')}"

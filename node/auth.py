@@ -10,9 +10,13 @@ invalidates every token the user holds on its next use.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import ipaddress
 import logging
 import secrets
 import time
+from ipaddress import IPv4Network, IPv6Network
 from math import ceil
 from typing import Any, Final
 
@@ -54,6 +58,26 @@ def _verify_password(password_hash: str, password: str) -> bool:
         return False
 
 
+# (user, token generation or None for API keys, expiry s, catalog epoch when verified,
+#  networks an API key is bound to, API key id or None)
+Verified = tuple[str, int | None, int, int, tuple[IPv4Network | IPv6Network, ...], str | None]
+API_KEY_PREFIX: Final = "kv_"
+NO_EXPIRY_S: Final = 2**62
+
+
+def api_key_digest(secret: str) -> str:
+    """API key secrets are 192 random bits: a plain SHA-256 is enough (and fast on every request)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _address_in(address: str, networks: tuple[IPv4Network | IPv6Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
 def _may_log_in(user: dict[str, Any]) -> bool:
     valid_until = user.get("valid_until")
     expired = valid_until is not None and time.time() >= valid_until
@@ -66,8 +90,8 @@ class Authenticator:
         self._token_ttl_s = token_ttl_s
         self._throttle = throttle
         self._audit = audit
-        # header -> (user, token generation, expiry, catalog epoch when verified)
-        self._token_cache: dict[str, tuple[str, int, int, int]] = {}
+        self._token_cache: dict[str, Verified] = {}  # by Authorization header value
+        self.key_last_used: dict[str, int] = {}  # API key id -> epoch seconds, this node only
         self._principals: dict[str, tuple[int, int, catalog.Principal]] = {}  # user -> (epoch, version, p)
         self._dummy_hash = hash_password(secrets.token_hex(16))  # for logins of unknown users
 
@@ -155,20 +179,25 @@ class Authenticator:
 
     # -- every request ---------------------------------------------------------------
 
-    def authenticate(self, authorization: str | None) -> catalog.Principal:
+    def authenticate(self, authorization: str | None, address: str = "") -> catalog.Principal:
         # The cache is keyed by the whole header value: a hit costs one dict lookup.
         cached = self._token_cache.get(authorization) if authorization else None
         if cached is None or cached[2] <= time.time() or cached[3] != self._store.catalog_epoch:
-            cached = self._verify_header(authorization)  # also when signing keys may have changed
-        username, generation, _expires_at, _epoch = cached
+            cached = self._verify_header(authorization)  # also when keys may have changed
+        username, generation, _expires_at, _epoch, networks, key_id = cached
+        if networks and not _address_in(address, networks):
+            metrics.AUTH_FAILURES.labels("address").inc()
+            raise Unauthorized("this API key may not be used from this address")
         principal = self.principal(username)
-        if principal is None or principal.token_generation != generation:
+        if principal is None or (generation is not None and principal.token_generation != generation):
             self._token_cache.pop(authorization, None)  # type: ignore[arg-type]
             metrics.AUTH_FAILURES.labels("revoked").inc()
             raise Unauthorized("token is no longer valid; log in again")
+        if key_id is not None:
+            self.key_last_used[key_id] = int(time.time())
         return principal
 
-    def _verify_header(self, authorization: str | None) -> tuple[str, int, int, int]:
+    def _verify_header(self, authorization: str | None) -> Verified:
         if not authorization:
             metrics.AUTH_FAILURES.labels("missing").inc()
             raise Unauthorized("missing Authorization header; send 'Authorization: Bearer <token>'")
@@ -177,6 +206,30 @@ class Authenticator:
         if scheme.lower() != "bearer" or not token:
             metrics.AUTH_FAILURES.labels("malformed").inc()
             raise Unauthorized("Authorization must be 'Bearer <token>'")
+        verified = self._verify_api_key(token) if token.startswith(API_KEY_PREFIX) else self._verify_jwt(token)
+        if len(self._token_cache) >= TOKEN_CACHE_MAX:
+            now = int(time.time())
+            self._token_cache = {t: v for t, v in self._token_cache.items() if v[2] > now}
+            if len(self._token_cache) >= TOKEN_CACHE_MAX:
+                self._token_cache.clear()
+        self._token_cache[authorization] = verified
+        return verified
+
+    def _verify_api_key(self, token: str) -> Verified:
+        key_id, _, secret = token[len(API_KEY_PREFIX) :].partition("_")
+        found = self._document(catalog.apikey_key(key_id)) if key_id.isalnum() else None
+        if found is None or not hmac.compare_digest(found[1]["secret_sha256"], api_key_digest(secret)):
+            metrics.AUTH_FAILURES.labels("invalid_token").inc()
+            raise Unauthorized("invalid API key")
+        key = found[1]
+        expires_at = key.get("expires_at") or NO_EXPIRY_S
+        if expires_at <= time.time():
+            metrics.AUTH_FAILURES.labels("expired").inc()
+            raise Unauthorized(f"API key {key['name']!r} has expired")
+        networks = tuple(ipaddress.ip_network(cidr) for cidr in key.get("cidrs", []))
+        return (key["user"], None, int(expires_at), self._store.catalog_epoch, networks, key_id)
+
+    def _verify_jwt(self, token: str) -> Verified:
         try:
             kid = jwt.get_unverified_header(token).get("kid")
             key = self._signing_keys()["keys"].get(kid)
@@ -191,11 +244,4 @@ class Authenticator:
         except jwt.InvalidTokenError:
             metrics.AUTH_FAILURES.labels("invalid_token").inc()
             raise Unauthorized("invalid token") from None
-        verified = (str(claims["sub"]), int(claims["gen"]), int(claims["exp"]), self._store.catalog_epoch)
-        if len(self._token_cache) >= TOKEN_CACHE_MAX:
-            now = int(time.time())
-            self._token_cache = {t: v for t, v in self._token_cache.items() if v[2] > now}
-            if len(self._token_cache) >= TOKEN_CACHE_MAX:
-                self._token_cache.clear()
-        self._token_cache[authorization] = verified
-        return verified
+        return (str(claims["sub"]), int(claims["gen"]), int(claims["exp"]), self._store.catalog_epoch, (), None)

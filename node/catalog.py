@@ -25,6 +25,7 @@ from .control import CATALOG_VERSION
 SYS_PREFIX: Final = "_sys."
 USERS_PREFIX: Final = "_sys.users:"
 ROLES_PREFIX: Final = "_sys.roles:"
+APIKEYS_PREFIX: Final = "_sys.apikeys:"
 SETTINGS_PREFIX: Final = "_sys.settings:"
 CATALOG_MARKER_KEY: Final = "_sys.settings:catalog"
 JWT_KEYS_KEY: Final = "_sys.settings:jwt_keys"
@@ -46,6 +47,10 @@ def user_key(name: str) -> str:
 
 def role_key(name: str) -> str:
     return ROLES_PREFIX + name
+
+
+def apikey_key(key_id: str) -> str:
+    return APIKEYS_PREFIX + key_id
 
 
 def encode(document: dict[str, Any]) -> bytes:

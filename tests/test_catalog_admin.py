@@ -131,3 +131,49 @@ def test_catalog_changes_are_audited_and_survive_sigkill(catalog_node: NodeProce
     events = [json.loads(line) for line in (catalog_node.data_dir / "log" / "audit.jsonl").read_text().splitlines()]
     created = [e for e in events if e["event"] == "user_created" and e["user"] == "durable"]
     assert created and created[0]["by"] == "admin"
+
+
+def test_api_keys_act_as_their_user_until_revoked(catalog_node: NodeProcess) -> None:
+    with catalog_node.client() as admin:
+        create_user(admin, "keyholder", ["writer"])
+        made = admin.post("/v1/admin/apikeys", json={"name": "k8s-prod-app-01", "user": "keyholder"})
+        assert made.status_code == 201, made.text
+        token = made.json()["token"]
+        assert token.startswith("kv_") and made.json()["user"] == "keyholder"
+        secret = token.removeprefix("kv_").partition("_")[2]  # the secret may itself hold '_'
+        assert len(secret) >= 32
+        bound = admin.post(
+            "/v1/admin/apikeys", json={"name": "office-only", "user": "keyholder", "cidrs": ["10.0.0.0/8"]}
+        ).json()["token"]
+        expired = admin.post(
+            "/v1/admin/apikeys", json={"name": "old", "user": "keyholder", "expires_at": 1_000_000_000}
+        ).json()["token"]
+        assert admin.post("/v1/admin/apikeys", json={"name": "k8s-prod-app-01", "user": "keyholder"}).status_code == 409
+        assert admin.post("/v1/admin/apikeys", json={"name": "x", "user": "nobody"}).status_code == 400
+        assert (
+            admin.post("/v1/admin/apikeys", json={"name": "y", "user": "keyholder", "cidrs": ["nope"]}).status_code
+            == 400
+        )
+
+        def use(secret: str) -> int:
+            headers = {"authorization": f"Bearer {secret}"}
+            return httpx.put(f"{catalog_node.url}/v1/kv/by-key", content=b"1", headers=headers, timeout=10).status_code
+
+        assert use(token) in (200, 201)
+        assert use(bound) == 401  # the tests talk from 127.0.0.1
+        assert use(expired) == 401
+        assert use(token[:-2] + "xx") == 401
+        listed = admin.get("/v1/admin/apikeys").json()["apikeys"]
+        assert {key["name"] for key in listed} >= {"k8s-prod-app-01", "office-only", "old"}
+        mine = next(key for key in listed if key["name"] == "k8s-prod-app-01")
+        assert mine["last_used_at"] is not None
+        assert secret not in admin.get("/v1/admin/apikeys").text and "sha256" not in str(listed)
+        assert admin.post("/v1/admin/users/keyholder/lock", json={"reason": "x"}).status_code == 200
+        assert use(token) == 401  # a locked user's keys stop working
+        assert admin.post("/v1/admin/users/keyholder/unlock").status_code == 200
+        assert use(token) in (200, 201)
+        assert admin.delete("/v1/admin/apikeys/k8s-prod-app-01").status_code == 204
+        assert use(token) == 401
+    audit = (catalog_node.data_dir / "log" / "audit.jsonl").read_text()
+    assert '"apikey_created"' in audit and '"apikey_revoked"' in audit
+    assert secret not in audit and secret not in catalog_node.log()

@@ -35,7 +35,7 @@ from ..store import EXPIRES_AT_MS, VALUE, VERSION
 from ..wal.format import format_lsn
 from . import admin, openapi
 from .http import JSON_HEADERS, Request, Response, StreamResponse, error_response, json_response
-from .users import ROLES_PATH, USERS_PATH, CatalogAdmin
+from .users import APIKEYS_PATH, ROLES_PATH, USERS_PATH, CatalogAdmin
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,11 @@ def _parse_etag(raw: str, header: str) -> int:
 
 def _iso_ms(epoch_ms: int) -> str:
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _address(request: Request) -> str:
+    """The client's IP address, from RSGI's `host:port`."""
+    return request.client.rsplit(":", 1)[0].strip("[]")
 
 
 def _write_headers(result: WriteResult) -> list[tuple[str, str]]:
@@ -132,14 +137,16 @@ class App:
             if request.method != "POST":
                 raise MethodNotAllowed('use POST /v1/auth/login with {"username", "password"}')
             return await self.login(request)
-        if path.startswith(USERS_PATH) or path.startswith(ROLES_PATH):
-            return await self._catalog.handle(request, self.auth.authenticate(request.header("authorization")))
+        if path.startswith((USERS_PATH, ROLES_PATH, APIKEYS_PATH)):
+            return await self._catalog.handle(
+                request, self.auth.authenticate(request.header("authorization"), _address(request))
+            )
         handler = self._routes.get((request.method, path))
         if handler is None:
             if any(route_path == path for _, route_path in self._routes):
                 raise MethodNotAllowed(f"{request.method} is not supported on {path}")
             raise NotFound(f"no route {request.method} {path}")
-        principal = self.auth.authenticate(request.header("authorization"))
+        principal = self.auth.authenticate(request.header("authorization"), _address(request))
         return await handler(request, principal)
 
     # -- data API --------------------------------------------------------------------
@@ -160,7 +167,7 @@ class App:
             raise Forbidden(f"user {principal.name!r} may not {action} {key!r}: {what}")
 
     async def _kv(self, request: Request) -> Response:
-        principal = self.auth.authenticate(request.header("authorization"))
+        principal = self.auth.authenticate(request.header("authorization"), _address(request))
         method = request.method
         raw = request.path[len(KV_PREFIX) :]
         started = time.perf_counter()
@@ -347,8 +354,7 @@ class App:
             raise BadRequest('login body must be {"username": ..., "password": ...}')
         if len(password) > 1024 or len(username) > 256:
             raise BadRequest("username or password too long")
-        address = request.client.rsplit(":", 1)[0].strip("[]")
-        token, expires_at = await self.auth.login(username, password, address)
+        token, expires_at = await self.auth.login(username, password, _address(request))
         return json_response({"token": token, "token_type": "Bearer", "expires_at": expires_at})
 
     async def status(self, request: Request, principal: Principal) -> Response:

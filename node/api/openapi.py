@@ -171,6 +171,16 @@ SPEC: dict[str, Any] = {
             "get": {"summary": "Show a role", "responses": {"200": _json({}, "")}},
             "delete": {"summary": "Delete a role (not a built-in one)", "responses": {"204": {"description": ""}}},
         },
+        "/v1/admin/apikeys": {
+            "get": {"summary": "List API keys (never a secret)", "responses": {"200": _json({}, "")}},
+            "post": {
+                "summary": "Create an API key {name, user, cidrs, expires_at}; the token kv_<id>_<secret> is shown once",
+                "responses": {"201": _json({}, "the key and its token")} | _errors(400, 401, 403),
+            },
+        },
+        "/v1/admin/apikeys/{name}": {
+            "delete": {"summary": "Revoke an API key", "responses": {"204": {"description": ""}} | _errors(404)}
+        },
         "/v1/admin/wal": {"get": {"summary": "WAL positions and segments", "responses": {"200": _json({}, "")}}},
         "/v1/admin/wal/records": {
             "get": {

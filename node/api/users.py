@@ -10,13 +10,15 @@ user's live tokens (password, lock, roles, delete-and-recreate) moves the user's
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
+import secrets
 import time
 from typing import Any, Protocol
 
 from .. import catalog
 from ..audit import AuditLog
-from ..auth import Authenticator, hash_password
+from ..auth import API_KEY_PREFIX, Authenticator, api_key_digest, hash_password
 from ..catalog import ACTIONS, BUILTIN_ROLES, Principal
 from ..config import Settings
 from ..engine import Engine
@@ -26,6 +28,8 @@ from .http import Request, Response, json_response
 
 USERS_PATH = "/v1/admin/users"
 ROLES_PATH = "/v1/admin/roles"
+APIKEYS_PATH = "/v1/admin/apikeys"
+MAX_CIDRS = 32
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MAX_PATTERN_CHARS = 256
 MAX_GRANTS = 100
@@ -65,11 +69,13 @@ class CatalogAdmin:
         if not principal.superuser:
             raise Forbidden(f"user {principal.name!r} is not a superuser; catalog changes need the admin role")
         path, method = request.path, request.method
-        base = USERS_PATH if path.startswith(USERS_PATH) else ROLES_PATH
+        base = next(base for base in (USERS_PATH, ROLES_PATH, APIKEYS_PATH) if path.startswith(base))
         parts = [part for part in path[len(base) :].split("/") if part]
         if base == USERS_PATH:
             return await self._users(method, parts, request, principal)
-        return await self._roles(method, parts, request, principal)
+        if base == ROLES_PATH:
+            return await self._roles(method, parts, request, principal)
+        return await self._apikeys(method, parts, request, principal)
 
     # -- documents -------------------------------------------------------------------
 
@@ -236,3 +242,62 @@ class CatalogAdmin:
         await self._write(catalog.role_key(name), role, None)
         self.node.audit.record("role_created", role=name, superuser=superuser, by=actor.name)
         return json_response(role, 201)
+
+    # -- API keys --------------------------------------------------------------------
+
+    def _public_key(self, key: dict[str, Any]) -> dict[str, Any]:
+        shown = {field: key.get(field) for field in ("id", "name", "user", "cidrs", "expires_at", "created_at_ms")}
+        shown["last_used_at"] = self.node.auth.key_last_used.get(key["id"])
+        return shown
+
+    async def _apikeys(self, method: str, parts: list[str], request: Request, actor: Principal) -> Response:
+        keys = self._all(catalog.APIKEYS_PREFIX)
+        if not parts:
+            if method == "GET":
+                return json_response({"apikeys": [self._public_key(key) for key in keys]})
+            if method == "POST":
+                return await self._create_key(request, actor, keys)
+            raise MethodNotAllowed(f"{method} is not supported on {APIKEYS_PATH}")
+        if len(parts) > 1 or method != "DELETE":
+            raise NotFound(f"no route {method} {request.path}")
+        name = _name(parts[0], "API key")
+        key = next((key for key in keys if key["name"] == name), None)
+        if key is None:
+            raise NotFound(f"no API key {name!r}")
+        await self.node.engine.delete(catalog.apikey_key(key["id"]))
+        self.node.audit.record("apikey_revoked", name=name, user=key["user"], by=actor.name)
+        return Response(204)
+
+    async def _create_key(self, request: Request, actor: Principal, keys: list[dict[str, Any]]) -> Response:
+        body = request.json()
+        if not isinstance(body, dict):
+            raise BadRequest('body must be {"name", "user", "cidrs", "expires_at"}')
+        name = _name(body.get("name") if isinstance(body.get("name"), str) else "", "API key")
+        if any(key["name"] == name for key in keys):
+            raise Conflict(f"API key {name!r} already exists")
+        user = body.get("user")
+        if not isinstance(user, str) or self._read(catalog.user_key(user)) is None:
+            raise BadRequest(f"unknown user {user!r}: an API key acts as an existing user")
+        cidrs = body.get("cidrs") or []
+        if not isinstance(cidrs, list) or len(cidrs) > MAX_CIDRS:
+            raise BadRequest(f"cidrs must be a list of at most {MAX_CIDRS} networks")
+        try:
+            networks = [str(ipaddress.ip_network(cidr, strict=False)) for cidr in cidrs]
+        except (TypeError, ValueError) as exc:
+            raise BadRequest(f"bad CIDR: {exc}") from None
+        expires_at = body.get("expires_at")
+        if expires_at is not None and (not isinstance(expires_at, int) or isinstance(expires_at, bool)):
+            raise BadRequest("expires_at must be epoch seconds (an integer) or null")
+        key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(24)
+        key = {
+            "id": key_id,
+            "name": name,
+            "user": user,
+            "cidrs": networks,
+            "expires_at": expires_at,
+            "created_at_ms": int(time.time() * 1000),
+            "secret_sha256": api_key_digest(secret),  # the secret itself is never stored
+        }
+        await self._write(catalog.apikey_key(key_id), key, None)
+        self.node.audit.record("apikey_created", name=name, user=user, cidrs=networks, by=actor.name)
+        return json_response({**self._public_key(key), "token": f"{API_KEY_PREFIX}{key_id}_{secret}"}, 201)
