@@ -27,8 +27,8 @@ USERS_PREFIX: Final = "_sys.users:"
 ROLES_PREFIX: Final = "_sys.roles:"
 APIKEYS_PREFIX: Final = "_sys.apikeys:"
 SETTINGS_PREFIX: Final = "_sys.settings:"
-CATALOG_MARKER_KEY: Final = "_sys.settings:catalog"
-JWT_KEYS_KEY: Final = "_sys.settings:jwt_keys"
+CATALOG_MARKER_KEY: Final = SETTINGS_PREFIX + "catalog"
+JWT_KEYS_KEY: Final = SETTINGS_PREFIX + "jwt_keys"
 
 ACTIONS: Final = ("read", "write", "delete", "admin", "replication")
 ADMIN_USER: Final = "admin"

@@ -7,27 +7,24 @@ prefix and its own login file. The offline WAL tests stop a node of their own.
 from __future__ import annotations
 
 import json
-import os
 import queue
 import signal
 import stat
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import pytest
 
 from harness import ADMIN_PASSWORD, NodeProcess, free_port
+from kvctl_runner import KVCTL, as_env, fails, kvctl, kvctl_env, kvctl_json, ok
 from kvstore.cli.credentials import DEFAULT_URL, Login, Target, resolve
 from kvstore.cli.kvctl import glob_prefix
 from kvstore.node.wal.format import FRAME_HEADER_BYTES, format_lsn
 from kvstore.node.wal.reader import WalScan
 
-KVCTL = [sys.executable, "-c", "from kvstore.cli.kvctl import main; main()"]
-KVCTL_TIMEOUT_S = 60.0
 FOLLOW_TIMEOUT_S = 20.0
 
 
@@ -45,48 +42,6 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
 def config(tmp_path: Path) -> Path:
     """A login file path in a directory that does not exist yet."""
     return tmp_path / "kvctl-home" / "config.json"
-
-
-def kvctl_env(config: Path, extra: dict[str, str] | None) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("KVCTL_")}
-    return {**env, "KVCTL_CONFIG": str(config), **(extra or {})}
-
-
-def kvctl(
-    *args: str, config: Path, env: dict[str, str] | None = None, stdin: bytes | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*KVCTL, *args],
-        env=kvctl_env(config, env),
-        input=stdin.decode("latin-1") if stdin is not None else None,
-        stdin=subprocess.DEVNULL if stdin is None else None,
-        capture_output=True,
-        text=True,
-        encoding="latin-1",
-        timeout=KVCTL_TIMEOUT_S,
-    )
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"kvctl failed ({result.returncode}): {result.stderr}"
-    return result.stdout
-
-
-def kvctl_json(*args: str, config: Path, env: dict[str, str] | None = None) -> Any:
-    """Run a command with `--format json` and parse what it printed."""
-    return json.loads(ok(kvctl(*args, "--format", "json", config=config, env=env)))
-
-
-def fails(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
-    """The one-line reason of a failed command."""
-    assert result.returncode == code, f"expected exit {code}, got {result.returncode}: {result.stdout}{result.stderr}"
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("kvctl: "), result.stderr
-    return lines[0]
-
-
-def as_env(node: NodeProcess) -> dict[str, str]:
-    return {"KVCTL_URL": node.url, "KVCTL_TOKEN": node.token()}
 
 
 def login(node: NodeProcess, config: Path) -> None:

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from test_kvctl import as_env, fails, kvctl, kvctl_json, ok
 
 from harness import NodeProcess
+from kvctl_runner import as_env, fails, kvctl, kvctl_json, ok
 from kvstore.cli.kvctl import APIKEY_TOKEN_WARNING, apikey_row, parse_cidr, parse_duration, parse_expires
 
 YEAR_2100 = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp())

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from test_kvctl import as_env, fails, kvctl, kvctl_json, ok
 
 from harness import NodeProcess
+from kvctl_runner import as_env, fails, kvctl, kvctl_json, ok
 from kvstore.cli.kvctl import grant_text, parse_grant, parse_valid_until, split_names, user_fields, user_row
 from kvstore.cli.output import utc_text
 
