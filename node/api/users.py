@@ -189,9 +189,16 @@ class CatalogAdmin:
         return json_response(public_user(user), 201)
 
     def _all(self, prefix: str) -> list[dict[str, Any]]:
-        store = self.node.engine.store
-        page, _ = store.scan(prefix, None, self.node.settings.max_scan_limit, int(time.time() * 1000))
-        return [catalog.decode(entry[VALUE]) for _, entry in page]
+        """Every document under a catalog prefix, page by page (never silently cut short)."""
+        store, limit = self.node.engine.store, self.node.settings.max_scan_limit
+        documents: list[dict[str, Any]] = []
+        after: str | None = None
+        while True:
+            page, more = store.scan(prefix, after, limit, int(time.time() * 1000))
+            documents.extend(catalog.decode(entry[VALUE]) for _, entry in page)
+            if not more or not page:
+                return documents
+            after = page[-1][0]
 
     # -- roles -----------------------------------------------------------------------
 
