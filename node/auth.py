@@ -1,10 +1,12 @@
-"""Authentication: argon2id passwords, JWT login tokens, and who a request is.
+"""Authentication: passwords, JWT login tokens, API keys, host rules: who a request is.
 
 Passwords are verified in a thread (argon2 takes ~100 ms and must never run on the
 event loop); verified tokens are cached, so the request path pays a dict lookup
 instead of an HMAC (~27 us). A token names its signing key (`kid`) and the user's
 `token_generation`; bumping the generation (password change, lock, role change)
-invalidates every token the user holds on its next use.
+invalidates every token the user holds on its next use. Host rules are checked at
+login and on every request (an API key or token may travel); their decisions are
+cached per (address, user) until the catalog changes.
 """
 
 from __future__ import annotations
@@ -16,17 +18,17 @@ import ipaddress
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Network, IPv6Network
 from math import ceil
 from typing import Any, Final
 
 import jwt
-from argon2 import PasswordHasher, Type
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from . import catalog, metrics
+from . import catalog, hba, metrics
 from .audit import AuditLog
-from .errors import TooManyRequests, Unauthorized
+from .errors import Forbidden, KvError, TooManyRequests, Unauthorized
+from .passwords import Passwords
 from .store import VALUE, VERSION, Store
 from .throttle import LoginThrottle
 
@@ -34,33 +36,19 @@ log = logging.getLogger(__name__)
 
 JWT_ALGORITHM: Final = "HS256"
 TOKEN_CACHE_MAX: Final = 10_000
+HOST_DECISIONS_MAX: Final = 10_000
 _BAD_CREDENTIALS: Final = "invalid username or password"
-
-# Explicit argon2id parameters (RFC 9106's second recommendation, memory-constrained).
-PASSWORD_HASHER: Final = PasswordHasher(
-    time_cost=3, memory_cost=64 * 1024, parallelism=4, hash_len=32, salt_len=16, type=Type.ID
+# Until a valid host rule set was ever read, a broken one admits loopback clients only,
+# so an administrator on the machine can repair it.
+_LOOPBACK_ONLY: Final = hba.parse_rules(
+    [{"action": "allow", "cidr": "127.0.0.0/8"}, {"action": "allow", "cidr": "::1/128"}]
 )
-
-
-def hash_password(password: str) -> str:
-    return PASSWORD_HASHER.hash(password)
-
-
-def new_jwt_key() -> tuple[str, str]:
-    """(kid, secret) for a fresh HS256 signing key."""
-    return secrets.token_hex(8), secrets.token_urlsafe(48)
-
-
-def _verify_password(password_hash: str, password: str) -> bool:
-    try:
-        return PASSWORD_HASHER.verify(password_hash, password)
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return False
-
 
 # (user, token generation or None for API keys, expiry s, catalog epoch when verified,
 #  networks an API key is bound to, API key id or None)
 Verified = tuple[str, int | None, int, int, tuple[IPv4Network | IPv6Network, ...], str | None]
+# Writes one catalog document with compare-and-set on its version (a rehashed password).
+CatalogRewrite = Callable[[str, bytes, int], Awaitable[object]]
 API_KEY_PREFIX: Final = "kv_"
 NO_EXPIRY_S: Final = 2**62
 
@@ -85,15 +73,27 @@ def _may_log_in(user: dict[str, Any]) -> bool:
 
 
 class Authenticator:
-    def __init__(self, store: Store, token_ttl_s: int, throttle: LoginThrottle, audit: AuditLog) -> None:
+    def __init__(
+        self,
+        store: Store,
+        token_ttl_s: int,
+        throttle: LoginThrottle,
+        audit: AuditLog,
+        passwords: Passwords,
+        rewrite: CatalogRewrite,
+    ) -> None:
         self._store = store
         self._token_ttl_s = token_ttl_s
         self._throttle = throttle
         self._audit = audit
+        self.passwords = passwords
+        self._rewrite = rewrite
         self._token_cache: dict[str, Verified] = {}  # by Authorization header value
         self.key_last_used: dict[str, int] = {}  # API key id -> epoch seconds, this node only
         self._principals: dict[str, tuple[int, int, catalog.Principal]] = {}  # user -> (epoch, version, p)
-        self._dummy_hash = hash_password(secrets.token_hex(16))  # for logins of unknown users
+        self._dummy_hash = passwords.hash(secrets.token_hex(16))  # for logins of unknown users
+        self._host_rules: tuple[int, tuple[hba.HostRule, ...]] | None = None  # (epoch, rules)
+        self._host_decisions: dict[tuple[str, str], hba.Decision] = {}
 
     # -- catalog lookups -----------------------------------------------------------
 
@@ -131,6 +131,33 @@ class Authenticator:
             raise Unauthorized("this node has no token signing key yet (catalog not bootstrapped)")
         return found[1]
 
+    def host_rules(self) -> tuple[hba.HostRule, ...]:
+        epoch = self._store.catalog_epoch
+        if self._host_rules is not None and self._host_rules[0] == epoch:
+            return self._host_rules[1]
+        found = self._document(catalog.HBA_KEY)
+        try:
+            rules = hba.parse_rules(found[1].get("rules") if found is not None else hba.DEFAULT_RULES)
+        except hba.RuleError as error:
+            # Only a superuser writing the raw key through the data API can get here.
+            rules = self._host_rules[1] if self._host_rules is not None else _LOOPBACK_ONLY
+            log.error("ignoring invalid host rules in %s: %s; keeping the previous ones", catalog.HBA_KEY, error)
+        self._host_rules = (epoch, rules)
+        self._host_decisions.clear()
+        return rules
+
+    def check_host(self, address: str, principal: catalog.Principal) -> None:
+        rules = self.host_rules()  # first: it empties the decision cache when the catalog changed
+        decision = self._host_decisions.get((address, principal.name))
+        if decision is None:
+            decision = hba.decide(rules, address, principal.name, principal.roles)
+            if len(self._host_decisions) >= HOST_DECISIONS_MAX:
+                self._host_decisions.clear()
+            self._host_decisions[(address, principal.name)] = decision
+        if not decision.allowed:
+            metrics.AUTH_FAILURES.labels("host_rules").inc()
+            raise Forbidden(f"user {principal.name!r} may not connect from {address}: {decision.reason()}")
+
     # -- login ---------------------------------------------------------------------
 
     async def login(self, username: str, password: str, address: str) -> tuple[str, int]:
@@ -152,7 +179,7 @@ class Authenticator:
         found = self._document(catalog.user_key(username))
         # An unknown user costs a real verify too, so timing does not reveal who exists.
         password_hash = found[1]["password_hash"] if found is not None else self._dummy_hash
-        ok = await loop.run_in_executor(None, _verify_password, password_hash, password)
+        ok = await loop.run_in_executor(None, self.passwords.verify, password_hash, password)
         user = found[1] if found is not None else None
         if not ok or user is None or not _may_log_in(user):
             metrics.AUTH_FAILURES.labels("bad_credentials").inc()
@@ -161,8 +188,34 @@ class Authenticator:
                 self._audit.record("login_lockout", key=key, lockout_s=self._throttle.policy.lockout_s)
             raise Unauthorized(_BAD_CREDENTIALS)
         self._throttle.succeeded(keys)
+        principal = self.principal(username)
+        if principal is None or found is None:  # deleted or locked while the password was checked
+            raise Unauthorized(_BAD_CREDENTIALS)
+        try:
+            self.check_host(address, principal)
+        except Forbidden:
+            self._audit.record("login_rejected", user=username, address=address, reason="host rules")
+            raise
+        if self.passwords.needs_rehash(password_hash):
+            await self._rehash(username, found[0], user, password)
         self._audit.record("login_ok", user=username, address=address)
         return self.issue_token(username, int(user.get("token_generation", 1)))
+
+    async def _rehash(self, username: str, version: int, user: dict[str, Any], password: str) -> None:
+        """The hashing parameters changed since this hash was made: store a new one.
+
+        The password stays the same, so the user's tokens stay valid. If the document
+        changed meanwhile (an admin edit), the next login tries again.
+        """
+        new_hash = await asyncio.get_running_loop().run_in_executor(None, self.passwords.hash, password)
+        try:
+            await self._rewrite(
+                catalog.user_key(username), catalog.encode({**user, "password_hash": new_hash}), version
+            )
+        except KvError as error:
+            log.info("password rehash of %r skipped: %s", username, error)
+            return
+        self._audit.record("password_rehashed", user=username)
 
     def clear_lockout(self, username: str) -> None:
         """An administrator's unlock also ends a failed-login lockout of the user name."""
@@ -193,6 +246,7 @@ class Authenticator:
             self._token_cache.pop(authorization, None)  # type: ignore[arg-type]
             metrics.AUTH_FAILURES.labels("revoked").inc()
             raise Unauthorized("token is no longer valid; log in again")
+        self.check_host(address, principal)
         if key_id is not None:
             self.key_last_used[key_id] = int(time.time())
         return principal

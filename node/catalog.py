@@ -3,7 +3,8 @@
     _sys.users:<name>       {"name", "password_hash", "roles", "can_login", "locked_reason",
                              "token_generation", "created_at_ms"}
     _sys.roles:<name>       {"name", "superuser", "grants": [{"actions": [...], "pattern": "app:*"}]}
-    _sys.settings:<name>    settings documents; `jwt_keys` holds the token signing keys
+    _sys.settings:<name>    settings documents: `jwt_keys` the token signing keys (see
+                            signing_keys.py), `hba` the host rules (see hba.py)
     _sys.settings:catalog   {"catalog_version"}: written last by bootstrap, so its presence
                             means the catalog exists (deleting the admin user later must
                             not make the next start re-bootstrap)
@@ -20,6 +21,7 @@ from typing import Any, Final
 
 import orjson
 
+from . import hba, signing_keys
 from .control import CATALOG_VERSION
 
 SYS_PREFIX: Final = "_sys."
@@ -29,6 +31,7 @@ APIKEYS_PREFIX: Final = "_sys.apikeys:"
 SETTINGS_PREFIX: Final = "_sys.settings:"
 CATALOG_MARKER_KEY: Final = SETTINGS_PREFIX + "catalog"
 JWT_KEYS_KEY: Final = SETTINGS_PREFIX + "jwt_keys"
+HBA_KEY: Final = SETTINGS_PREFIX + "hba"
 
 ACTIONS: Final = ("read", "write", "delete", "admin", "replication")
 ADMIN_USER: Final = "admin"
@@ -82,9 +85,8 @@ def bootstrap_documents(
     """The (key, value) pairs initdb writes, in one transaction, marker last."""
     pairs = [(role_key(name), encode({"name": name, **role})) for name, role in BUILTIN_ROLES.items()]
     pairs.append((user_key(ADMIN_USER), encode(user_document(ADMIN_USER, admin_password_hash, ["admin"], now_ms))))
-    pairs.append(
-        (JWT_KEYS_KEY, encode({"current": jwt_kid, "keys": {jwt_kid: {"secret": jwt_secret, "created_at_ms": now_ms}}}))
-    )
+    pairs.append((JWT_KEYS_KEY, encode(signing_keys.initial_document(jwt_kid, jwt_secret, now_ms))))
+    pairs.append((HBA_KEY, encode({"rules": hba.DEFAULT_RULES})))
     pairs.append((CATALOG_MARKER_KEY, encode({"catalog_version": CATALOG_VERSION})))
     return pairs
 

@@ -46,6 +46,10 @@ class Settings:
     expire_batch_keys: int = 1000
     token_ttl_s: int = 3600
     password_min_length: int = 8
+    # argon2id; stored hashes made with other parameters are rehashed at the user's next login
+    password_hash_time_cost: int = 3
+    password_hash_memory_kib: int = 64 * 1024
+    password_hash_parallelism: int = 4
     login_max_failures: int = 5  # within login_failure_window_s, then the user/address is locked
     login_failure_window_s: float = 300.0
     login_lockout_s: float = 300.0
@@ -86,6 +90,8 @@ class Settings:
             "expire_batch_keys": 1,
             "token_ttl_s": 10,
             "password_min_length": 1,
+            "password_hash_time_cost": 1,
+            "password_hash_parallelism": 1,
             "login_max_failures": 1,
             "login_failure_window_s": 1,
             "login_lockout_s": 1,
@@ -102,6 +108,8 @@ class Settings:
         for name in ("max_value_bytes", "max_body_bytes"):
             if getattr(self, name) > MAX_PAYLOAD_BYTES // 2:
                 raise ConfigError(f"{name}: at most {MAX_PAYLOAD_BYTES // 2} (half the WAL record limit)")
+        if self.password_hash_memory_kib < 8 * self.password_hash_parallelism:
+            raise ConfigError("password_hash_memory_kib must be at least 8 x password_hash_parallelism (argon2)")
         if self.max_body_bytes < self.max_value_bytes:
             raise ConfigError("max_body_bytes must be at least max_value_bytes (a transaction carries values)")
         return self

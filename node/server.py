@@ -27,11 +27,11 @@ from granian.constants import HTTPModes, Interfaces
 from granian.log import LogLevels
 from granian.server.embed import Server
 
-from . import catalog, metrics
+from . import catalog, metrics, signing_keys
 from .api.app import App
 from .api.rsgi import RsgiAdapter
 from .audit import AuditLog
-from .auth import Authenticator, hash_password, new_jwt_key
+from .auth import Authenticator
 from .checkpoint import Checkpointer
 from .config import Settings
 from .control import STATE_RUNNING, STATE_SHUT_DOWN
@@ -39,6 +39,7 @@ from .datadir import DataDir, DataDirLock, initdb
 from .engine import Engine, TxnOp, now_ms
 from .fsutil import atomic_write
 from .logs import GRANIAN_LOG_CONFIG
+from .passwords import HashParameters, Passwords
 from .recovery import recover
 from .throttle import LoginThrottle, ThrottlePolicy
 from .wal.format import format_lsn
@@ -175,8 +176,18 @@ class Node:
             ThrottlePolicy(settings.login_max_failures, settings.login_failure_window_s, settings.login_lockout_s)
         )
         self.audit = AuditLog(self.datadir.log / "audit.jsonl", settings.audit_log_max_bytes, settings.audit_log_keep)
+        passwords = Passwords(
+            HashParameters(
+                settings.password_hash_time_cost, settings.password_hash_memory_kib, settings.password_hash_parallelism
+            )
+        )
+        engine = self.engine
+
+        async def rewrite(key: str, value: bytes, version: int) -> object:
+            return await engine.put(key, value, if_version=version)
+
         self.auth = await loop.run_in_executor(
-            None, Authenticator, self.engine.store, settings.token_ttl_s, throttle, self.audit
+            None, Authenticator, engine.store, settings.token_ttl_s, throttle, self.audit, passwords, rewrite
         )
         store = self.engine.store
         metrics.bind_gauge(metrics.STORE_KEYS, lambda: len(store))
@@ -191,13 +202,13 @@ class Node:
     async def _bootstrap_catalog(self) -> None:
         password, source = self._initial_admin_password()
         loop = asyncio.get_running_loop()
-        password_hash = await loop.run_in_executor(None, hash_password, password)
+        password_hash = await loop.run_in_executor(None, self.auth.passwords.hash, password)
         if source == "generated":
             # Saved before the catalog commits: a crash in between must not leave a
             # superuser whose password nobody ever saw.
             path = self.datadir.root / INITIAL_PASSWORD_FILE
             await loop.run_in_executor(None, atomic_write, path, (password + "\n").encode())
-        kid, secret = new_jwt_key()
+        kid, secret = signing_keys.new_key()
         documents = catalog.bootstrap_documents(password_hash, kid, secret, now_ms())
         await self.engine.txn([TxnOp("set", key, value) for key, value in documents])
         await self.checkpointer.checkpoint("initdb")

@@ -33,7 +33,7 @@ from ..errors import (
 )
 from ..store import EXPIRES_AT_MS, VALUE, VERSION
 from ..wal.format import format_lsn
-from . import admin, openapi
+from . import admin, openapi, security
 from .http import JSON_HEADERS, Request, Response, StreamResponse, error_response, json_response
 from .users import APIKEYS_PATH, ROLES_PATH, USERS_PATH, CatalogAdmin
 
@@ -77,11 +77,6 @@ def _iso_ms(epoch_ms: int) -> str:
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _address(request: Request) -> str:
-    """The client's IP address, from RSGI's `host:port`."""
-    return request.client.rsplit(":", 1)[0].strip("[]")
-
-
 def _write_headers(result: WriteResult) -> list[tuple[str, str]]:
     return [("etag", _etag(result.version)), ("x-kv-commit-lsn", format_lsn(result.commit_lsn))]
 
@@ -97,6 +92,7 @@ class App:
             ("GET", "/v1/status"): self.status,
             ("GET", "/openapi.json"): self.openapi,
             **admin.routes(node),  # type: ignore[arg-type]
+            **security.routes(node),
         }
 
     # The engine and authenticator exist only once recovery is done (see NodeApi.ready).
@@ -139,14 +135,14 @@ class App:
             return await self.login(request)
         if path.startswith((USERS_PATH, ROLES_PATH, APIKEYS_PATH)):
             return await self._catalog.handle(
-                request, self.auth.authenticate(request.header("authorization"), _address(request))
+                request, self.auth.authenticate(request.header("authorization"), request.address)
             )
         handler = self._routes.get((request.method, path))
         if handler is None:
             if any(route_path == path for _, route_path in self._routes):
                 raise MethodNotAllowed(f"{request.method} is not supported on {path}")
             raise NotFound(f"no route {request.method} {path}")
-        principal = self.auth.authenticate(request.header("authorization"), _address(request))
+        principal = self.auth.authenticate(request.header("authorization"), request.address)
         return await handler(request, principal)
 
     # -- data API --------------------------------------------------------------------
@@ -167,7 +163,7 @@ class App:
             raise Forbidden(f"user {principal.name!r} may not {action} {key!r}: {what}")
 
     async def _kv(self, request: Request) -> Response:
-        principal = self.auth.authenticate(request.header("authorization"), _address(request))
+        principal = self.auth.authenticate(request.header("authorization"), request.address)
         method = request.method
         raw = request.path[len(KV_PREFIX) :]
         started = time.perf_counter()
@@ -354,7 +350,7 @@ class App:
             raise BadRequest('login body must be {"username": ..., "password": ...}')
         if len(password) > 1024 or len(username) > 256:
             raise BadRequest("username or password too long")
-        token, expires_at = await self.auth.login(username, password, _address(request))
+        token, expires_at = await self.auth.login(username, password, request.address)
         return json_response({"token": token, "token_type": "Bearer", "expires_at": expires_at})
 
     async def status(self, request: Request, principal: Principal) -> Response:

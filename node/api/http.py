@@ -38,6 +38,11 @@ class Request:
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
 
+    @property
+    def address(self) -> str:
+        """The client's IP address, from RSGI's `host:port`."""
+        return self.client.rsplit(":", 1)[0].strip("[]")
+
     def json(self) -> Any:
         if not self.body:
             raise BadRequest("request body must be a JSON document")

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from .. import catalog
 from ..audit import AuditLog
-from ..auth import API_KEY_PREFIX, Authenticator, api_key_digest, hash_password
+from ..auth import API_KEY_PREFIX, Authenticator, api_key_digest
 from ..catalog import ACTIONS, BUILTIN_ROLES, Principal
 from ..config import Settings
 from ..engine import Engine
@@ -115,7 +115,7 @@ class CatalogAdmin:
             raise BadRequest(f"password must be a string of at least {minimum} characters")
         if len(password) > 1024:
             raise BadRequest("password is longer than 1024 characters")
-        return await asyncio.get_running_loop().run_in_executor(None, hash_password, password)
+        return await asyncio.get_running_loop().run_in_executor(None, self.node.auth.passwords.hash, password)
 
     # -- users -----------------------------------------------------------------------
 
