@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA_DIR ?= run-data
 LISTEN ?= 127.0.0.1:8080
 
-.PHONY: run test setup system-deps bench-deps bench-servers bench clean
+.PHONY: run test setup system-deps bench-deps bench-servers bench bench-auth clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ bench-servers: setup bench-deps
 bench: setup bench-deps
 	$(BIN)/python -m kvstore.cli.bench.node_bench --write
 	$(BIN)/python -m kvstore.cli.bench.recovery_bench --write
+	$(BIN)/python -m kvstore.cli.bench.auth_bench --write
+
+# Authorization on vs off on the data path (also part of `make bench`).
+bench-auth: setup system-deps
+	$(BIN)/python -m kvstore.cli.bench.auth_bench --write
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR) .pytest_cache .hypothesis *.egg-info

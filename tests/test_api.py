@@ -747,6 +747,7 @@ def test_openapi(client: httpx.Client) -> None:
     assert "/v1/kv/{key}" in paths
     assert {"get", "put", "delete"} <= set(paths["/v1/kv/{key}"])
     assert "/v1/txn" in paths
+    assert {"get", "put"} <= set(paths["/v1/admin/hba"]) and "/v1/admin/jwt-keys/rotate" in paths
 
 
 # -- robustness ---------------------------------------------------------------------------------

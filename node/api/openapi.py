@@ -181,6 +181,23 @@ SPEC: dict[str, Any] = {
         "/v1/admin/apikeys/{name}": {
             "delete": {"summary": "Revoke an API key", "responses": {"204": {"description": ""}} | _errors(404)}
         },
+        "/v1/admin/hba": {
+            "get": {"summary": "Host rules in order, with their version (ETag)", "responses": {"200": _json({}, "")}},
+            "put": {
+                "summary": "Replace the host rules {rules: [{action, cidr, user?, role?, comment?}]}; If-Match: "
+                "version; refused when they would lock the caller out unless ?force=true",
+                "responses": {"200": _json({}, "the stored rules")} | _errors(400, 401, 403, 409, 412),
+            },
+        },
+        "/v1/admin/jwt-keys": {
+            "get": {"summary": "Token signing keys (never a secret)", "responses": {"200": _json({}, "")}}
+        },
+        "/v1/admin/jwt-keys/rotate": {
+            "post": {
+                "summary": "New current signing key; older ones verify until their tokens expire, or {drop_old: true}",
+                "responses": {"200": _json({}, "the keys")} | _errors(400, 401, 403),
+            }
+        },
         "/v1/admin/wal": {"get": {"summary": "WAL positions and segments", "responses": {"200": _json({}, "")}}},
         "/v1/admin/wal/records": {
             "get": {
