@@ -19,6 +19,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         401: "missing or bad credentials",
         403: "not allowed",
         404: "not found",
+        409: "changed by someone else meanwhile, or already exists",
         412: "precondition failed",
         413: "too large",
         429: "too many requests in flight",
