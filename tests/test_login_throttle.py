@@ -83,3 +83,30 @@ def test_brute_force_locks_out_even_the_right_password_and_is_audited(node_facto
         assert secret not in audit_text and secret not in node.log()
     token = httpx.post(login, json={"username": "admin", "password": ADMIN_PASSWORD}, timeout=10).json()["token"]
     assert token not in audit_text and token not in node.log()
+
+
+def _login_from(node, source: str, username: str, password: str) -> httpx.Response:  # type: ignore[no-untyped-def]
+    """A login sent from another loopback address (Linux routes all of 127.0.0.0/8 to lo)."""
+    transport = httpx.HTTPTransport(local_address=source)
+    with httpx.Client(transport=transport, timeout=10) as client:
+        return client.post(f"{node.url}/v1/auth/login", json={"username": username, "password": password})
+
+
+def test_an_admin_unlock_ends_the_user_lockout_but_not_the_address_lockout(node_factory) -> None:  # type: ignore[no-untyped-def]
+    node = node_factory(env={"KVSTORE_LOGIN_MAX_FAILURES": "2", "KVSTORE_LOGIN_LOCKOUT_S": "300"}).start()
+    with node.client() as admin:
+        body = {"name": "alice", "password": "alice-password", "roles": ["reader"]}
+        assert admin.post("/v1/admin/users", json=body).status_code == 201
+    for guess in ("guess-1", "guess-2"):  # the attacker at 127.0.0.2
+        assert _login_from(node, "127.0.0.2", "alice", guess).status_code == 401
+    # Alice herself, elsewhere, with the right password: her name is locked.
+    assert _login_from(node, "127.0.0.3", "alice", "alice-password").status_code == 429
+    with node.client() as admin:  # the admin logs in from 127.0.0.1, which is not locked
+        assert admin.post("/v1/admin/users/alice/unlock").status_code == 200
+    assert _login_from(node, "127.0.0.3", "alice", "alice-password").status_code == 200
+    assert _login_from(node, "127.0.0.2", "alice", "alice-password").status_code == 429  # the address stays locked
+    events = [json.loads(line) for line in (node.data_dir / "log" / "audit.jsonl").read_text().splitlines()]
+    lockouts = {event["key"] for event in events if event["event"] == "login_lockout"}
+    assert lockouts == {"user:alice", "addr:127.0.0.2"}
+    assert [e["address"] for e in events if e["event"] == "login_ok" and e["user"] == "alice"] == ["127.0.0.3"]
+    assert any(event["event"] == "user_unlock" and event["user"] == "alice" for event in events)

@@ -49,6 +49,10 @@ def _name(raw: str, what: str) -> str:
     return raw
 
 
+def _text(raw: Any) -> str:
+    return raw if isinstance(raw, str) else ""
+
+
 def public_user(user: dict[str, Any]) -> dict[str, Any]:
     """What an admin sees of a user: never the password hash or the token generation."""
     return {
@@ -173,7 +177,7 @@ class CatalogAdmin:
         body = request.json()
         if not isinstance(body, dict):
             raise BadRequest('body must be {"name", "password", "roles"}')
-        name = _name(body.get("name") if isinstance(body.get("name"), str) else "", "user")
+        name = _name(_text(body.get("name")), "user")
         roles = self._check_roles(body.get("roles", []))
         valid_until = body.get("valid_until")
         if valid_until is not None and (not isinstance(valid_until, int) or isinstance(valid_until, bool)):
@@ -229,7 +233,7 @@ class CatalogAdmin:
         body = request.json()
         if not isinstance(body, dict):
             raise BadRequest('body must be {"name", "grants": [{"actions", "pattern"}]}')
-        name = _name(body.get("name") if isinstance(body.get("name"), str) else "", "role")
+        name = _name(_text(body.get("name")), "role")
         grants = body.get("grants", [])
         if not isinstance(grants, list) or len(grants) > MAX_GRANTS:
             raise BadRequest(f"grants must be a list of at most {MAX_GRANTS} {{actions, pattern}} objects")
@@ -279,7 +283,7 @@ class CatalogAdmin:
         body = request.json()
         if not isinstance(body, dict):
             raise BadRequest('body must be {"name", "user", "cidrs", "expires_at"}')
-        name = _name(body.get("name") if isinstance(body.get("name"), str) else "", "API key")
+        name = _name(_text(body.get("name")), "API key")
         if any(key["name"] == name for key in keys):
             raise Conflict(f"API key {name!r} already exists")
         user = body.get("user")
