@@ -35,7 +35,7 @@ from ..store import EXPIRES_AT_MS, VALUE, VERSION
 from ..wal.format import format_lsn
 from . import admin, openapi, security
 from .http import JSON_HEADERS, Request, Response, StreamResponse, error_response, json_response
-from .users import APIKEYS_PATH, ROLES_PATH, USERS_PATH, CatalogAdmin
+from .users import CATALOG_PATHS, CatalogAdmin
 
 log = logging.getLogger(__name__)
 
@@ -133,16 +133,15 @@ class App:
             if request.method != "POST":
                 raise MethodNotAllowed('use POST /v1/auth/login with {"username", "password"}')
             return await self.login(request)
-        if path.startswith((USERS_PATH, ROLES_PATH, APIKEYS_PATH)):
-            return await self._catalog.handle(
-                request, self.auth.authenticate(request.header("authorization"), request.address)
-            )
+        # Authenticated before routing: without credentials, 401 says nothing about which routes exist.
+        principal = self.auth.authenticate(request.header("authorization"), request.address)
+        if any(path == base or path.startswith(base + "/") for base in CATALOG_PATHS):
+            return await self._catalog.handle(request, principal)
         handler = self._routes.get((request.method, path))
         if handler is None:
             if any(route_path == path for _, route_path in self._routes):
                 raise MethodNotAllowed(f"{request.method} is not supported on {path}")
             raise NotFound(f"no route {request.method} {path}")
-        principal = self.auth.authenticate(request.header("authorization"), request.address)
         return await handler(request, principal)
 
     # -- data API --------------------------------------------------------------------

@@ -21,7 +21,7 @@ from ..audit import AuditLog
 from ..auth import API_KEY_PREFIX, Authenticator, api_key_digest
 from ..catalog import ACTIONS, BUILTIN_ROLES, Principal
 from ..config import Settings
-from ..engine import Engine
+from ..engine import Engine, TxnOp
 from ..errors import BadRequest, Conflict, Forbidden, MethodNotAllowed, NotFound, PreconditionFailed
 from ..store import VALUE, VERSION
 from .http import Request, Response, json_response
@@ -29,6 +29,7 @@ from .http import Request, Response, json_response
 USERS_PATH = "/v1/admin/users"
 ROLES_PATH = "/v1/admin/roles"
 APIKEYS_PATH = "/v1/admin/apikeys"
+CATALOG_PATHS = (USERS_PATH, ROLES_PATH, APIKEYS_PATH)
 MAX_CIDRS = 32
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MAX_PATTERN_CHARS = 256
@@ -73,7 +74,7 @@ class CatalogAdmin:
         if not principal.superuser:
             raise Forbidden(f"user {principal.name!r} is not a superuser; catalog changes need the admin role")
         path, method = request.path, request.method
-        base = next(base for base in (USERS_PATH, ROLES_PATH, APIKEYS_PATH) if path.startswith(base))
+        base = next(base for base in CATALOG_PATHS if path == base or path.startswith(base + "/"))
         parts = [part for part in path[len(base) :].split("/") if part]
         if base == USERS_PATH:
             return await self._users(method, parts, request, principal)
@@ -224,10 +225,31 @@ class CatalogAdmin:
         if method == "DELETE":
             if name in BUILTIN_ROLES:
                 raise BadRequest(f"role {name!r} is built in and cannot be deleted")
-            await self.node.engine.delete(catalog.role_key(name), if_version=found[0])
-            self.node.audit.record("role_deleted", role=name, by=actor.name)
+            holders = await self._delete_role(name, found[0])
+            self.node.audit.record("role_deleted", role=name, holders=holders, by=actor.name)
             return Response(204)
         raise MethodNotAllowed(f"{method} is not supported on {ROLES_PATH}/{{name}}")
+
+    async def _delete_role(self, name: str, version: int) -> list[str]:
+        """Drop the role and every membership in it, in one transaction (PostgreSQL's DROP ROLE
+        does the same): a role created later under the same name must grant nothing to the
+        former holders, and their live tokens stop working now."""
+        generation = self._fresh_generation()
+        ops = [TxnOp("del", catalog.role_key(name), if_version=version)]
+        holders = []
+        for user in self._all(catalog.USERS_PREFIX):
+            if name in user.get("roles", []):
+                user_version, _ = self._user(user["name"])
+                changed = {**user, "roles": [r for r in user["roles"] if r != name], "token_generation": generation}
+                ops.append(
+                    TxnOp("set", catalog.user_key(user["name"]), catalog.encode(changed), if_version=user_version)
+                )
+                holders.append(user["name"])
+        try:
+            await self.node.engine.txn(ops)
+        except PreconditionFailed:
+            raise Conflict(f"role {name!r} or one of its holders was changed meanwhile; retry") from None
+        return holders
 
     async def _create_role(self, request: Request, actor: Principal) -> Response:
         body = request.json()
