@@ -9,6 +9,8 @@ directory's config.toml. Exit codes (for supervisors such as systemd):
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -44,6 +46,11 @@ def kvstored(
         Path | None, typer.Option(help="File holding the initial superuser password (first start only).")
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error.")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Node name: its slot name on a primary (default kvstored-PORT).")
+    ] = None,
+    replica_of: Annotated[str | None, typer.Option(help="Primary URL: run as its replica.")] = None,
+    peers: Annotated[str | None, typer.Option(help="Other nodes' URLs, comma-separated (fencing).")] = None,
 ) -> None:
     """Run a KVStore++ node."""
     flags = {
@@ -52,6 +59,9 @@ def kvstored(
         "fsync": fsync.value if fsync else None,
         "admin_password_file": admin_password_file,
         "log_level": log_level,
+        "name": name,
+        "replica_of": replica_of,
+        "peers": peers,
     }
     try:
         settings = load_settings({k: v for k, v in flags.items() if v is not None}, config_path=config)
@@ -59,7 +69,14 @@ def kvstored(
         typer.echo(f"kvstored: configuration error: {error}", err=True)
         raise typer.Exit(EXIT_CONFIG) from None
     setup_logging(settings.log_level)
-    raise typer.Exit(_serve(Node(settings)))
+    node = Node(settings)
+    code = _serve(node)
+    if code == EXIT_OK and node.restart_requested:
+        # Rejoin or a new base backup: start over as this same process (a supervisor keeps
+        # its PID); every descriptor, the data directory lock included, closes on exec.
+        log.info("restarting", extra={"reason": node.restart_requested})
+        os.execv(sys.executable, sys.orig_argv)
+    raise typer.Exit(code)
 
 
 def _serve(node: Node) -> int:
@@ -68,7 +85,7 @@ def _serve(node: Node) -> int:
     except DataDirInUse as error:
         log.error(str(error))
         return EXIT_DATADIR_IN_USE
-    except DataDirError as error:
+    except (DataDirError, ConfigError) as error:
         log.error(str(error))
         return EXIT_CONFIG
     except (WalCorruption, SnapshotError, ControlError) as error:

@@ -82,11 +82,18 @@ def user_document(name: str, password_hash: str, roles: list[str], now_ms: int) 
 
 
 def bootstrap_documents(
-    admin_password_hash: str, jwt_kid: str, jwt_secret: str, now_ms: int
+    admin_password_hash: str,
+    jwt_kid: str,
+    jwt_secret: str,
+    now_ms: int,
+    replication_user: tuple[str, str] | None = None,  # (name, password hash)
 ) -> list[tuple[str, bytes]]:
     """The (key, value) pairs initdb writes, in one transaction, marker last."""
     pairs = [(role_key(name), encode({"name": name, **role})) for name, role in BUILTIN_ROLES.items()]
     pairs.append((user_key(ADMIN_USER), encode(user_document(ADMIN_USER, admin_password_hash, ["admin"], now_ms))))
+    if replication_user is not None:
+        name, password_hash = replication_user
+        pairs.append((user_key(name), encode(user_document(name, password_hash, ["replication"], now_ms))))
     pairs.append((JWT_KEYS_KEY, encode(signing_keys.initial_document(jwt_kid, jwt_secret, now_ms))))
     pairs.append((HBA_KEY, encode({"rules": hba.DEFAULT_RULES})))
     pairs.append((CATALOG_MARKER_KEY, encode({"catalog_version": CATALOG_VERSION})))
@@ -122,6 +129,10 @@ class Principal:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_match", _matchers(self.grants))
+
+    def has_action(self, action: str) -> bool:
+        """Holds `action` on some pattern (for actions that are not about keys: replication)."""
+        return action in self._match
 
     def can(self, action: str, key: str) -> bool:
         if self.superuser:

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -54,6 +55,8 @@ class Checkpointer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self.last: CheckpointResult | None = None
         self._revision_at_last: int | None = None  # store revision the current snapshot covers
+        # Replication slots: the oldest LSN some replica still needs, given the redo LSN.
+        self.wal_retention: Callable[[int], int] | None = None
 
     @property
     def running(self) -> bool:
@@ -86,8 +89,8 @@ class Checkpointer:
     async def _run(self, started: float) -> CheckpointResult:
         engine, store = self._engine, self._engine.store
         loop = asyncio.get_running_loop()
-        if engine.read_only_reason is not None:
-            raise Unavailable(f"no checkpoint while writes are refused: {engine.read_only_reason}")
+        if engine.wal_failed:
+            raise Unavailable(f"no checkpoint after a WAL failure: {engine.read_only_reason}")
         redo_lsn = store.applied_lsn
         if self.control.snapshot is not None and store.revision == self._revision_at_last:
             # No key changed since the last checkpoint (only CHECKPOINT records): it is current.
@@ -115,15 +118,21 @@ class Checkpointer:
                     await asyncio.sleep(0)
                     turn_started = time.perf_counter()
             await asyncio.gather(*writes)
+            consistent_lsn = store.applied_lsn  # the store only ever holds committed records
             size = await loop.run_in_executor(self._executor, writer.finish, store.revision)
         except BaseException:
             await asyncio.gather(*writes, return_exceptions=True)
             await loop.run_in_executor(self._executor, writer.abort)
             raise
         assert engine.writer is not None
-        engine.log_control_record(records.checkpoint_record(redo_lsn, name, now_ms()))
+        if engine.read_only_reason is None:
+            # Informational (recovery starts from control); a replica's WAL is the primary's
+            # byte for byte, so a replica's checkpoint (PostgreSQL's restartpoint) logs nothing.
+            engine.log_control_record(records.checkpoint_record(redo_lsn, name, now_ms()))
         await engine.writer.sync()  # the minimum recovery point
-        control = self.control.replace(redo_lsn=redo_lsn, snapshot=name, checkpoint_at_ms=now_ms())
+        control = self.control.replace(
+            redo_lsn=redo_lsn, snapshot=name, checkpoint_at_ms=now_ms(), consistent_lsn=consistent_lsn
+        )
         await loop.run_in_executor(self._executor, write_control, self._datadir.control, control)
         self.control = control
         self._revision_at_last = revision_at_start
@@ -136,7 +145,8 @@ class Checkpointer:
         for old in snapshots[: -self._snapshots_keep]:
             if old.name != current:  # never the one recovery needs, whatever its name sorts as
                 old.unlink()
-        return len(recycle_segments(self._datadir.wal, redo_lsn))
+        keep_from = redo_lsn if self.wal_retention is None else min(redo_lsn, self.wal_retention(redo_lsn))
+        return len(recycle_segments(self._datadir.wal, keep_from))
 
     async def update_control(self, **changes: object) -> None:
         async with self._lock:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -18,7 +19,8 @@ from .wal.writer import FsyncPolicy
 
 ENV_PREFIX = "KVSTORE_"
 # Secrets are read from the environment or a file only, never from flags or config.toml.
-_SECRET_FIELDS = {"admin_password"}
+_SECRET_FIELDS = {"admin_password", "replication_password"}
+SYNCHRONOUS_COMMIT_MODES = ("local", "remote_write", "remote_apply")
 
 
 class ConfigError(Exception):
@@ -58,8 +60,34 @@ class Settings:
     admin_password: str | None = field(default=None, repr=False)
     admin_password_file: Path | None = None
     http_runtime_threads: int = 2
+    # Replication. `name` is this node's slot name on its primary and what
+    # synchronous_replicas lists; it defaults to kvstored-<port>.
+    name: str = ""
+    replica_of: str | None = None  # the primary's URL: this node is a replica
+    peers: str = ""  # comma-separated URLs of the other nodes, asked for newer timelines (fencing)
+    replication_user: str | None = None
+    replication_password: str | None = field(default=None, repr=False)
+    synchronous_commit: str = "local"  # local | remote_write | remote_apply
+    synchronous_replicas: str = ""  # "ANY 1 (r1, r2)"
+    synchronous_commit_timeout_s: float = 0.0  # 0: wait for the replicas as long as it takes
+    max_slot_wal_keep_bytes: int = 1024**3
+    replication_keepalive_s: float = 1.0
+    min_lsn_wait_s: float = 5.0  # how long a read with X-KV-Min-LSN may wait on a replica
     shutdown_timeout_s: float = 30.0
     log_level: str = "info"
+
+    @property
+    def node_name(self) -> str:
+        return self.name or f"kvstored-{self.listen_port}"
+
+    @property
+    def peer_urls(self) -> tuple[str, ...]:
+        return tuple(url.strip().rstrip("/") for url in self.peers.split(",") if url.strip())
+
+    @property
+    def sync_replicas(self) -> tuple[int, tuple[str, ...]]:
+        """`ANY n (a, b)` as (n, names); (0, ()) when none are named."""
+        return parse_synchronous_replicas(self.synchronous_replicas)
 
     @property
     def listen_host(self) -> str:
@@ -98,6 +126,10 @@ class Settings:
             "audit_log_max_bytes": 4096,
             "audit_log_keep": 1,
             "http_runtime_threads": 1,
+            "max_slot_wal_keep_bytes": 0,
+            "replication_keepalive_s": 0.05,
+            "min_lsn_wait_s": 0,
+            "synchronous_commit_timeout_s": 0,
         }
         for name, minimum in minimums.items():
             if getattr(self, name) < minimum:
@@ -110,9 +142,37 @@ class Settings:
                 raise ConfigError(f"{name}: at most {MAX_PAYLOAD_BYTES // 2} (half the WAL record limit)")
         if self.password_hash_memory_kib < 8 * self.password_hash_parallelism:
             raise ConfigError("password_hash_memory_kib must be at least 8 x password_hash_parallelism (argon2)")
+        if self.synchronous_commit not in SYNCHRONOUS_COMMIT_MODES:
+            raise ConfigError(
+                f"synchronous_commit: {self.synchronous_commit!r} is not one of local, remote_write, remote_apply"
+            )
+        count, names = self.sync_replicas
+        if self.synchronous_commit != "local" and count == 0:
+            raise ConfigError("synchronous_commit needs synchronous_replicas, such as 'ANY 1 (r1, r2)'")
+        if self.name and not NODE_NAME.match(self.name):
+            raise ConfigError(f"name: {self.name!r} must be 1-64 of letters, digits, '_', '.', '-'")
+        if self.replica_of is not None and not self.replica_of.startswith(("http://", "https://")):
+            raise ConfigError(f"replica_of: {self.replica_of!r} is not an http(s) URL")
         if self.max_body_bytes < self.max_value_bytes:
             raise ConfigError("max_body_bytes must be at least max_value_bytes (a transaction carries values)")
         return self
+
+
+NODE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_SYNC_REPLICAS = re.compile(r"^\s*(?:ANY\s+)?(\d+)\s*\(([^)]*)\)\s*$", re.IGNORECASE)
+
+
+def parse_synchronous_replicas(text: str) -> tuple[int, tuple[str, ...]]:
+    if not text.strip():
+        return 0, ()
+    match = _SYNC_REPLICAS.match(text)
+    if match is None:
+        raise ConfigError(f"synchronous_replicas: {text!r} is not like 'ANY 1 (r1, r2)'")
+    names = tuple(name.strip() for name in match.group(2).split(",") if name.strip())
+    count = int(match.group(1))
+    if not names or not 1 <= count <= len(names):
+        raise ConfigError(f"synchronous_replicas: {text!r} needs 1 <= n <= the number of names")
+    return count, names
 
 
 def _convert(name: str, kind: Any, raw: Any) -> Any:

@@ -20,6 +20,9 @@ CONTROL_FORMAT: Final = 1
 CATALOG_VERSION: Final = 1
 STATE_RUNNING: Final = "in production"
 STATE_SHUT_DOWN: Final = "shut down"
+STATE_NEEDS_BASE_BACKUP: Final = "needs base backup"  # a replica whose data must come from its primary again
+ROLE_PRIMARY: Final = "primary"
+ROLE_REPLICA: Final = "replica"
 
 
 class ControlError(Exception):
@@ -36,6 +39,13 @@ class Control:
     state: str
     catalog_version: int = CATALOG_VERSION
     format: int = CONTROL_FORMAT
+    role: str = ROLE_PRIMARY
+    primary_url: str | None = None  # a replica's primary, once set by a base backup or a rejoin
+    fenced_reason: str | None = None  # a primary that learned of a newer timeline: writes stay refused
+    consistent_lsn: int = 0  # the snapshot holds nothing newer: replaying to here makes it consistent
+    replica_start_lsn: int | None = (
+        None  # a new replica without WAL yet streams from here (its primary's segment start)
+    )
 
     def replace(self, **changes: object) -> Control:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

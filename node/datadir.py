@@ -87,19 +87,34 @@ class DataDirLock:
             self._fd = None
 
 
-def initdb(datadir: DataDir) -> Control:
-    """Lay out an empty data directory. The catalog is bootstrapped by the node itself."""
+def create_layout(datadir: DataDir) -> None:
+    """The folders of a new data directory, refusing to mix with unknown files."""
     if datadir.exists():
         raise DataDirError(f"{datadir.root} already holds a data directory")
     datadir.root.mkdir(parents=True, exist_ok=True)
-    leftovers = [p.name for p in datadir.root.iterdir() if p.name not in (LOCK_FILE, "config.toml")]
+    folders = (datadir.wal, datadir.base, datadir.timelines, datadir.log)
+    known = {LOCK_FILE, "config.toml", *(folder.name for folder in folders)}
+    leftovers = [p.name for p in datadir.root.iterdir() if p.name not in known]
+    # An interrupted base backup leaves its folders, at most with a hidden partial download.
+    leftovers += [
+        f"{folder.name}/{p.name}"
+        for folder in (datadir.wal, datadir.base)
+        if folder.is_dir()
+        for p in folder.iterdir()
+        if not p.name.startswith(".")
+    ]
     if leftovers:
         raise DataDirError(
             f"{datadir.root} is not empty ({', '.join(sorted(leftovers)[:5])}) and holds no control file; "
             "refusing to initialise over unknown files"
         )
-    for folder in (datadir.wal, datadir.base, datadir.timelines, datadir.log):
+    for folder in folders:
         folder.mkdir(mode=0o700, exist_ok=True)
+
+
+def initdb(datadir: DataDir) -> Control:
+    """Lay out an empty data directory for a new primary. The node bootstraps the catalog itself."""
+    create_layout(datadir)
     # Like PostgreSQL's: creation time in the high bits, randomness in the low ones.
     system_identifier = (int(time.time()) << 32) | secrets.randbits(32)
     control = Control(

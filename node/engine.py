@@ -21,10 +21,11 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, NoReturn
 
 from . import metrics, records
-from .errors import KvError, NotFound, PreconditionFailed, Unavailable
+from .errors import KvError, NotFound, PreconditionFailed, ReadOnly, Unavailable
 from .store import CREATED_AT_MS, EXPIRES_AT_MS, VALUE, VERSION, Entry, Store, is_live
 from .wal.writer import WalFailed, WalWriter
 
@@ -87,7 +88,11 @@ class Engine:
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._next_revision = store.revision + 1
         self.committed_lsn = store.applied_lsn
-        self.read_only_reason: str | None = None
+        self.read_only_reason: str | None = None  # why writes are refused, if they are
+        self._refusal: type[KvError] = Unavailable
+        self.wal_failed = False
+        # Synchronous replication: awaited after a local commit, before a write is acknowledged.
+        self.commit_gate: Callable[[int], Awaitable[None]] | None = None
         self._next_commit: asyncio.Event | None = None  # set at the next commit, for followers
 
     def attach(self, writer: WalWriter) -> None:
@@ -116,7 +121,7 @@ class Engine:
         expires_at_ms = now + ttl_s * 1000 if ttl_s else 0
         entry = (value, version, created_at_ms, expires_at_ms)
         lsn = self._log(records.set_record(key, *entry), ((key, entry),))
-        await self.wait_for_commit(lsn)
+        await self._acknowledge(lsn)
         return WriteResult(version, lsn, created=current is None)
 
     async def delete(self, key: str, if_version: int | None = None) -> WriteResult:
@@ -129,7 +134,7 @@ class Engine:
             await self._refuse(error, key)
         version = self._take_revision()
         lsn = self._log(records.del_record(key, version), ((key, None),))
-        await self.wait_for_commit(lsn)
+        await self._acknowledge(lsn)
         return WriteResult(version, lsn)
 
     async def incr(self, key: str, by: int) -> tuple[int, WriteResult]:
@@ -150,7 +155,7 @@ class Engine:
         expires_at_ms = current[EXPIRES_AT_MS] if current is not None else 0  # INCR keeps the TTL, as Redis
         entry = (str(result).encode("ascii"), version, created_at_ms, expires_at_ms)
         lsn = self._log(records.set_record(key, *entry), ((key, entry),))
-        await self.wait_for_commit(lsn)
+        await self._acknowledge(lsn)
         return result, WriteResult(version, lsn, created=current is None)
 
     async def txn(self, ops: list[TxnOp]) -> tuple[list[dict[str, Any]], WriteResult]:
@@ -205,7 +210,7 @@ class Engine:
             return results, WriteResult(self.store.revision, max(read_lsn, self.committed_lsn))
         self._take_revision()
         lsn = self._log(records.txn_record(ops_out), changes)
-        await self.wait_for_commit(lsn)
+        await self._acknowledge(lsn)
         return results, WriteResult(version, lsn)
 
     async def _refuse(self, error: KvError, key: str) -> NoReturn:
@@ -230,9 +235,23 @@ class Engine:
         self._next_revision += 1
         return version
 
+    def refuse_writes(self, reason: str, error: type[KvError] = ReadOnly) -> None:
+        """From now on writes fail with `error(reason)`: a replica, or a fenced former primary."""
+        self.read_only_reason, self._refusal = reason, error
+
+    def accept_writes(self) -> None:
+        if self.wal_failed:
+            raise Unavailable(f"the WAL failed; restart the node ({self.read_only_reason})")
+        self.read_only_reason, self._refusal = None, Unavailable
+
+    async def _acknowledge(self, lsn: int) -> None:
+        await self.wait_for_commit(lsn)
+        if self.commit_gate is not None:
+            await self.commit_gate(lsn)
+
     def _log(self, record: records.Record, changes: Any) -> int:
         if self.read_only_reason is not None:
-            raise Unavailable(self.read_only_reason)
+            raise self._refusal(self.read_only_reason)
         assert self.writer is not None, "engine used before a WAL writer was attached"
         try:
             lsn = self.writer.append(records.encode(record))
@@ -252,8 +271,8 @@ class Engine:
     async def wait_for_commit(self, lsn: int) -> None:
         if lsn <= self.committed_lsn:
             return
-        if self.read_only_reason is not None:
-            raise Unavailable(self.read_only_reason)
+        if self.wal_failed:
+            raise Unavailable(str(self.read_only_reason))
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((lsn, future))
         await future
@@ -294,11 +313,25 @@ class Engine:
         return applied
 
     def on_wal_failed(self, error: BaseException) -> None:
-        self.read_only_reason = f"WAL write failed ({error}); writes are refused until the node is restarted"
+        self.wal_failed = True
+        reason = f"WAL write failed ({error}); writes are refused until the node is restarted"
+        self.refuse_writes(reason, Unavailable)
         while self._waiters:
             future = self._waiters.popleft()[1]
             if not future.done():
-                future.set_exception(Unavailable(self.read_only_reason))
+                future.set_exception(Unavailable(reason))
+
+    # -- a replica -------------------------------------------------------------------
+
+    def apply_replicated(self, items: list[tuple[records.Record, int]]) -> None:
+        """Apply records received from the primary (already durable in this node's WAL)."""
+        store = self.store
+        for record, end_lsn in items:
+            if end_lsn > store.applied_lsn:  # a base backup's snapshot already holds older ones
+                store.apply(record, end_lsn)
+        self._next_revision = max(self._next_revision, store.revision + 1)
+        if items:
+            self.commit_up_to(max(self.committed_lsn, items[-1][1]))
 
     # -- expiry --------------------------------------------------------------------
 

@@ -69,3 +69,20 @@ class TooManyRequests(KvError):
 class Unavailable(KvError):
     status = 503
     code = "unavailable"
+
+
+class ReadOnly(KvError):
+    """A replica, or a fenced former primary: writes belong to another node (named in the message).
+
+    421 Misdirected Request: the request is fine, this node is the wrong one to send it to.
+    """
+
+    status = 421
+    code = "read_only"
+
+
+class GatewayTimeout(KvError):
+    """A bounded wait ran out: a replica did not reach an LSN, or replicas did not confirm a commit."""
+
+    status = 504
+    code = "timeout"

@@ -11,7 +11,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -132,6 +132,54 @@ HTTP_REJECTED = Counter(
     "kvstore_http_rejected_total", "Requests refused before handling, by reason.", ["reason"], registry=REGISTRY
 )
 
+REPLICATION_SENT_BYTES = Counter(
+    "kvstore_replication_sent_bytes_total", "Stream bytes sent to replicas (primary).", registry=REGISTRY
+)
+REPLICATION_RECEIVED_BYTES = Counter(
+    "kvstore_replication_received_bytes_total", "WAL bytes received from the primary (replica).", registry=REGISTRY
+)
+SYNC_COMMIT_WAIT_SECONDS = Histogram(
+    "kvstore_sync_commit_wait_seconds",
+    "How long a write waited for synchronous replicas after its local commit.",
+    buckets=_LATENCY_BUCKETS_S,
+    registry=REGISTRY,
+)
+
+
+class ReplicaLag(Collector):
+    """Per-replica lag, read at scrape time from the primary's slots (or a replica's own view)."""
+
+    def __init__(self) -> None:
+        self._read: Callable[[], list[tuple[str, float, float]]] = list  # (replica, bytes, seconds)
+
+    def bind(self, read: Callable[[], list[tuple[str, float, float]]]) -> None:
+        self._read = read
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families([]))
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families(self._read()))
+
+    @staticmethod
+    def _families(rows: list[tuple[str, float, float]]) -> list[Metric]:
+        lag_bytes = GaugeMetricFamily(
+            "kvstore_replication_lag_bytes", "WAL committed on the primary, not yet applied.", labels=["replica"]
+        )
+        lag_seconds = GaugeMetricFamily(
+            "kvstore_replication_lag_seconds",
+            "Time since the primary committed the oldest change a replica has not applied (0 when caught up).",
+            labels=["replica"],
+        )
+        for name, behind_bytes, behind_s in rows:
+            lag_bytes.add_metric([name], behind_bytes)
+            lag_seconds.add_metric([name], behind_s)
+        return [lag_bytes, lag_seconds]
+
+
+REPLICATION_LAG = ReplicaLag()
+REGISTRY.register(REPLICATION_LAG)
+
 
 # Known label values exist from the first scrape, so rates and alerts work before any event.
 for _reason in (
@@ -143,6 +191,8 @@ for _reason in (
     "invalid_token",
     "revoked",
     "forbidden",
+    "address",
+    "host_rules",
 ):
     AUTH_FAILURES.labels(_reason)
 for _reason in ("in_flight_limit", "body_too_large", "length_required"):

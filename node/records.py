@@ -56,6 +56,10 @@ def checkpoint_record(redo_lsn: int, snapshot_name: str, time_ms: int) -> Record
     return [CHECKPOINT, redo_lsn, snapshot_name, time_ms]
 
 
+def timeline_switch_record(timeline: int, parent_timeline: int, switch_lsn: int, time_ms: int) -> Record:
+    return [TIMELINE_SWITCH, timeline, parent_timeline, switch_lsn, time_ms]
+
+
 def encode(record: Record) -> bytes:
     return _packer.pack(record)
 

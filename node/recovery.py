@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .control import STATE_SHUT_DOWN, Control, read_control
+from .control import ROLE_REPLICA, STATE_SHUT_DOWN, Control, read_control
 from .datadir import DataDir
 from .snapshot import SnapshotError, SnapshotReader
 from .store import Store
@@ -81,6 +81,8 @@ def _recover(datadir: DataDir) -> Recovered:
         timeline = scan.last_timeline or timeline
     elif control.redo_lsn == 0:
         end_lsn = 0  # a new data directory: the writer creates the first segment
+    elif control.role == ROLE_REPLICA and control.replica_start_lsn is not None:
+        end_lsn = control.replica_start_lsn  # fresh from a base backup: the stream brings the WAL
     else:
         raise WalCorruption(datadir.wal, control.redo_lsn, "no WAL segments, but control says WAL is needed")
     seconds = time.perf_counter() - started

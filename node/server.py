@@ -23,9 +23,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 from granian.constants import HTTPModes, Interfaces
 from granian.log import LogLevels
 from granian.server.embed import Server
+
+from kvstore.replication import failover, timelines
+from kvstore.replication.primary import Primary
+from kvstore.replication.replica import Receiver, ReplicationError, take_base_backup, wipe_for_base_backup
 
 from . import catalog, metrics, signing_keys
 from .api.app import App
@@ -33,9 +38,9 @@ from .api.rsgi import RsgiAdapter
 from .audit import AuditLog
 from .auth import Authenticator
 from .checkpoint import Checkpointer
-from .config import Settings
-from .control import STATE_RUNNING, STATE_SHUT_DOWN
-from .datadir import DataDir, DataDirLock, initdb
+from .config import ConfigError, Settings
+from .control import ROLE_PRIMARY, ROLE_REPLICA, STATE_NEEDS_BASE_BACKUP, STATE_RUNNING, STATE_SHUT_DOWN, read_control
+from .datadir import DataDir, DataDirLock, create_layout, initdb
 from .engine import Engine, TxnOp, now_ms
 from .fsutil import atomic_write
 from .logs import GRANIAN_LOG_CONFIG
@@ -51,6 +56,7 @@ log = logging.getLogger(__name__)
 INITIAL_PASSWORD_FILE = "initial-admin-password"
 BACKGROUND_RESTART_DELAY_MAX_S = 30.0
 LOOP_LAG_SAMPLE_S = 0.01
+RESTART_GRACE_S = 0.3
 
 
 class Node:
@@ -71,6 +77,12 @@ class Node:
         self._server_task: asyncio.Task[None] | None = None
         self.app = App(self)
         self.recovery_seconds: float | None = None
+        self.restart_requested: str | None = None
+        self._before_exec: Callable[[], None] | None = None
+        self.is_replica = False
+        self.history: list[timelines.Switch] = []  # how this node's timeline descends from timeline 1
+        self.primary: Primary | None = None  # the replication machinery of the role this node has
+        self.receiver: Receiver | None = None
 
     @property
     def ready(self) -> bool:
@@ -90,17 +102,19 @@ class Node:
         self.datadir.root.mkdir(parents=True, exist_ok=True)
         self._lock.acquire()
         try:
-            created = not self.datadir.exists()
-            if created:
-                initdb(self.datadir)
-                log.info("initialised a new data directory", extra={"data_dir": str(self.datadir.root)})
             await self._start_http()
+            if not await self._prepare_datadir():
+                return  # asked to stop while waiting for a primary
             await self._recover()
-            if not self._catalog_exists():
+            if self.is_replica:
+                self._become_replica()
+            elif not self._catalog_exists():
                 await self._bootstrap_catalog()
             await self.checkpointer.update_control(state=STATE_RUNNING)
             gc.freeze()  # recovered objects never need a cyclic GC scan again
             self._start_background()
+            if not self.is_replica:
+                self._become_primary()
             self._ready = True
             log.info(
                 "ready", extra={"url": self.url, "fsync": self.settings.fsync.value, "keys": len(self.engine.store)}
@@ -109,10 +123,68 @@ class Node:
             await self._stop.wait()
         finally:
             await self._shutdown()
+            if self._before_exec is not None:
+                self._before_exec()
             self._lock.release()
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    def request_restart(self, reason: str, before_exec: Callable[[], None] | None = None) -> None:
+        """Stop, then start again as the same process (kvstored execs itself).
+
+        `before_exec` changes the data directory once the node has stopped writing, still
+        under its lock; the final checkpoint is skipped then, so the snapshot stays what
+        `before_exec` planned with. The stop waits a moment so the current response goes out.
+        """
+        self.restart_requested = reason
+        self._before_exec = before_exec
+        asyncio.get_running_loop().call_later(RESTART_GRACE_S, self.request_stop)
+
+    def cancel_task(self, name: str) -> None:
+        for task in self._tasks:
+            if task.get_name() == name:
+                task.cancel()
+
+    def start_as_primary(self) -> None:
+        """After a promotion: the expirer and the primary's replication machinery."""
+        self.receiver = None
+        self.start_expirer()
+        self._become_primary()
+
+    async def _prepare_datadir(self) -> bool:
+        """A new primary is initialised here; a new replica is filled from its primary."""
+        control = read_control(self.datadir.control) if self.datadir.exists() else None
+        replica_of = self.settings.replica_of
+        if control is not None and control.state == STATE_NEEDS_BASE_BACKUP:
+            replica_of = control.primary_url or replica_of
+            wipe_for_base_backup(self.datadir)
+        elif control is not None:
+            if control.role == ROLE_PRIMARY and replica_of:
+                log.warning(
+                    "this data directory belongs to a primary (perhaps a promoted replica); ignoring replica_of. "
+                    "To make it a replica, use kvctl rejoin",
+                    extra={"replica_of": replica_of},
+                )
+            return True
+        if not replica_of:
+            initdb(self.datadir)
+            log.info("initialised a new data directory", extra={"data_dir": str(self.datadir.root)})
+            return True
+        if not self.datadir.exists():
+            create_layout(self.datadir)
+        delay_s = 0.5
+        while not self._stop.is_set():
+            try:
+                await take_base_backup(self.datadir, self.settings, replica_of)
+                return True
+            except (ReplicationError, httpx.HTTPError, OSError, ValueError, KeyError) as error:
+                log.warning("base backup failed; retrying", extra={"primary": replica_of, "error": str(error)})
+            try:
+                await asyncio.wait_for(self._stop.wait(), delay_s)
+            except TimeoutError:
+                delay_s = min(delay_s * 2, 10.0)
+        return False
 
     def _check_port_free(self) -> None:
         """granian binds with SO_REUSEPORT, so a second node on a busy port would silently share
@@ -158,6 +230,8 @@ class Node:
         loop = asyncio.get_running_loop()
         recovered = await loop.run_in_executor(None, recover, self.datadir)
         self.recovery_seconds = recovered.seconds
+        self.is_replica = recovered.control.role == ROLE_REPLICA
+        self.history = timelines.read_history(self.datadir.timelines, recovered.timeline)
         self.engine = Engine(recovered.store)
         settings = self.settings
         writer = WalWriter(
@@ -169,9 +243,11 @@ class Node:
             interval_s=settings.fsync_interval_ms / 1000,
             on_flushed=self.engine.on_wal_flushed,
             on_failed=self.engine.on_wal_failed,
+            follow=self.is_replica,
         )
         self.engine.attach(writer)
-        self.checkpointer = Checkpointer(self.engine, self.datadir, recovered.control, settings.snapshots_keep)
+        control = recovered.control.replace(timeline=recovered.timeline)
+        self.checkpointer = Checkpointer(self.engine, self.datadir, control, settings.snapshots_keep)
         throttle = LoginThrottle(
             ThrottlePolicy(settings.login_max_failures, settings.login_failure_window_s, settings.login_lockout_s)
         )
@@ -209,7 +285,12 @@ class Node:
             path = self.datadir.root / INITIAL_PASSWORD_FILE
             await loop.run_in_executor(None, atomic_write, path, (password + "\n").encode())
         kid, secret = signing_keys.new_key()
-        documents = catalog.bootstrap_documents(password_hash, kid, secret, now_ms())
+        replication_user = None
+        settings = self.settings
+        if settings.replication_user and settings.replication_password:  # as PostgreSQL's images do
+            replication_hash = await loop.run_in_executor(None, self.auth.passwords.hash, settings.replication_password)
+            replication_user = (settings.replication_user, replication_hash)
+        documents = catalog.bootstrap_documents(password_hash, kid, secret, now_ms(), replication_user)
         await self.engine.txn([TxnOp("set", key, value) for key, value in documents])
         await self.checkpointer.checkpoint("initdb")
         if source == "generated":
@@ -233,13 +314,64 @@ class Node:
             return text, "admin_password_file"
         return secrets.token_urlsafe(18), "generated"
 
+    # -- roles ---------------------------------------------------------------------------
+
+    @property
+    def timeline(self) -> int:
+        return self.checkpointer.control.timeline
+
+    def _become_replica(self) -> None:
+        control = self.checkpointer.control
+        primary_url = control.primary_url or self.settings.replica_of
+        if not primary_url:
+            raise ConfigError("this data directory is a replica's, but no primary is known: set --replica-of")
+        self.engine.refuse_writes(f"this node is a replica of {primary_url}; send writes to the primary")
+        self.receiver = Receiver(self, primary_url)
+        metrics.REPLICATION_LAG.bind(self.receiver.lag_rows)
+        self._spawn("wal-receiver", self.receiver.run)
+
+    def _become_primary(self) -> None:
+        self.is_replica = False
+        self.primary = Primary(self)
+        self.primary.install()
+        primary = self.primary
+        metrics.REPLICATION_LAG.bind(
+            lambda: [
+                (row["name"], row["lag_bytes"], row["lag_s"])
+                for row in primary.slots.describe(self.engine.committed_lsn, time.time())
+            ]
+        )
+        self._spawn("lag-sampler", self.primary.run_lag_sampler)
+        if self.checkpointer.control.fenced_reason:
+            self.engine.refuse_writes(self.checkpointer.control.fenced_reason)
+            log.critical("this node is fenced", extra={"reason": self.checkpointer.control.fenced_reason})
+        self._spawn("peer-check", lambda: failover.watch_peers(self))
+
+    def fence(self, reason: str) -> None:
+        """A newer timeline exists elsewhere: refuse writes from now on, and after restarts."""
+        if self.checkpointer.control.fenced_reason:
+            return
+        text = f"fenced: {reason}; this node's timeline {self.timeline} was superseded (use kvctl rejoin)"
+        self.engine.refuse_writes(text)
+        log.critical("fenced: refusing writes", extra={"reason": reason})
+        self._spawn("persist-fence", lambda: self.checkpointer.update_control(fenced_reason=text))
+
+    def adopt_timeline(self, timeline: int, switch: timelines.Switch) -> None:
+        """A replica applied its primary's TIMELINE_SWITCH: record the new timeline's history."""
+        if timeline <= self.timeline:
+            return
+        self.history = [*self.history, switch]
+        timelines.write_history(self.datadir.timelines, timeline, self.history)
+        self.checkpointer.control = self.checkpointer.control.replace(timeline=timeline)
+        self._spawn("persist-timeline", lambda: self.checkpointer.update_control(timeline=timeline))
+        log.info("following a new timeline", extra={"timeline": timeline, "switch_lsn": format_lsn(switch.switch_lsn)})
+
     # -- background work -------------------------------------------------------------
 
     def _start_background(self) -> None:
         settings = self.settings
-        self._spawn(
-            "expirer", lambda: self.engine.run_expirer(settings.expire_interval_ms / 1000, settings.expire_batch_keys)
-        )
+        if not self.is_replica:  # a replica's keys expire by the primary's DEL records
+            self.start_expirer()
         self._spawn("checkpointer", self._checkpoint_scheduler)
         self._spawn("loop-lag", self._measure_loop_lag)
         writer = self.engine.writer
@@ -247,11 +379,17 @@ class Node:
         if settings.fsync is FsyncPolicy.INTERVAL:
             self._spawn("wal-interval-sync", writer.run_interval_sync)
 
-    def _spawn(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+    def start_expirer(self) -> None:
+        settings = self.settings
+        self._spawn(
+            "expirer", lambda: self.engine.run_expirer(settings.expire_interval_ms / 1000, settings.expire_batch_keys)
+        )
+
+    def _spawn(self, name: str, run: Callable[[], Awaitable[object]]) -> None:
         self._tasks.append(asyncio.create_task(self._supervise(name, run), name=name))
 
     @staticmethod
-    async def _supervise(name: str, run: Callable[[], Awaitable[None]]) -> None:
+    async def _supervise(name: str, run: Callable[[], Awaitable[object]]) -> None:
         """Run a background task forever: a failure is logged and the task restarted."""
         delay_s = 1.0
         while True:
@@ -294,9 +432,16 @@ class Node:
         writer = engine.writer
         assert writer is not None
         last = self.checkpointer.last
+        if self.is_replica:
+            state = self.receiver.status.state if self.receiver else "replica"
+        elif control.fenced_reason:
+            state = "fenced"
+        else:
+            state = "read-only" if engine.read_only_reason else "running"
         return {
-            "role": "primary",
-            "state": "read-only" if engine.read_only_reason else "running",
+            "name": self.settings.node_name,
+            "role": "replica" if self.is_replica else "primary",
+            "state": state,
             "read_only_reason": engine.read_only_reason,
             "timeline": control.timeline,
             "system_identifier": str(control.system_identifier),
@@ -315,7 +460,9 @@ class Node:
             else {"snapshot": last.snapshot, "redo_lsn": format_lsn(last.redo_lsn), "seconds": round(last.seconds, 3)},
             "uptime_s": round(time.time() - self._started_at, 1),
             "recovery_s": None if self.recovery_seconds is None else round(self.recovery_seconds, 3),
-            "replicas": [],
+            "replicas": self.primary.slots.describe(engine.committed_lsn, time.time()) if self.primary else [],
+            "replication": self.receiver.describe() if self.receiver else None,
+            "synchronous_commit": self.settings.synchronous_commit,
         }
 
     # -- stop ----------------------------------------------------------------------
@@ -323,6 +470,7 @@ class Node:
     async def _shutdown(self) -> None:
         """Stop accepting, stop background work, final checkpoint, mark a clean shutdown."""
         self._ready = False
+        self._stop.set()  # an expected stop of the HTTP server from here on
         self.stopping.set()
         if self._server is not None:
             self._server.stop()
@@ -337,7 +485,7 @@ class Node:
         if not hasattr(self, "checkpointer"):
             return  # recovery never finished: leave the data directory as it was
         writer = self.engine.writer
-        if writer is not None and writer.failure is None:
+        if writer is not None and writer.failure is None and self._before_exec is None:
             try:
                 await self.checkpointer.checkpoint("shutdown")
                 await self.checkpointer.update_control(state=STATE_SHUT_DOWN)

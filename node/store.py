@@ -171,6 +171,12 @@ class Store:
         self.catalog_epoch += 1
         return len(keys)
 
+    def items_sorted(self) -> Iterator[tuple[str, Entry]]:
+        """Every entry in key order, expired ones included (they go when their DEL is applied)."""
+        shards = self._shards
+        for key in self._keys:
+            yield key, shards[hash(key) & _SHARD_MASK][key]
+
     def items(self) -> Iterator[tuple[str, Entry]]:
         for shard in self._shards:
             yield from shard.items()

@@ -8,12 +8,15 @@ login needs `Authorization: Bearer`; 401 means "who are you?", 403 "not allowed"
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
+
+from kvstore.replication import api as replication_api
 
 from .. import metrics
 from ..audit import AuditLog
@@ -24,6 +27,7 @@ from ..engine import Engine, TxnOp, WriteResult
 from ..errors import (
     BadRequest,
     Forbidden,
+    GatewayTimeout,
     KvError,
     MethodNotAllowed,
     NotFound,
@@ -32,7 +36,7 @@ from ..errors import (
     Unavailable,
 )
 from ..store import EXPIRES_AT_MS, VALUE, VERSION
-from ..wal.format import format_lsn
+from ..wal.format import format_lsn, parse_lsn
 from . import admin, openapi, security
 from .http import JSON_HEADERS, Request, Response, StreamResponse, error_response, json_response
 from .users import CATALOG_PATHS, CatalogAdmin
@@ -93,6 +97,7 @@ class App:
             ("GET", "/openapi.json"): self.openapi,
             **admin.routes(node),  # type: ignore[arg-type]
             **security.routes(node),
+            **replication_api.routes(node),  # type: ignore[arg-type]
         }
 
     # The engine and authenticator exist only once recovery is done (see NodeApi.ready).
@@ -167,7 +172,7 @@ class App:
         raw = request.path[len(KV_PREFIX) :]
         started = time.perf_counter()
         if method == "GET":
-            op, response = "get", self._get(request, principal, self._key(raw))
+            op, response = "get", await self._get(request, principal, self._key(raw))
         elif method == "PUT":
             op, response = "put", await self._put(request, principal, self._key(raw))
         elif method == "DELETE":
@@ -183,8 +188,29 @@ class App:
     def _observe(op: str, status: int, seconds: float) -> None:
         metrics.KV_OPERATIONS.observe(op, "ok" if status < 400 else str(status), seconds)
 
-    def _get(self, request: Request, principal: Principal, key: str) -> Response:
+    async def _wait_for_lsn(self, request: Request) -> None:
+        """Read your writes on a replica: `X-KV-Min-LSN` (a write's commit LSN) waits, bounded."""
+        raw = request.header("x-kv-min-lsn")
+        if raw is None:
+            return
+        try:
+            lsn = parse_lsn(raw)
+        except ValueError:
+            raise BadRequest(f"X-KV-Min-LSN must be an LSN such as 0/1A2B, got {raw!r}") from None
+        if lsn <= self.engine.store.applied_lsn:
+            return
+        timeout_s = self.settings.min_lsn_wait_s
+        try:
+            await asyncio.wait_for(self.engine.wait_for_commit(lsn), timeout_s)
+        except TimeoutError:
+            raise GatewayTimeout(
+                f"this node has applied up to {format_lsn(self.engine.store.applied_lsn)}, not {raw}, "
+                f"after {timeout_s} s (min_lsn_wait_s); read from the primary or retry"
+            ) from None
+
+    async def _get(self, request: Request, principal: Principal, key: str) -> Response:
         self._authorize(principal, "read", key)
+        await self._wait_for_lsn(request)
         entry = self.engine.get(key)
         if entry is None:
             return error_response(NotFound(f"key {key!r} not found", key=key))
@@ -252,6 +278,7 @@ class App:
         assert limit is not None
         # Listing shows only what the caller may read (catalogs only to superusers).
         visible = None if principal.superuser else lambda key: principal.can("read", key)
+        await self._wait_for_lsn(request)
         page, more = self.engine.store.scan(prefix, after, limit, int(time.time() * 1000), visible)
         keys = []
         for key, entry in page:

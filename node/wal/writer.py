@@ -68,6 +68,7 @@ class WalWriter:
         interval_s: float,
         on_flushed: Callable[[int], None],  # fsync=always only: a batch became durable
         on_failed: Callable[[BaseException], None],
+        follow: bool = False,  # a replica's WAL: segments start only where the primary's did
     ) -> None:
         self._wal_dir = wal_dir
         self._timeline = timeline
@@ -90,9 +91,15 @@ class WalWriter:
         self.flushed_lsn = end_lsn  # written per policy: fsynced (always) or in the page cache
         self.synced_lsn = end_lsn  # known fsynced
         self.written_bytes = 0  # since start, for kvstore_wal_written_bytes_total
-        self._open_tail(end_lsn)
+        self._segment_start_lsn: int | None = None
+        self._segment_bytes = 0
+        self._open_tail(end_lsn, follow)
 
-    def _open_tail(self, end_lsn: int) -> None:
+    @property
+    def timeline(self) -> int:
+        return self._timeline
+
+    def _open_tail(self, end_lsn: int, follow: bool) -> None:
         segments = list_segments(self._wal_dir)
         if segments and segments[-1].end_lsn == end_lsn and segments[-1].start_lsn < end_lsn:
             last = segments[-1]
@@ -101,6 +108,8 @@ class WalWriter:
             self._segment_start_lsn = last.start_lsn
             self._segment_bytes = last.size_bytes
             return
+        if follow:
+            return  # the primary's stream says where the next segment starts (start_segment)
         # No segment ends at end_lsn (a new WAL, or a torn header was cut): start one there.
         header = SegmentHeader(self._timeline, end_lsn).encode()
         self._pending.append(_Chunk(end_lsn, True, bytearray(header)))
@@ -117,18 +126,54 @@ class WalWriter:
         if self.failure is not None:
             raise WalFailed(f"WAL writes failed earlier: {self.failure}")
         frame = encode_frame(payload)
-        if self._segment_bytes + len(frame) > self._segment_size_bytes and self._segment_bytes > SEGMENT_HEADER_BYTES:
+        if self._segment_start_lsn is None or (
+            self._segment_bytes + len(frame) > self._segment_size_bytes and self._segment_bytes > SEGMENT_HEADER_BYTES
+        ):
             self._rotate()
+        assert self._segment_start_lsn is not None
         if not self._pending:
             self._pending.append(_Chunk(self._segment_start_lsn, False))
         self._pending[-1].data += frame
         self._segment_bytes += len(frame)
         self.end_lsn += len(frame)
+        self._after_append()
+        return self.end_lsn
+
+    # -- a replica's WAL: the primary's bytes at the primary's LSNs ------------------------
+
+    def start_segment(self, start_lsn: int, timeline: int) -> None:
+        """Open a new segment exactly where the primary opened one (byte-identical WALs)."""
+        if start_lsn != self.end_lsn:
+            raise ValueError(f"segment at {format_lsn(start_lsn)}, but this WAL ends at {format_lsn(self.end_lsn)}")
+        self._timeline = timeline
+        self._rotate()
+        self._after_append()
+
+    def append_frames(self, lsn: int, frames: bytes) -> int:
+        """Append whole frames the primary wrote at `lsn`; returns the new end LSN."""
+        if self.failure is not None:
+            raise WalFailed(f"WAL writes failed earlier: {self.failure}")
+        if lsn != self.end_lsn or self._segment_start_lsn is None:
+            raise ValueError(f"WAL data at {format_lsn(lsn)}, but this WAL ends at {format_lsn(self.end_lsn)}")
+        if not self._pending:
+            self._pending.append(_Chunk(self._segment_start_lsn, False))
+        self._pending[-1].data += frames
+        self._segment_bytes += len(frames)
+        self.end_lsn += len(frames)
+        self._after_append()
+        return self.end_lsn
+
+    def switch_timeline(self, timeline: int) -> None:
+        """Promotion: the new timeline starts in a new segment at the current end."""
+        self._timeline = timeline
+        self._rotate()
+        self._after_append()
+
+    def _after_append(self) -> None:
         if self.policy is FsyncPolicy.ALWAYS:
             self._schedule_flush()
         else:
             self._write_now()
-        return self.end_lsn
 
     def _write_now(self) -> None:
         """interval/off: into the page cache at once; the caller can commit without waiting."""

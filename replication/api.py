@@ -1,0 +1,152 @@
+"""HTTP routes of replication.
+
+    GET  /v1/replication/identify      system id, role, timeline, history (IDENTIFY_SYSTEM)
+    GET  /v1/replication/stream        ?from_lsn=&timeline=&slot=&system_identifier= -> WAL stream
+    GET  /v1/replication/basebackup    ?slot= -> a snapshot, its LSNs in X-KV-* headers
+    POST /v1/replication/feedback      {slot, timeline, write_lsn, flush_lsn, apply_lsn}
+    POST /v1/admin/promote             a replica becomes the primary of a new timeline
+    POST /v1/admin/rejoin              {"primary": URL}: follow the new primary (rewinding)
+    GET  /v1/admin/digest              SHA-256 over every key, value, version and expiry
+
+The replication routes need the `replication` action (the built-in role of that name)
+or a superuser; the admin ones a superuser.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from kvstore.node.api.http import Request, Response, StreamResponse, json_response
+from kvstore.node.catalog import Principal
+from kvstore.node.engine import Engine
+from kvstore.node.errors import BadRequest, Conflict, Forbidden
+from kvstore.node.store import EXPIRES_AT_MS, VALUE, VERSION
+
+from . import failover
+from .primary import Primary
+from .replica import Receiver
+
+Handler = Callable[[Request, Principal], Awaitable[Response | StreamResponse]]
+
+
+class ReplicationApiNode(failover.FailoverNode, Protocol):
+    engine: Engine
+    primary: Primary | None
+    receiver: Receiver | None
+
+
+def _require(principal: Principal, action: str) -> None:
+    if not (principal.superuser or principal.has_action(action)):
+        raise Forbidden(f"user {principal.name!r} may not use replication routes: needs the replication role")
+
+
+def _require_superuser(principal: Principal) -> None:
+    if not principal.superuser:
+        raise Forbidden(f"user {principal.name!r} is not a superuser; admin routes need the admin role")
+
+
+def _lsn_param(request: Request, name: str) -> int:
+    value = request.query_int(name, None, 0, 2**63 - 1)
+    if value is None:
+        raise BadRequest(f"query parameter {name!r} is required")
+    return value
+
+
+def digest(engine: Engine) -> dict[str, Any]:
+    """One pass over the store in key order, on the event loop: the answer describes exactly
+    the state at `applied_lsn` (about a second per million keys; for tests and audits)."""
+    store = engine.store
+    hasher = hashlib.sha256()
+    count = 0
+    for key, entry in store.items_sorted():
+        encoded = key.encode()
+        hasher.update(len(encoded).to_bytes(4, "little") + encoded)
+        hasher.update(len(entry[VALUE]).to_bytes(4, "little") + entry[VALUE])
+        hasher.update(entry[VERSION].to_bytes(8, "little") + entry[EXPIRES_AT_MS].to_bytes(8, "little"))
+        count += 1
+    return {"digest": hasher.hexdigest(), "keys": count, "applied_lsn": store.applied_lsn, "revision": store.revision}
+
+
+def routes(node: ReplicationApiNode) -> dict[tuple[str, str], Handler]:
+    def primary() -> Primary:
+        if node.primary is None or node.is_replica:
+            raise Conflict(f"this node is a replica of {node.receiver.status.primary_url if node.receiver else '?'}")
+        return node.primary
+
+    async def identify(request: Request, principal: Principal) -> Response:
+        _require(principal, "replication")
+        if node.primary is not None and not node.is_replica:
+            return json_response(node.primary.identify())
+        control = node.checkpointer.control
+        return json_response(
+            {
+                "system_identifier": str(control.system_identifier),
+                "timeline": node.timeline,
+                "role": "replica",
+                "committed_lsn": node.engine.committed_lsn,
+                "history": [{"parent": s.parent, "switch_lsn": s.switch_lsn} for s in node.history],
+                "fenced": None,
+            }
+        )
+
+    async def stream(request: Request, principal: Principal) -> StreamResponse:
+        _require(principal, "replication")
+        source = primary()
+        from_lsn, timeline = _lsn_param(request, "from_lsn"), _lsn_param(request, "timeline")
+        slot = request.query.get("slot") or ""
+        if not slot or len(slot) > 64:
+            raise BadRequest("query parameter 'slot' (the replica's name, 1-64 characters) is required")
+        source.check_stream(from_lsn, timeline, request.query.get("system_identifier"))
+        chunks = source.stream(slot, from_lsn, request.address)
+        return StreamResponse(200, chunks, [("content-type", "application/x-kvstore-wal")])
+
+    async def base_backup(request: Request, principal: Principal) -> StreamResponse:
+        _require(principal, "replication")
+        slot = request.query.get("slot") or ""
+        if not slot or len(slot) > 64:
+            raise BadRequest("query parameter 'slot' (the replica's name) is required")
+        backup = await primary().base_backup(slot)
+        return StreamResponse(200, backup.chunks, backup.headers)
+
+    async def feedback(request: Request, principal: Principal) -> Response:
+        _require(principal, "replication")
+        document = request.json()
+        fields = ("slot", "timeline", "write_lsn", "flush_lsn", "apply_lsn")
+        if not isinstance(document, dict) or any(name not in document for name in fields):
+            raise BadRequest(f"feedback must be {{{', '.join(fields)}}}")
+        try:
+            return json_response(primary().feedback(document, request.address))
+        except (TypeError, ValueError) as error:
+            raise BadRequest(f"bad feedback: {error}") from None
+
+    async def promote(request: Request, principal: Principal) -> Response:
+        _require_superuser(principal)
+        return json_response(await failover.promote(node))
+
+    async def rejoin(request: Request, principal: Principal) -> Response:
+        _require_superuser(principal)
+        document = request.json()
+        url = document.get("primary") if isinstance(document, dict) else None
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise BadRequest('body must be {"primary": "http://HOST:PORT"}')
+        return json_response(await failover.rejoin(node, url), 202)
+
+    async def store_digest(request: Request, principal: Principal) -> Response:
+        _require_superuser(principal)
+        started = time.perf_counter()
+        document = digest(node.engine)
+        document["seconds"] = round(time.perf_counter() - started, 3)
+        return json_response(document)
+
+    return {
+        ("GET", "/v1/replication/identify"): identify,
+        ("GET", "/v1/replication/stream"): stream,
+        ("GET", "/v1/replication/basebackup"): base_backup,
+        ("POST", "/v1/replication/feedback"): feedback,
+        ("POST", "/v1/admin/promote"): promote,
+        ("POST", "/v1/admin/rejoin"): rejoin,
+        ("GET", "/v1/admin/digest"): store_digest,
+    }

@@ -1,0 +1,336 @@
+"""The primary's side of replication: WAL streams, base backups, feedback, synchronous commit.
+
+A stream sends the WAL exactly as it lies on disk (segment starts and whole frames, see
+protocol.py), and only up to the committed LSN, so a replica never holds a write the
+primary could still lose. Each stream reads at its own pace through the OS page cache
+(recent WAL is there; older WAL comes from disk) and holds one batch (<= 1 MiB) at a
+time: a slow replica only falls behind itself, never slows the primary or the others,
+and its slot keeps the WAL it still needs, up to a bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from kvstore.node import metrics
+from kvstore.node.checkpoint import Checkpointer
+from kvstore.node.config import Settings
+from kvstore.node.datadir import DataDir
+from kvstore.node.engine import Engine
+from kvstore.node.errors import Conflict, GatewayTimeout
+from kvstore.node.wal.format import FRAME_HEADER, SEGMENT_HEADER_BYTES, SegmentHeader, format_lsn
+from kvstore.node.wal.reader import Segment, list_segments
+
+from . import protocol, timelines
+from .slots import Slot, SlotRegistry
+
+log = logging.getLogger(__name__)
+
+LAG_SAMPLE_INTERVAL_S = 0.01
+KEEPALIVE_MIN_INTERVAL_S = 0.1  # when caught up under load, at most this often
+BASE_BACKUP_CHUNK_BYTES = 1024 * 1024
+
+
+class ReplicationNode(Protocol):
+    settings: Settings
+    datadir: DataDir
+    engine: Engine
+    checkpointer: Checkpointer
+    stopping: asyncio.Event
+
+    @property
+    def timeline(self) -> int: ...
+
+    @property
+    def history(self) -> list[timelines.Switch]: ...
+
+    def fence(self, reason: str) -> None: ...
+
+
+class StreamRefused(Conflict):
+    """409 before a stream starts; `code` tells the replica what to do (see replica.py)."""
+
+    def __init__(self, code: str, message: str, **details: object) -> None:
+        super().__init__(message, **details)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class BaseBackup:
+    headers: list[tuple[str, str]]
+    chunks: AsyncIterator[bytes]
+
+
+def _segment_for(segments: list[Segment], lsn: int) -> Segment | None:
+    """The segment holding `lsn`; at a boundary, the one that starts there."""
+    for segment in reversed(segments):
+        if segment.start_lsn <= lsn:
+            return segment if lsn <= segment.end_lsn else None
+    return None
+
+
+def _whole_frames(data: bytes) -> int:
+    """How many leading bytes of `data` are whole frames."""
+    offset = 0
+    while offset + FRAME_HEADER.size <= len(data):
+        size = FRAME_HEADER.unpack_from(data, offset)[0]
+        if offset + FRAME_HEADER.size + size > len(data):
+            break
+        offset += FRAME_HEADER.size + size
+    return offset
+
+
+def read_wal(wal_dir: Path, position: int, limit: int) -> tuple[bytes, int]:
+    """Stream messages for the WAL from `position` (a record or segment boundary) toward `limit`.
+
+    Returns (messages, new position); raises FileNotFoundError when the WAL at
+    `position` was recycled. Runs in a thread.
+    """
+    segments = list_segments(wal_dir)
+    segment = _segment_for(segments, position)
+    if segment is None or (position == segment.end_lsn and segment is not segments[-1]):
+        following = [s for s in segments if s.start_lsn == position]
+        if not following:
+            raise FileNotFoundError(f"no WAL segment holds {format_lsn(position)}")
+        segment = following[0]
+    out = bytearray()
+    with open(segment.path, "rb") as file:
+        if position == segment.start_lsn:
+            header = SegmentHeader.decode(file.read(SEGMENT_HEADER_BYTES))
+            out += protocol.encode_segment_start(segment.start_lsn, header.timeline)
+            position += SEGMENT_HEADER_BYTES
+        end = min(limit, segment.start_lsn + os.fstat(file.fileno()).st_size)
+        if position < end:
+            file.seek(position - segment.start_lsn)
+            data = file.read(min(protocol.BATCH_BYTES, end - position))
+            whole = _whole_frames(data)
+            if whole == 0:  # one record larger than a batch: send it alone
+                size = FRAME_HEADER.unpack_from(data, 0)[0]
+                data += file.read(FRAME_HEADER.size + size - len(data))
+                whole = len(data)
+            out += protocol.encode_wal(position, data[:whole])
+            position += whole
+    return bytes(out), position
+
+
+class Primary:
+    def __init__(self, node: ReplicationNode) -> None:
+        self.node = node
+        settings = node.settings
+        self.slots = SlotRegistry(node.datadir.root / "replication" / "slots.json", settings.max_slot_wal_keep_bytes)
+        self.sync_count, self.sync_names = settings.sync_replicas
+        self.sync_mode = settings.synchronous_commit
+        self._sync_waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    def install(self) -> None:
+        node = self.node
+        writer = node.engine.writer
+        assert writer is not None
+        node.checkpointer.wal_retention = lambda redo_lsn: self.slots.retention(redo_lsn, writer.end_lsn)
+        if self.sync_mode != "local":
+            node.engine.commit_gate = self.wait_for_replicas
+
+    async def run_lag_sampler(self) -> None:
+        engine, lag = self.node.engine, self.slots.lag
+        while True:
+            lag.sample(engine.committed_lsn, time.time())
+            await asyncio.sleep(LAG_SAMPLE_INTERVAL_S)
+
+    # -- synchronous commit ------------------------------------------------------------
+
+    def _confirmed(self, lsn: int) -> bool:
+        confirmed = 0
+        for name in self.sync_names:
+            slot = self.slots.slots.get(name)
+            if slot is not None:
+                position = slot.apply_lsn if self.sync_mode == "remote_apply" else slot.write_lsn
+                confirmed += position >= lsn
+        return confirmed >= self.sync_count
+
+    async def wait_for_replicas(self, lsn: int) -> None:
+        if self._confirmed(lsn):
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sync_waiters.append((lsn, future))
+        timeout_s = self.node.settings.synchronous_commit_timeout_s or None
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise GatewayTimeout(
+                f"committed locally at {format_lsn(lsn)}, but not confirmed by {self.sync_count} of "
+                f"{', '.join(self.sync_names)} ({self.sync_mode}) within {timeout_s} s; the write may or may not "
+                "survive a failover"
+            ) from None
+        finally:
+            metrics.SYNC_COMMIT_WAIT_SECONDS.observe(time.perf_counter() - started)
+
+    def _release_sync_waiters(self) -> None:
+        if not self._sync_waiters:
+            return
+        waiting = []
+        for lsn, future in self._sync_waiters:
+            if future.done():
+                continue
+            if self._confirmed(lsn):
+                future.set_result(None)
+            else:
+                waiting.append((lsn, future))
+        self._sync_waiters = waiting
+
+    # -- requests from replicas -----------------------------------------------------------
+
+    def identify(self) -> dict[str, Any]:
+        node = self.node
+        return {
+            "system_identifier": str(node.checkpointer.control.system_identifier),
+            "timeline": node.timeline,
+            "role": "primary",
+            "committed_lsn": node.engine.committed_lsn,
+            "history": [{"parent": s.parent, "switch_lsn": s.switch_lsn} for s in node.history],
+            "fenced": node.engine.read_only_reason,
+        }
+
+    def feedback(self, document: dict[str, Any], address: str) -> dict[str, Any]:
+        node = self.node
+        timeline = int(document["timeline"])
+        if timeline > node.timeline:
+            node.fence(f"replica {document['slot']!r} reports timeline {timeline}, newer than this node's")
+        slot = self.slots.feedback(
+            str(document["slot"]),
+            timeline,
+            int(document["write_lsn"]),
+            int(document["flush_lsn"]),
+            int(document["apply_lsn"]),
+            address,
+        )
+        if slot is None:
+            raise StreamRefused("no_slot", f"no replication slot {document['slot']!r}; open a stream first")
+        self._release_sync_waiters()
+        return {"timeline": node.timeline, "committed_lsn": node.engine.committed_lsn}
+
+    def check_stream(self, from_lsn: int, timeline: int, system_identifier: str | None) -> None:
+        """Refuse (409, with a code) a stream the replica cannot follow from `from_lsn`."""
+        node = self.node
+        ours = str(node.checkpointer.control.system_identifier)
+        if system_identifier is not None and system_identifier != ours:
+            raise StreamRefused("system_mismatch", f"this node is system {ours}, the replica {system_identifier}")
+        if timeline > node.timeline:
+            node.fence(f"a replica streams on timeline {timeline}, newer than this node's {node.timeline}")
+            raise StreamRefused("fenced", f"this node's timeline {node.timeline} was superseded by {timeline}")
+        if node.engine.read_only_reason is not None:
+            raise StreamRefused("not_primary", f"this node does not accept writes: {node.engine.read_only_reason}")
+        if timeline < node.timeline:
+            ended = timelines.end_of(node.history, timeline)
+            if ended is None or from_lsn > ended:
+                raise StreamRefused(
+                    "diverged",
+                    f"timeline {timeline} ended at {format_lsn(ended or 0)} on this node; the replica's WAL "
+                    f"goes on to {format_lsn(from_lsn)}: it must rewind (kvctl rejoin) or take a base backup",
+                    switch_lsn=ended,
+                )
+        if from_lsn > node.engine.committed_lsn:
+            raise StreamRefused(
+                "ahead",
+                f"the replica is at {format_lsn(from_lsn)}, ahead of this node's {format_lsn(node.engine.committed_lsn)}",
+            )
+        segments = list_segments(node.datadir.wal)
+        if not segments or _segment_for(segments, from_lsn) is None:
+            raise StreamRefused("wal_removed", f"WAL at {format_lsn(from_lsn)} was recycled; take a base backup")
+
+    async def stream(self, slot_name: str, from_lsn: int, address: str) -> AsyncIterator[bytes]:
+        """Messages from `from_lsn` until the client leaves or the node stops."""
+        slot = self.slots.acquire(slot_name, from_lsn)
+        slot.streams += 1
+        slot.last_contact, slot.address = time.time(), address
+        log.info("replica streaming", extra={"slot": slot_name, "from_lsn": format_lsn(from_lsn), "address": address})
+        try:
+            async for chunk in self._messages(slot, from_lsn):
+                yield chunk
+        finally:
+            slot.streams -= 1
+            log.info("replica stream ended", extra={"slot": slot_name})
+
+    async def _messages(self, slot: Slot, position: int) -> AsyncIterator[bytes]:
+        node, engine = self.node, self.node.engine
+        loop = asyncio.get_running_loop()
+        keepalive_s = node.settings.replication_keepalive_s
+        last_keepalive = 0.0
+        while not node.stopping.is_set():
+            if slot.lost:
+                yield protocol.encode_end("slot_lost", "this replica's slot was lost; take a base backup")
+                return
+            if engine.read_only_reason is not None:
+                yield protocol.encode_end("not_primary", engine.read_only_reason)
+                return
+            next_commit = engine.next_commit()  # taken before reading: no commit slips by unseen
+            limit = engine.committed_lsn
+            if position < limit:
+                try:
+                    chunk, position = await loop.run_in_executor(None, read_wal, node.datadir.wal, position, limit)
+                except FileNotFoundError as error:
+                    yield protocol.encode_end("wal_removed", str(error))
+                    return
+                metrics.REPLICATION_SENT_BYTES.inc(len(chunk))
+                yield chunk
+                continue
+            now = time.monotonic()
+            if now - last_keepalive >= KEEPALIVE_MIN_INTERVAL_S:
+                yield protocol.encode_keepalive(limit, int(time.time() * 1000), node.timeline)
+                last_keepalive = now
+            waits = (asyncio.ensure_future(node.stopping.wait()), asyncio.ensure_future(next_commit.wait()))
+            done, _ = await asyncio.wait(waits, timeout=keepalive_s, return_when=asyncio.FIRST_COMPLETED)
+            for waiting in waits:
+                waiting.cancel()
+            if not done:
+                last_keepalive = 0.0  # idle for a keepalive interval: send one now
+
+    async def base_backup(self, slot_name: str) -> BaseBackup:
+        """A consistent snapshot (a fresh checkpoint) and the LSNs to stream from after it."""
+        node = self.node
+        await node.checkpointer.checkpoint("base backup")
+        control = node.checkpointer.control
+        assert control.snapshot is not None
+        segment = _segment_for(list_segments(node.datadir.wal), control.redo_lsn)
+        assert segment is not None, "the checkpoint keeps the segment holding its redo LSN"
+        # No await since the checkpoint: no other checkpoint can have recycled that segment.
+        self.slots.slots.pop(slot_name, None)
+        self.slots.acquire(slot_name, segment.start_lsn)
+        # Opened now: readable even if a later checkpoint unlinks it; _file_chunks closes it.
+        file = open(node.datadir.base / control.snapshot, "rb")  # noqa: SIM115
+        size = os.fstat(file.fileno()).st_size
+        headers = [
+            ("content-type", "application/octet-stream"),
+            ("x-kv-system-identifier", str(control.system_identifier)),
+            ("x-kv-timeline", str(node.timeline)),
+            ("x-kv-redo-lsn", str(control.redo_lsn)),
+            ("x-kv-start-lsn", str(segment.start_lsn)),
+            ("x-kv-snapshot", control.snapshot),
+            ("x-kv-snapshot-bytes", str(size)),
+        ]
+        log.info(
+            "base backup",
+            extra={
+                "slot": slot_name,
+                "snapshot": control.snapshot,
+                "bytes": size,
+                "redo_lsn": format_lsn(control.redo_lsn),
+            },
+        )
+        return BaseBackup(headers, _file_chunks(file))
+
+
+async def _file_chunks(file: Any) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    try:
+        while chunk := await loop.run_in_executor(None, file.read, BASE_BACKUP_CHUNK_BYTES):
+            yield chunk
+    finally:
+        file.close()

@@ -1,0 +1,408 @@
+"""The replica's side: base backup, the WAL receiver, feedback, following a new primary.
+
+The receiver asks the primary for its WAL from the end of this node's own WAL, checks
+every message and every record (protocol.py), appends the primary's bytes at the
+primary's LSNs (the two WALs are byte-identical), fsyncs, then applies the records
+with the same `Store.apply` that recovery uses, and reports write/flush/apply LSNs
+back. Anything wrong on the wire drops the connection: nothing of a damaged message
+is written or applied. Reconnects back off exponentially with jitter, capped.
+When its primary is gone or no longer a primary, it looks among the primary URL and
+`--peers` for the unfenced primary on the newest timeline and follows that one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from kvstore.node import metrics, records
+from kvstore.node.checkpoint import Checkpointer
+from kvstore.node.config import Settings
+from kvstore.node.control import ROLE_REPLICA, STATE_SHUT_DOWN, Control, write_control
+from kvstore.node.datadir import DataDir
+from kvstore.node.engine import Engine
+from kvstore.node.snapshot import SnapshotReader
+from kvstore.node.wal.format import format_lsn
+
+from . import protocol, timelines
+
+log = logging.getLogger(__name__)
+
+BACKOFF_FIRST_S = 0.1
+BACKOFF_MAX_S = 10.0
+FEEDBACK_INTERVAL_S = 1.0
+DOWNLOAD_CHUNK_BYTES = 1024 * 1024
+
+
+class ReplicaNode(Protocol):
+    settings: Settings
+    datadir: DataDir
+    engine: Engine
+    checkpointer: Checkpointer
+    stopping: asyncio.Event
+
+    @property
+    def timeline(self) -> int: ...
+
+    def adopt_timeline(self, timeline: int, switch: timelines.Switch) -> None: ...
+
+    def request_restart(self, reason: str) -> None: ...
+
+
+class ReplicationError(Exception):
+    """Streaming cannot go on from here; the message says why and what to do."""
+
+
+class Refused(ReplicationError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _credentials(settings: Settings) -> dict[str, str]:
+    if not settings.replication_user or not settings.replication_password:
+        raise ReplicationError(
+            "a replica needs KVSTORE_REPLICATION_USER and KVSTORE_REPLICATION_PASSWORD "
+            "(a user with the replication role on the primary)"
+        )
+    return {"username": settings.replication_user, "password": settings.replication_password}
+
+
+async def _login(client: httpx.AsyncClient, url: str, settings: Settings) -> dict[str, str]:
+    response = await client.post(f"{url}/v1/auth/login", json=_credentials(settings))
+    if response.status_code != 200:
+        raise ReplicationError(f"login to {url} as {settings.replication_user!r} failed: {_error_text(response)}")
+    return {"authorization": f"Bearer {response.json()['token']}"}
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        error = response.json()["error"]
+        return f"{response.status_code} {error['code']}: {error['message']}"
+    except (ValueError, KeyError, TypeError):
+        return f"{response.status_code} {response.text[:200]}"
+
+
+# -- base backup ------------------------------------------------------------------------
+
+
+async def take_base_backup(datadir: DataDir, settings: Settings, primary_url: str) -> Control:
+    """Fill an empty data directory from the primary: its snapshot, control, timeline history.
+
+    The snapshot is downloaded to a temporary name, fsynced and checked frame by frame
+    (CRCs and its trailer) before control names it; a crash in between leaves a data
+    directory without control, which the next start treats as empty again.
+    """
+    url = primary_url.rstrip("/")
+    timeout = httpx.Timeout(30.0, read=300.0)
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        headers = await _login(client, url, settings)
+        identity = (await client.get(f"{url}/v1/replication/identify", headers=headers)).json()
+        started = time.perf_counter()
+        params = {"slot": settings.node_name}
+        async with client.stream("GET", f"{url}/v1/replication/basebackup", params=params, headers=headers) as response:
+            if response.status_code != 200:
+                await response.aread()
+                raise ReplicationError(f"base backup from {url} refused: {_error_text(response)}")
+            meta = response.headers
+            name = meta["x-kv-snapshot"]
+            expected = int(meta["x-kv-snapshot-bytes"])
+            partial = datadir.base / f".{name}.partial"
+            received = await _download(response, partial)
+    if received != expected:
+        raise ReplicationError(f"base backup cut short: {received} of {expected} bytes")
+    loop = asyncio.get_running_loop()
+    info = await loop.run_in_executor(None, _verify_snapshot, partial)
+    final = datadir.base / name
+    os.replace(partial, final)
+    history = [timelines.Switch(**item, time_ms=0) for item in identity.get("history", [])]
+    timeline = int(meta["x-kv-timeline"])
+    if history:
+        timelines.write_history(datadir.timelines, timeline, history)
+    control = Control(
+        system_identifier=int(meta["x-kv-system-identifier"]),
+        timeline=timeline,
+        redo_lsn=int(meta["x-kv-redo-lsn"]),
+        snapshot=name,
+        checkpoint_at_ms=int(time.time() * 1000),
+        state=STATE_SHUT_DOWN,
+        role=ROLE_REPLICA,
+        primary_url=url,
+        replica_start_lsn=int(meta["x-kv-start-lsn"]),
+    )
+    write_control(datadir.control, control)
+    log.info(
+        "base backup taken",
+        extra={
+            "primary": url,
+            "snapshot": name,
+            "bytes": received,
+            "keys": info,
+            "redo_lsn": format_lsn(control.redo_lsn),
+            "seconds": round(time.perf_counter() - started, 3),
+        },
+    )
+    return control
+
+
+async def _download(response: httpx.Response, path: Path) -> int:
+    loop = asyncio.get_running_loop()
+    received = 0
+    with open(path, "wb") as file:
+        async for chunk in response.aiter_bytes(DOWNLOAD_CHUNK_BYTES):
+            await loop.run_in_executor(None, file.write, chunk)
+            received += len(chunk)
+        await loop.run_in_executor(None, file.flush)
+        await loop.run_in_executor(None, os.fsync, file.fileno())
+    return received
+
+
+def _verify_snapshot(path: Path) -> int:
+    """Reads every frame (CRC each) and the trailer; returns the entry count."""
+    reader = SnapshotReader(path)
+    return sum(1 for _ in reader.entries())
+
+
+def wipe_for_base_backup(datadir: DataDir) -> None:
+    """Make the data directory empty again for a new base backup (control first: crash-safe)."""
+    datadir.control.unlink(missing_ok=True)
+    for folder in (datadir.base, datadir.wal):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+
+
+# -- streaming --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ReceiverStatus:
+    state: str = "starting"
+    primary_url: str = ""
+    primary_timeline: int | None = None
+    primary_flush_lsn: int = 0
+    last_contact: float | None = None  # epoch seconds
+    connected_since: float | None = None
+    behind_since: float | None = None
+    last_error: str | None = None
+    reconnects: int = 0
+
+
+class Receiver:
+    def __init__(self, node: ReplicaNode, primary_url: str) -> None:
+        self.node = node
+        self.status = ReceiverStatus(primary_url=primary_url.rstrip("/"))
+        self._feedback_due = asyncio.Event()
+
+    # -- what /v1/status shows ---------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        status, store, writer = self.status, self.node.engine.store, self.node.engine.writer
+        assert writer is not None
+        now = time.time()
+        lag_bytes = max(0, status.primary_flush_lsn - store.applied_lsn)
+        return {
+            "state": status.state,
+            "primary": status.primary_url,
+            "primary_timeline": status.primary_timeline,
+            "primary_flush_lsn": format_lsn(status.primary_flush_lsn),
+            "received_lsn": format_lsn(writer.end_lsn),
+            "flushed_lsn": format_lsn(writer.synced_lsn),
+            "applied_lsn": format_lsn(store.applied_lsn),
+            "lag_bytes": lag_bytes,
+            "lag_s": round(now - status.behind_since, 3) if lag_bytes and status.behind_since else 0.0,
+            "last_contact_s_ago": None if status.last_contact is None else round(now - status.last_contact, 3),
+            "last_error": status.last_error,
+            "reconnects": status.reconnects,
+        }
+
+    def lag_rows(self) -> list[tuple[str, float, float]]:
+        described = self.describe()
+        return [(self.node.settings.node_name, described["lag_bytes"], described["lag_s"])]
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        settings = self.node.settings
+        read_timeout = max(5.0, 5 * settings.replication_keepalive_s)  # keepalives prove the primary alive
+        delay = BACKOFF_FIRST_S
+        async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=read_timeout)) as client:
+            feedback = asyncio.create_task(self._send_feedback(client))
+            try:
+                while not self.node.stopping.is_set():
+                    try:
+                        await self._session(client)
+                        delay = BACKOFF_FIRST_S
+                    except Refused as refused:
+                        if await self._on_refused(client, refused):
+                            return
+                    except (ReplicationError, protocol.StreamError, httpx.HTTPError, ValueError) as error:
+                        self._failed(error)
+                    self.status.state = "reconnecting"
+                    self.status.reconnects += 1
+                    await self._sleep(delay * random.uniform(0.5, 1.0))
+                    delay = min(delay * 2, BACKOFF_MAX_S)
+                    await self._find_primary(client)
+            finally:
+                feedback.cancel()
+
+    def _failed(self, error: BaseException) -> None:
+        text = f"{type(error).__name__}: {error}"
+        if text != self.status.last_error:
+            log.warning("replication stream failed; reconnecting", extra={"error": text})
+        self.status.last_error = text
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.node.stopping.wait(), seconds)
+
+    async def _on_refused(self, client: httpx.AsyncClient, refused: Refused) -> bool:
+        """Act on a primary's refusal; True when the receiver should stop."""
+        self.status.last_error = f"{refused.code}: {refused}"
+        if refused.code in ("wal_removed", "slot_lost"):
+            log.warning("the primary no longer has this replica's WAL; taking a new base backup", extra={})
+            wipe_for_base_backup(self.node.datadir)
+            self.node.request_restart(f"re-bootstrap from {self.status.primary_url}: {refused}")
+            return True
+        if refused.code in ("diverged", "system_mismatch", "ahead"):
+            self.status.state = refused.code
+            log.error("replication stopped: %s", refused, extra={"code": refused.code})
+            if refused.code != "ahead":
+                return True  # an operator must act (kvctl rejoin); retrying cannot help
+        return False
+
+    async def _session(self, client: httpx.AsyncClient) -> None:
+        node, status = self.node, self.status
+        writer = node.engine.writer
+        assert writer is not None
+        url = status.primary_url
+        self.status.state = "connecting"
+        headers = await _login(client, url, node.settings)
+        params = {
+            "from_lsn": str(writer.end_lsn),
+            "timeline": str(node.timeline),
+            "slot": node.settings.node_name,
+            "system_identifier": str(node.checkpointer.control.system_identifier),
+        }
+        async with client.stream("GET", f"{url}/v1/replication/stream", params=params, headers=headers) as response:
+            if response.status_code == 409:
+                await response.aread()
+                error = response.json()["error"]
+                raise Refused(error["code"], error["message"])
+            if response.status_code != 200:
+                await response.aread()
+                raise ReplicationError(f"stream from {url} refused: {_error_text(response)}")
+            status.state, status.connected_since, status.last_error = "streaming", time.time(), None
+            log.info("streaming from the primary", extra={"primary": url, "from_lsn": format_lsn(writer.end_lsn)})
+            decoder = protocol.StreamDecoder()
+            async for chunk in response.aiter_raw():
+                await self._receive(decoder.feed(chunk))
+        raise ReplicationError(f"the primary at {url} ended the stream")
+
+    async def _receive(self, messages: list[protocol.Message]) -> None:
+        """Write, fsync, apply and acknowledge one chunk's messages (whatever was written, even
+        when a later message in the chunk is bad)."""
+        node, status = self.node, self.status
+        writer = node.engine.writer
+        assert writer is not None
+        items: list[tuple[records.Record, int]] = []
+        try:
+            for message in messages:
+                status.last_contact = time.time()
+                if isinstance(message, protocol.WalData):
+                    decoded = [
+                        (records.decode(frame.payload), frame.end_lsn) for frame in protocol.split_frames(message)
+                    ]
+                    writer.append_frames(message.lsn, message.frames)
+                    items.extend(decoded)
+                    status.primary_flush_lsn = max(status.primary_flush_lsn, message.end_lsn)
+                    metrics.REPLICATION_RECEIVED_BYTES.inc(len(message.frames))
+                elif isinstance(message, protocol.SegmentStart):
+                    writer.start_segment(message.start_lsn, message.timeline)
+                elif isinstance(message, protocol.Keepalive):
+                    status.primary_flush_lsn = max(status.primary_flush_lsn, message.flush_lsn)
+                    status.primary_timeline = message.timeline
+                    self._feedback_due.set()
+                else:
+                    raise Refused(message.code, message.message)
+        finally:
+            if writer.end_lsn > writer.synced_lsn:
+                await writer.sync()
+            self._apply(items)
+        now = time.time()
+        if status.primary_flush_lsn > node.engine.store.applied_lsn:
+            status.behind_since = status.behind_since or now
+        else:
+            status.behind_since = None
+
+    def _apply(self, items: list[tuple[records.Record, int]]) -> None:
+        if not items:
+            return
+        self.node.engine.apply_replicated(items)
+        for record, _ in items:
+            if record[0] == records.TIMELINE_SWITCH:
+                _, timeline, parent, switch_lsn, time_ms = record
+                self.node.adopt_timeline(timeline, timelines.Switch(parent, switch_lsn, time_ms))
+        self._feedback_due.set()
+
+    async def _send_feedback(self, client: httpx.AsyncClient) -> None:
+        """Positions to the primary after each applied batch, and at least every second."""
+        headers: dict[str, str] | None = None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._feedback_due.wait(), FEEDBACK_INTERVAL_S)
+            self._feedback_due.clear()
+            if self.status.state != "streaming":
+                continue
+            node, writer = self.node, self.node.engine.writer
+            assert writer is not None
+            body = {
+                "slot": node.settings.node_name,
+                "timeline": node.timeline,
+                "write_lsn": writer.end_lsn,
+                "flush_lsn": writer.synced_lsn,
+                "apply_lsn": node.engine.store.applied_lsn,
+            }
+            url = self.status.primary_url
+            try:
+                headers = headers or await _login(client, url, node.settings)
+                response = await client.post(f"{url}/v1/replication/feedback", json=body, headers=headers)
+                if response.status_code == 401:
+                    headers = None
+            except (httpx.HTTPError, ReplicationError) as error:
+                log.debug("feedback failed", extra={"error": str(error)})
+                headers = None
+
+    async def _find_primary(self, client: httpx.AsyncClient) -> None:
+        """After a failure: follow whichever known node is now the unfenced primary on the newest timeline."""
+        settings = self.node.settings
+        candidates = dict.fromkeys([self.status.primary_url, *settings.peer_urls])
+        best: tuple[int, str] | None = None
+        for url in candidates:
+            try:
+                headers = await _login(client, url, settings)
+                identity = (await client.get(f"{url}/v1/replication/identify", headers=headers)).json()
+            except (httpx.HTTPError, ReplicationError, ValueError):
+                continue
+            if identity.get("role") != "primary" or identity.get("fenced"):
+                continue
+            if str(identity.get("system_identifier")) != str(self.node.checkpointer.control.system_identifier):
+                continue
+            timeline = int(identity["timeline"])
+            if timeline >= self.node.timeline and (best is None or timeline > best[0]):
+                best = (timeline, url)
+        if best is not None and best[1] != self.status.primary_url:
+            log.warning(
+                "following a new primary", extra={"old_primary": self.status.primary_url, "new_primary": best[1]}
+            )
+            self.status.primary_url = best[1]
+            await self.node.checkpointer.update_control(primary_url=best[1])
