@@ -212,6 +212,29 @@ class KvClient:
     def revoke_apikey(self, name: str) -> None:
         self._request("DELETE", _name_path("apikeys", name), (204,))
 
+    # -- host rules and signing keys (superuser only) ----------------------------------
+
+    def get_hba(self) -> dict[str, Any]:
+        """The host rules in order and their document version: {"rules", "version"}."""
+        return _json(self._request("GET", "/v1/admin/hba", (200,)))
+
+    def put_hba(self, rules: list[Any], if_version: int | None, force: bool) -> dict[str, Any]:
+        """Replace the host rules; with `if_version`, only if they are still at it (else 412).
+        `force` lets through rules that would reject this very client."""
+        params = {"force": "true"} if force else {}
+        response = self._request(
+            "PUT", "/v1/admin/hba", (200,), json={"rules": rules}, headers=_preconditions(if_version), params=params
+        )
+        return _json(response)
+
+    def list_jwt_keys(self) -> dict[str, Any]:
+        """The token signing keys, never their secrets: {"current", "keys"}."""
+        return _json(self._request("GET", "/v1/admin/jwt-keys", (200,)))
+
+    def rotate_jwt_key(self, drop_old: bool) -> dict[str, Any]:
+        """Make a new current signing key; `drop_old` also drops every other key at once."""
+        return _json(self._request("POST", "/v1/admin/jwt-keys/rotate", (200,), json={"drop_old": drop_old}))
+
     # -- plumbing ----------------------------------------------------------------------
 
     def _request(self, method: str, path: str, expect: tuple[int, ...], **kwargs: Any) -> httpx.Response:

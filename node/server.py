@@ -114,6 +114,7 @@ class Node:
             gc.freeze()  # recovered objects never need a cyclic GC scan again
             self._start_background()
             if not self.is_replica:
+                await self._check_peers_before_writes()
                 self._become_primary()
             self._ready = True
             log.info(
@@ -346,6 +347,15 @@ class Node:
             self.engine.refuse_writes(self.checkpointer.control.fenced_reason)
             log.critical("this node is fenced", extra={"reason": self.checkpointer.control.fenced_reason})
         self._spawn("peer-check", lambda: failover.watch_peers(self))
+
+    async def _check_peers_before_writes(self) -> None:
+        """A restarted former primary must learn of a promotion before it takes any write."""
+        if failover.peers_checkable(self.settings):
+            async with httpx.AsyncClient(timeout=httpx.Timeout(3.0)) as client:
+                await failover.check_peers(self, client)
+
+    async def rejoin(self, primary_url: str) -> dict[str, Any]:
+        return await failover.rejoin(self, primary_url)
 
     def fence(self, reason: str) -> None:
         """A newer timeline exists elsewhere: refuse writes from now on, and after restarts."""

@@ -82,25 +82,33 @@ async def identify(client: httpx.AsyncClient, url: str, settings: Settings) -> d
 # -- fencing ----------------------------------------------------------------------------
 
 
-async def watch_peers(node: FailoverNode) -> None:
-    """A primary asks its peers, at start and then every few seconds, whether a newer timeline exists."""
-    settings = node.settings
-    if not settings.peer_urls:
-        return
-    if not _has_credentials(settings):
-        log.warning("peers are configured but no replication credentials: cannot check them for newer timelines")
-        return
+async def check_peers(node: FailoverNode, client: httpx.AsyncClient) -> bool:
+    """Fence this primary if a peer of the same system is on a newer timeline; True if fenced."""
     ours = str(node.checkpointer.control.system_identifier)
+    for url in node.settings.peer_urls:
+        try:
+            identity = await identify(client, url, node.settings)
+        except (httpx.HTTPError, ReplicationError, ValueError):
+            continue  # an unreachable peer proves nothing
+        if str(identity.get("system_identifier")) == ours and int(identity["timeline"]) > node.timeline:
+            node.fence(f"peer {url} is on timeline {identity['timeline']}")
+            return True
+    return False
+
+
+def peers_checkable(settings: Settings) -> bool:
+    if settings.peer_urls and not _has_credentials(settings):
+        log.warning("peers are configured but no replication credentials: cannot check them for newer timelines")
+    return bool(settings.peer_urls) and _has_credentials(settings)
+
+
+async def watch_peers(node: FailoverNode) -> None:
+    """A primary asks its peers every few seconds whether a newer timeline exists (and once
+    before it first accepts writes: see Node)."""
+    if not peers_checkable(node.settings):
+        return
     async with httpx.AsyncClient(timeout=httpx.Timeout(3.0)) as client:
-        while not node.is_replica:
-            for url in settings.peer_urls:
-                try:
-                    identity = await identify(client, url, settings)
-                except (httpx.HTTPError, ReplicationError, ValueError):
-                    continue  # an unreachable peer proves nothing
-                if str(identity.get("system_identifier")) == ours and int(identity["timeline"]) > node.timeline:
-                    node.fence(f"peer {url} is on timeline {identity['timeline']}")
-                    return
+        while not node.is_replica and not await check_peers(node, client):
             await asyncio.sleep(PEER_CHECK_INTERVAL_S)
 
 

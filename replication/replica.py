@@ -19,6 +19,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,9 +29,10 @@ import httpx
 from kvstore.node import metrics, records
 from kvstore.node.checkpoint import Checkpointer
 from kvstore.node.config import Settings
-from kvstore.node.control import ROLE_REPLICA, STATE_SHUT_DOWN, Control, write_control
+from kvstore.node.control import ROLE_REPLICA, STATE_NEEDS_BASE_BACKUP, STATE_SHUT_DOWN, Control, write_control
 from kvstore.node.datadir import DataDir
 from kvstore.node.engine import Engine
+from kvstore.node.errors import KvError
 from kvstore.node.snapshot import SnapshotReader
 from kvstore.node.wal.format import format_lsn
 
@@ -56,7 +58,9 @@ class ReplicaNode(Protocol):
 
     def adopt_timeline(self, timeline: int, switch: timelines.Switch) -> None: ...
 
-    def request_restart(self, reason: str) -> None: ...
+    def request_restart(self, reason: str, before_exec: Callable[[], None] | None = None) -> None: ...
+
+    async def rejoin(self, primary_url: str) -> dict[str, Any]: ...
 
 
 class ReplicationError(Exception):
@@ -269,15 +273,30 @@ class Receiver:
         """Act on a primary's refusal; True when the receiver should stop."""
         self.status.last_error = f"{refused.code}: {refused}"
         if refused.code in ("wal_removed", "slot_lost"):
-            log.warning("the primary no longer has this replica's WAL; taking a new base backup", extra={})
-            wipe_for_base_backup(self.node.datadir)
-            self.node.request_restart(f"re-bootstrap from {self.status.primary_url}: {refused}")
+            log.warning("the primary no longer has this replica's WAL; taking a new base backup")
+            datadir, control = self.node.datadir, self.node.checkpointer.control
+            marked = control.replace(state=STATE_NEEDS_BASE_BACKUP, primary_url=self.status.primary_url)
+            self.node.request_restart(
+                f"re-bootstrap from {self.status.primary_url}: {refused}",
+                before_exec=lambda: write_control(datadir.control, marked),
+            )
             return True
-        if refused.code in ("diverged", "system_mismatch", "ahead"):
+        if refused.code == "diverged":
+            # The new primary's timeline is the truth; what only this replica holds was never
+            # confirmed on it. Rewind (or re-bootstrap), keeping the divergent WAL in diverged/.
+            log.warning("this replica's WAL diverged from the new timeline; rejoining", extra={"reason": str(refused)})
+            try:
+                await self.node.rejoin(self.status.primary_url)
+                return True
+            except KvError as error:
+                self.status.last_error = f"rejoin failed: {error.message}"
+                log.error("automatic rejoin failed", extra={"error": error.message})
+                return False
+        if refused.code in ("system_mismatch", "ahead"):
             self.status.state = refused.code
             log.error("replication stopped: %s", refused, extra={"code": refused.code})
             if refused.code != "ahead":
-                return True  # an operator must act (kvctl rejoin); retrying cannot help
+                return True  # an operator must act; retrying cannot help
         return False
 
     async def _session(self, client: httpx.AsyncClient) -> None:

@@ -20,8 +20,8 @@ import pytest
 
 from harness import ADMIN_PASSWORD, NodeProcess, free_port
 from kvctl_runner import KVCTL, as_env, fails, kvctl, kvctl_env, kvctl_json, ok
+from kvstore.cli.commands.data import glob_prefix
 from kvstore.cli.credentials import DEFAULT_URL, Login, Target, resolve
-from kvstore.cli.kvctl import glob_prefix
 from kvstore.node.wal.format import FRAME_HEADER_BYTES, format_lsn
 from kvstore.node.wal.reader import WalScan
 

@@ -11,7 +11,7 @@ import pytest
 
 from harness import NodeProcess
 from kvctl_runner import as_env, fails, kvctl, kvctl_json, ok
-from kvstore.cli.kvctl import APIKEY_TOKEN_WARNING, apikey_row, parse_cidr, parse_duration, parse_expires
+from kvstore.cli.commands.apikeys import APIKEY_TOKEN_WARNING, apikey_row, parse_cidr, parse_duration, parse_expires
 
 YEAR_2100 = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp())
 NOW = 1_700_000_000

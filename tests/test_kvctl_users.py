@@ -10,7 +10,7 @@ import pytest
 
 from harness import NodeProcess
 from kvctl_runner import as_env, fails, kvctl, kvctl_json, ok
-from kvstore.cli.kvctl import grant_text, parse_grant, parse_valid_until, split_names, user_fields, user_row
+from kvstore.cli.commands.users import grant_text, parse_grant, parse_valid_until, split_names, user_fields, user_row
 from kvstore.cli.output import utc_text
 
 PASSWORD = "alice-password-1"

@@ -36,6 +36,10 @@ class SecurityNode(Protocol):
     audit: AuditLog
 
 
+class WouldLockOut(BadRequest):
+    code = "would_lock_out"
+
+
 def _require_superuser(principal: Principal) -> None:
     if not principal.superuser:
         raise Forbidden(f"user {principal.name!r} is not a superuser; host rules and signing keys need the admin role")
@@ -84,7 +88,7 @@ def routes(node: SecurityNode) -> dict[tuple[str, str], Handler]:
         decision = hba.decide(rules, request.address, principal.name, principal.roles)
         force = request.query.get("force", "false").lower() in ("1", "true", "yes")
         if not decision.allowed and not force:
-            raise BadRequest(
+            raise WouldLockOut(
                 f"these rules would lock you ({principal.name!r}) out from {request.address} ({decision.reason()}); "
                 "add a rule that allows you first, or send ?force=true"
             )
@@ -107,7 +111,7 @@ def routes(node: SecurityNode) -> dict[tuple[str, str], Handler]:
     async def rotate_jwt_key(request: Request, principal: Principal) -> Response:
         _require_superuser(principal)
         body = request.json() if request.body else {}
-        drop_old = body.get("drop_old", False) if isinstance(body, dict) else None
+        drop_old = body.get("drop_old", False) if isinstance(body, dict) and set(body) <= {"drop_old"} else None
         if not isinstance(drop_old, bool):
             raise BadRequest('body must be {"drop_old": true|false} or empty')
         version, document = read(catalog.JWT_KEYS_KEY)
