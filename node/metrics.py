@@ -133,7 +133,10 @@ HTTP_REJECTED = Counter(
 )
 
 REPLICATION_SENT_BYTES = Counter(
-    "kvstore_replication_sent_bytes_total", "Stream bytes sent to replicas (primary).", registry=REGISTRY
+    "kvstore_replication_sent_bytes_total",
+    "Stream bytes sent to replicas (primary), by where the WAL was read: memory (live tail) or disk.",
+    ["source"],
+    registry=REGISTRY,
 )
 REPLICATION_RECEIVED_BYTES = Counter(
     "kvstore_replication_received_bytes_total", "WAL bytes received from the primary (replica).", registry=REGISTRY
@@ -197,6 +200,8 @@ for _reason in (
     AUTH_FAILURES.labels(_reason)
 for _reason in ("in_flight_limit", "body_too_large", "length_required"):
     HTTP_REJECTED.labels(_reason)
+for _source in ("memory", "disk"):
+    REPLICATION_SENT_BYTES.labels(_source)
 for _result in ("ok", "failed"):
     CHECKPOINTS.labels(_result)
 

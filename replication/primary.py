@@ -2,10 +2,11 @@
 
 A stream sends the WAL exactly as it lies on disk (segment starts and whole frames, see
 protocol.py), and only up to the committed LSN, so a replica never holds a write the
-primary could still lose. Each stream reads at its own pace through the OS page cache
-(recent WAL is there; older WAL comes from disk) and holds one batch (<= 1 MiB) at a
-time: a slow replica only falls behind itself, never slows the primary or the others,
-and its slot keeps the WAL it still needs, up to a bound.
+primary could still lose. A stream that has caught up reads the live tail from the
+writer's memory (node/wal/tail.py, the newest 16 MiB); one that is behind reads segment
+files in a thread. Each holds one batch (<= 1 MiB) at a time: a slow replica only falls
+behind itself, never slows the primary or the others, and its slot keeps the WAL it
+still needs, up to a bound.
 """
 
 from __future__ import annotations
@@ -118,6 +119,20 @@ def read_wal(wal_dir: Path, position: int, limit: int) -> tuple[bytes, int]:
             out += protocol.encode_wal(position, data[:whole])
             position += whole
     return bytes(out), position
+
+
+def _from_memory(engine: Engine, position: int, limit: int) -> tuple[bytes, int] | None:
+    """The live tail from the writer's memory, as stream messages; None when it is not there."""
+    assert engine.writer is not None
+    read = engine.writer.recent.read(position, limit, protocol.BATCH_BYTES)
+    if read is None or read.end_lsn == position:
+        return None
+    out = b""
+    if read.segment_start is not None:
+        out += protocol.encode_segment_start(read.segment_start.lsn, read.segment_start.timeline)
+    if read.frames:
+        out += protocol.encode_wal(read.end_lsn - len(read.frames), read.frames)
+    return out, read.end_lsn
 
 
 class Primary:
@@ -273,12 +288,17 @@ class Primary:
             next_commit = engine.next_commit()  # taken before reading: no commit slips by unseen
             limit = engine.committed_lsn
             if position < limit:
-                try:
-                    chunk, position = await loop.run_in_executor(None, read_wal, node.datadir.wal, position, limit)
-                except FileNotFoundError as error:
-                    yield protocol.encode_end("wal_removed", str(error))
-                    return
-                metrics.REPLICATION_SENT_BYTES.inc(len(chunk))
+                recent = _from_memory(engine, position, limit)
+                source = "memory" if recent is not None else "disk"
+                if recent is not None:
+                    chunk, position = recent
+                else:
+                    try:
+                        chunk, position = await loop.run_in_executor(None, read_wal, node.datadir.wal, position, limit)
+                    except FileNotFoundError as error:
+                        yield protocol.encode_end("wal_removed", str(error))
+                        return
+                metrics.REPLICATION_SENT_BYTES.labels(source).inc(len(chunk))
                 yield chunk
                 continue
             now = time.monotonic()

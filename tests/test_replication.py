@@ -4,6 +4,7 @@ lost slots, damage on the wire, and a failover with promotion, fencing and rejoi
 from __future__ import annotations
 
 import filecmp
+import re
 import subprocess
 import sys
 import threading
@@ -162,6 +163,8 @@ def test_an_empty_replica_catches_up_from_a_base_backup_under_load(node_factory,
     assert status["role"] == "replica" and status["replication"]["lag_bytes"] == 0
     metrics = httpx.get(f"{primary.url}/metrics", timeout=10).text
     assert 'kvstore_replication_lag_bytes{replica="r1"} 0.0' in metrics
+    from_memory = re.search(r'kvstore_replication_sent_bytes_total\{source="memory"\} (\S+)', metrics)
+    assert from_memory is not None and float(from_memory.group(1)) > 0  # the caught-up stream reads the live tail
 
 
 def test_read_your_writes_on_a_replica_with_min_lsn(node_factory) -> None:  # type: ignore[no-untyped-def]

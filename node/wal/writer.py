@@ -33,6 +33,7 @@ from .. import metrics
 from ..fsutil import fsync_dir
 from .format import SEGMENT_HEADER_BYTES, SegmentHeader, encode_frame, format_lsn, segment_name
 from .reader import list_segments
+from .tail import WalTail
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class WalWriter:
         self.written_bytes = 0  # since start, for kvstore_wal_written_bytes_total
         self._segment_start_lsn: int | None = None
         self._segment_bytes = 0
+        self.recent = WalTail()  # what replication streams read once they have caught up
         self._open_tail(end_lsn, follow)
 
     @property
@@ -134,6 +136,7 @@ class WalWriter:
         if not self._pending:
             self._pending.append(_Chunk(self._segment_start_lsn, False))
         self._pending[-1].data += frame
+        self.recent.frame(self.end_lsn, frame)
         self._segment_bytes += len(frame)
         self.end_lsn += len(frame)
         self._after_append()
@@ -185,6 +188,7 @@ class WalWriter:
         self.flushed_lsn = self.end_lsn
 
     def _rotate(self) -> None:
+        self.recent.segment(self.end_lsn, self._timeline)
         header = SegmentHeader(self._timeline, self.end_lsn).encode()
         self._pending.append(_Chunk(self.end_lsn, True, bytearray(header)))
         self._segment_start_lsn = self.end_lsn
