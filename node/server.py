@@ -363,6 +363,8 @@ class Node:
             return
         text = f"fenced: {reason}; this node's timeline {self.timeline} was superseded (use kvctl rejoin)"
         self.engine.refuse_writes(text)
+        if self.primary is not None:
+            self.primary.fail_sync_waiters(text)
         log.critical("fenced: refusing writes", extra={"reason": reason})
         self._spawn("persist-fence", lambda: self.checkpointer.update_control(fenced_reason=text))
 
@@ -482,6 +484,8 @@ class Node:
         self._ready = False
         self._stop.set()  # an expected stop of the HTTP server from here on
         self.stopping.set()
+        if self.primary is not None:
+            self.primary.fail_sync_waiters("the node is shutting down")
         if self._server is not None:
             self._server.stop()
         if self._server_task is not None:

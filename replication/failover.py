@@ -34,7 +34,7 @@ from kvstore.node.engine import Engine
 from kvstore.node.errors import BadRequest, Conflict
 from kvstore.node.fsutil import fsync_dir
 from kvstore.node.wal.format import format_lsn
-from kvstore.node.wal.reader import list_segments
+from kvstore.node.wal.reader import WalScan, list_segments
 
 from . import timelines
 from .replica import Receiver, ReplicationError, _login
@@ -115,6 +115,10 @@ async def watch_peers(node: FailoverNode) -> None:
 # -- promotion --------------------------------------------------------------------------
 
 
+def _records_after(wal_dir: Path, from_lsn: int, until_lsn: int) -> list[tuple[records.Record, int]]:
+    return [(item.record, item.end_lsn) for item in WalScan(wal_dir, from_lsn=from_lsn, until_lsn=until_lsn)]
+
+
 async def promote(node: FailoverNode) -> dict[str, Any]:
     if not node.is_replica:
         raise Conflict("this node is already a primary")
@@ -124,7 +128,12 @@ async def promote(node: FailoverNode) -> dict[str, Any]:
     engine = node.engine
     writer = engine.writer
     assert writer is not None and receiver is not None
-    await writer.sync()  # everything received is durable, and was applied batch by batch
+    await writer.sync()  # everything received is durable
+    # The receiver applies after each fsync; one cancelled in between leaves records unapplied.
+    applied = await asyncio.get_running_loop().run_in_executor(
+        None, _records_after, node.datadir.wal, engine.store.applied_lsn, writer.end_lsn
+    )
+    engine.apply_replicated(applied)
     switch_lsn = writer.end_lsn
     parent = node.timeline
     existing = [int(p.name.split(".")[0]) for p in node.datadir.timelines.glob("*.history")]

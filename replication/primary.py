@@ -25,7 +25,7 @@ from kvstore.node.checkpoint import Checkpointer
 from kvstore.node.config import Settings
 from kvstore.node.datadir import DataDir
 from kvstore.node.engine import Engine
-from kvstore.node.errors import Conflict, GatewayTimeout
+from kvstore.node.errors import Conflict, GatewayTimeout, Unavailable
 from kvstore.node.wal.format import FRAME_HEADER, SEGMENT_HEADER_BYTES, SegmentHeader, format_lsn
 from kvstore.node.wal.reader import Segment, list_segments
 
@@ -186,6 +186,15 @@ class Primary:
             ) from None
         finally:
             metrics.SYNC_COMMIT_WAIT_SECONDS.observe(time.perf_counter() - started)
+
+    def fail_sync_waiters(self, reason: str) -> None:
+        """Fenced or stopping: no replica confirmation will come; the outcome is unknown to the client."""
+        waiters, self._sync_waiters = self._sync_waiters, []
+        for lsn, future in waiters:
+            if not future.done():
+                future.set_exception(
+                    Unavailable(f"committed locally at {format_lsn(lsn)} but not confirmed by replicas: {reason}")
+                )
 
     def _release_sync_waiters(self) -> None:
         if not self._sync_waiters:
