@@ -291,3 +291,27 @@ def test_failover_promote_fence_and_rejoin_lose_no_acknowledged_write(node_facto
     assert_converged(r1, r2, primary, timeout_s=60)
     if plan.json()["action"] != "follow":
         assert any(Path(plan.json()["kept_in"]).iterdir())
+
+
+def test_synchronous_commit_waits_for_the_named_replica(node_factory) -> None:  # type: ignore[no-untyped-def]
+    sync = {
+        "KVSTORE_SYNCHRONOUS_COMMIT": "remote_apply",
+        "KVSTORE_SYNCHRONOUS_REPLICAS": "ANY 1 (r1)",
+        "KVSTORE_SYNCHRONOUS_COMMIT_TIMEOUT_S": "2",
+    }
+    primary = make(node_factory, "p", **sync).start()
+    replica = make(node_factory, "r1", replica_of=primary.url).start()
+    with primary.client() as writer, replica.client() as reader:
+        for n in range(20):  # remote_apply: acknowledged means readable on the replica, at once
+            assert writer.put(f"/v1/kv/sync:{n}", content=str(n)).status_code == 201
+            assert reader.get(f"/v1/kv/sync:{n}").text == str(n)
+        replica.kill()
+        started = time.monotonic()
+        unconfirmed = writer.put("/v1/kv/sync:alone", content=b"1")
+        assert unconfirmed.status_code == 504 and 1.5 < time.monotonic() - started < 10
+        assert "may or may not survive a failover" in unconfirmed.json()["error"]["message"]
+        assert writer.get("/v1/kv/sync:alone").status_code == 200  # committed locally all the same
+    replica.restart()
+    with primary.client() as writer:
+        assert writer.put("/v1/kv/sync:back", content=b"1").status_code == 201
+    assert_converged(primary, replica)
