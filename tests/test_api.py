@@ -136,6 +136,7 @@ def test_put_get_delete_lifecycle(client: httpx.Client, uid: str) -> None:
     v1 = body["version"]
     assert created.headers["etag"] == f'"{v1}"'
     assert created.headers["x-kv-commit-lsn"] == body["commit_lsn"]
+    assert created.headers["x-kv-timeline"] == str(body["timeline"]) == "1"
 
     got = client.get(path)
     assert got.status_code == 200

@@ -59,6 +59,9 @@ class NodeApi(Protocol):
     @property
     def ready(self) -> bool: ...
 
+    @property
+    def timeline(self) -> int: ...
+
     def status(self) -> dict[str, Any]: ...
 
 
@@ -81,8 +84,12 @@ def _iso_ms(epoch_ms: int) -> str:
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _write_headers(result: WriteResult) -> list[tuple[str, str]]:
-    return [("etag", _etag(result.version)), ("x-kv-commit-lsn", format_lsn(result.commit_lsn))]
+def _write_headers(result: WriteResult, timeline: int) -> list[tuple[str, str]]:
+    return [
+        ("etag", _etag(result.version)),
+        ("x-kv-commit-lsn", format_lsn(result.commit_lsn)),
+        ("x-kv-timeline", str(timeline)),
+    ]
 
 
 class App:
@@ -233,9 +240,14 @@ class App:
         ttl_s = request.query_int("ttl", None, 1, self.settings.max_ttl_s)
         if_version, if_absent = self._preconditions(request)
         result = await self.engine.put(key, value, ttl_s, if_version, if_absent)
-        commit_lsn = format_lsn(result.commit_lsn)
-        body = {"key": key, "version": result.version, "commit_lsn": commit_lsn}
-        headers = [("etag", _etag(result.version)), ("x-kv-commit-lsn", commit_lsn)]
+        timeline = self.node.timeline
+        body = {
+            "key": key,
+            "version": result.version,
+            "commit_lsn": format_lsn(result.commit_lsn),
+            "timeline": timeline,
+        }
+        headers = _write_headers(result, timeline)
         return json_response(body, 201 if result.created else 200, headers)
 
     def _preconditions(self, request: Request) -> tuple[int | None, bool]:
@@ -258,7 +270,7 @@ class App:
             return error_response(missing)
         except PreconditionFailed as failed:
             return error_response(failed)
-        return Response(204, b"", _write_headers(result))
+        return Response(204, b"", _write_headers(result, self.node.timeline))
 
     async def _incr(self, request: Request, principal: Principal, key: str) -> Response:
         self._authorize(principal, "write", key)
@@ -268,8 +280,15 @@ class App:
             value, result = await self.engine.incr(key, by)
         except PreconditionFailed as failed:
             return error_response(failed)
-        body = {"key": key, "value": value, "version": result.version, "commit_lsn": format_lsn(result.commit_lsn)}
-        return json_response(body, 200, _write_headers(result))
+        timeline = self.node.timeline
+        body = {
+            "key": key,
+            "value": value,
+            "version": result.version,
+            "commit_lsn": format_lsn(result.commit_lsn),
+            "timeline": timeline,
+        }
+        return json_response(body, 200, _write_headers(result, timeline))
 
     async def list_keys(self, request: Request, principal: Principal) -> Response:
         prefix = request.query.get("prefix", "")
@@ -302,8 +321,10 @@ class App:
         started = time.perf_counter()
         results, result = await self.engine.txn(ops)
         self._observe("txn", 200, time.perf_counter() - started)
-        body = {"results": results, "version": result.version, "commit_lsn": format_lsn(result.commit_lsn)}
-        return json_response(body, 200, [("x-kv-commit-lsn", format_lsn(result.commit_lsn))])
+        timeline = self.node.timeline
+        commit_lsn = format_lsn(result.commit_lsn)
+        body = {"results": results, "version": result.version, "commit_lsn": commit_lsn, "timeline": timeline}
+        return json_response(body, 200, [("x-kv-commit-lsn", commit_lsn), ("x-kv-timeline", str(timeline))])
 
     def _txn_ops(self, raw_ops: list[Any], principal: Principal) -> list[TxnOp]:
         # Transactions carry up to max_txn_ops ops, so the common shape
