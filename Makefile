@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= run-data
-LISTEN ?= 127.0.0.1:8080
+PORT ?= 8080
 
-.PHONY: run test setup system-deps bench-deps bench-servers bench bench-auth clean
+.PHONY: run stop test setup system-deps bench-deps bench-servers bench bench-auth clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,13 @@ system-deps:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus wrk redis-server >/dev/null; }
 
+# A local cluster in the foreground: primary p on $(PORT), replicas r1 and r2 on the next two ports.
 run: setup
-	$(BIN)/kvstored --data-dir $(DATA_DIR) --listen $(LISTEN)
+	$(BIN)/python -m kvstore.cli.cluster start --data-dir $(DATA_DIR) --port $(PORT)
+
+# Stops a cluster `make run` started (from another terminal), by the PIDs it recorded.
+stop:
+	$(BIN)/python -m kvstore.cli.cluster stop --data-dir $(DATA_DIR)
 
 test: setup system-deps
 	$(BIN)/python -m pytest -q

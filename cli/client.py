@@ -3,7 +3,8 @@
 It owns the wire details (paths, percent-encoded keys, ETag preconditions, NDJSON
 streaming) and turns every failure into a `KvctlError` whose message is one line an
 operator can act on: the server's `{"error": {"code", "message"}}`, or why the server
-could not be reached. It prints nothing and knows nothing of the login file.
+could not be reached (a `NodeUnreachable`). It prints nothing and knows nothing of the
+login file.
 """
 
 from __future__ import annotations
@@ -35,6 +36,14 @@ class KvctlError(Exception):
     def __init__(self, message: str) -> None:
         self.message = _one_line(message)
         super().__init__(self.message)
+
+
+class NodeUnreachable(KvctlError):
+    """The node gave no answer at all (refused, timed out, cut off); `reason` says why without the URL."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = _one_line(reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +164,20 @@ class KvClient:
                     if text.strip():
                         yield _wal_line(text)
         except httpx.TransportError as exc:
-            raise KvctlError(_transport_reason(self.url, exc)) from None
+            raise _unreachable(self.url, exc) from None
+
+    # -- failover (superuser only) ----------------------------------------------------
+
+    def promote(self) -> dict[str, Any]:
+        """Make this replica the primary of a new timeline: {"timeline", "parent_timeline",
+        "switch_lsn", "old_primary", "old_primary_flush_lsn", "unreceived_bytes", "seconds"}."""
+        return _json(self._request("POST", "/v1/admin/promote", (200,), timeout=_ADMIN_TIMEOUT))
+
+    def rejoin(self, primary_url: str) -> dict[str, Any]:
+        """Ask this node to follow `primary_url`. The answer (202) is the plan {"action": follow |
+        rewind | rebootstrap, "switch_lsn", "divergent_bytes", "kept_in", ...}, which the node
+        carries out as it restarts itself."""
+        return _json(self._request("POST", "/v1/admin/rejoin", (202,), json={"primary": primary_url}))
 
     # -- users and roles (superuser only) ---------------------------------------------
 
@@ -241,7 +263,7 @@ class KvClient:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise KvctlError(_transport_reason(self.url, exc)) from None
+            raise _unreachable(self.url, exc) from None
         if response.status_code not in expect:
             raise KvctlError(self._reason(response))
         return response
@@ -313,14 +335,18 @@ def _http_reason(response: httpx.Response) -> str:
     return f"{response.request.url} answered HTTP {response.status_code}: {text}"
 
 
-def _transport_reason(url: str, exc: httpx.TransportError) -> str:
+def _unreachable(url: str, exc: httpx.TransportError) -> NodeUnreachable:
     if isinstance(exc, httpx.ConnectTimeout):
-        return f"cannot reach {url}: no answer within {CONNECT_TIMEOUT_S:g} s"
+        reason = f"no answer within {CONNECT_TIMEOUT_S:g} s"
+        return NodeUnreachable(f"cannot reach {url}: {reason}", reason)
     if isinstance(exc, httpx.TimeoutException):
-        return f"{url} did not answer in time ({type(exc).__name__})"
+        reason = f"did not answer in time ({type(exc).__name__})"
+        return NodeUnreachable(f"{url} {reason}", reason)
     if isinstance(exc, httpx.ConnectError):
-        return f"cannot reach {url}: {_os_reason(exc)}"
-    return f"connection to {url} failed: {_os_reason(exc)}"
+        reason = _os_reason(exc)
+        return NodeUnreachable(f"cannot reach {url}: {reason}", reason)
+    reason = f"connection failed: {_os_reason(exc)}"
+    return NodeUnreachable(f"connection to {url} failed: {_os_reason(exc)}", reason)
 
 
 def _os_reason(exc: BaseException) -> str:

@@ -18,7 +18,7 @@ import sys
 import typer
 
 from .client import KvctlError
-from .commands import admin, apikeys, data, login, security, users, wal
+from .commands import admin, apikeys, cluster, data, login, security, users, wal
 from .commands.options import FormatOption, GlobalOptions, TokenOption, UrlOption
 
 EXIT_FAILURE = 1
@@ -27,13 +27,14 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    help="Operate a KVStore++ node: keys, checkpoints, snapshots, status, the WAL, users, roles, API keys, "
-    "host rules and signing keys.",
+    help="Operate a KVStore++ node or cluster: keys, checkpoints, snapshots, status, failover, the WAL, users, roles, "
+    "API keys, host rules and signing keys.",
 )
 # Unnamed groups add their commands at the top level; `kvctl --help` lists them in this order.
 app.add_typer(login.app)
 app.add_typer(data.app)
 app.add_typer(admin.app)
+app.add_typer(cluster.app)
 app.add_typer(users.app)
 app.add_typer(admin.snapshot_app, name="snapshot")
 app.add_typer(wal.app, name="wal")

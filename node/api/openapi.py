@@ -199,6 +199,42 @@ SPEC: dict[str, Any] = {
                 "responses": {"200": _json({}, "the keys")} | _errors(400, 401, 403),
             }
         },
+        "/v1/admin/promote": {
+            "post": {
+                "summary": "Replica -> primary of a new timeline; reports the switch LSN and bytes never received",
+                "responses": {"200": _json({}, "the new timeline")} | _errors(401, 403, 409),
+            }
+        },
+        "/v1/admin/rejoin": {
+            "post": {
+                "summary": "Follow {primary}: rewind the divergent WAL into diverged/ (or re-bootstrap), restart",
+                "responses": {"202": _json({}, "the plan")} | _errors(400, 401, 403),
+            }
+        },
+        "/v1/admin/digest": {
+            "get": {"summary": "SHA-256 over every key, value, version, expiry", "responses": {"200": _json({}, "")}}
+        },
+        "/v1/replication/identify": {
+            "get": {"summary": "System id, role, timeline, history", "responses": {"200": _json({}, "")}}
+        },
+        "/v1/replication/stream": {
+            "get": {
+                "summary": "WAL stream from from_lsn (timeline, slot, system_identifier): CRC-framed messages",
+                "responses": {"200": {"description": "application/x-kvstore-wal"}} | _errors(400, 401, 403, 409),
+            }
+        },
+        "/v1/replication/basebackup": {
+            "get": {
+                "summary": "A fresh snapshot; X-KV-Redo-LSN, X-KV-Start-LSN, X-KV-Timeline headers",
+                "responses": {"200": {"description": "the snapshot file"}} | _errors(401, 403, 409),
+            }
+        },
+        "/v1/replication/feedback": {
+            "post": {
+                "summary": "{slot, timeline, write_lsn, flush_lsn, apply_lsn} from a replica",
+                "responses": {"200": _json({}, "")} | _errors(400, 401, 403, 409),
+            }
+        },
         "/v1/admin/wal": {"get": {"summary": "WAL positions and segments", "responses": {"200": _json({}, "")}}},
         "/v1/admin/wal/records": {
             "get": {
