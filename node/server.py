@@ -83,6 +83,7 @@ class Node:
         self.history: list[timelines.Switch] = []  # how this node's timeline descends from timeline 1
         self.primary: Primary | None = None  # the replication machinery of the role this node has
         self.receiver: Receiver | None = None
+        self.fenced_reason: str | None = None  # a newer timeline exists: writes refused (kept in control)
 
     @property
     def ready(self) -> bool:
@@ -340,11 +341,13 @@ class Node:
             lambda: [
                 (row["name"], row["lag_bytes"], row["lag_s"])
                 for row in primary.slots.describe(self.engine.committed_lsn, time.time())
+                if row["lag_bytes"] is not None
             ]
         )
         self._spawn("lag-sampler", self.primary.run_lag_sampler)
-        if self.checkpointer.control.fenced_reason:
-            self.engine.refuse_writes(self.checkpointer.control.fenced_reason)
+        self.fenced_reason = self.checkpointer.control.fenced_reason
+        if self.fenced_reason:
+            self.engine.refuse_writes(self.fenced_reason)
             log.critical("this node is fenced", extra={"reason": self.checkpointer.control.fenced_reason})
         self._spawn("peer-check", lambda: failover.watch_peers(self))
 
@@ -359,9 +362,10 @@ class Node:
 
     def fence(self, reason: str) -> None:
         """A newer timeline exists elsewhere: refuse writes from now on, and after restarts."""
-        if self.checkpointer.control.fenced_reason:
+        if self.fenced_reason:
             return
         text = f"fenced: {reason}; this node's timeline {self.timeline} was superseded (use kvctl rejoin)"
+        self.fenced_reason = text
         self.engine.refuse_writes(text)
         if self.primary is not None:
             self.primary.fail_sync_waiters(text)
@@ -446,7 +450,7 @@ class Node:
         last = self.checkpointer.last
         if self.is_replica:
             state = self.receiver.status.state if self.receiver else "replica"
-        elif control.fenced_reason:
+        elif self.fenced_reason:
             state = "fenced"
         else:
             state = "read-only" if engine.read_only_reason else "running"
@@ -455,6 +459,7 @@ class Node:
             "role": "replica" if self.is_replica else "primary",
             "state": state,
             "read_only_reason": engine.read_only_reason,
+            "fenced": self.fenced_reason,
             "timeline": control.timeline,
             "system_identifier": str(control.system_identifier),
             "fsync": writer.policy.value,

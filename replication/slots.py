@@ -135,7 +135,11 @@ class SlotRegistry:
             for name in ("restart_lsn", "write_lsn", "flush_lsn", "apply_lsn"):
                 row[name] = format_lsn(row[name])
             row["state"] = "lost" if slot.lost else "streaming" if slot.streams else "disconnected"
-            row["lag_bytes"] = max(0, committed_lsn - slot.apply_lsn)
-            row["lag_s"] = round(self.lag.lag_s(slot.apply_lsn, committed_lsn, now), 3)
+            contact = row.pop("last_contact")
+            row["last_contact_s_ago"] = None if contact is None else round(now - contact, 3)
+            # No report since this node started: its positions are unknown, not zero.
+            known = contact is not None
+            row["lag_bytes"] = max(0, committed_lsn - slot.apply_lsn) if known else None
+            row["lag_s"] = round(self.lag.lag_s(slot.apply_lsn, committed_lsn, now), 3) if known else None
             rows.append(row)
         return rows

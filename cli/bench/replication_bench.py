@@ -208,9 +208,7 @@ def bench_catch_up(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         ready_s = time.perf_counter() - started
         _wait_converged(primary, [replica], timeout_s=1800)
         converged_s = time.perf_counter() - started
-        backup = next(
-            json.loads(line) for line in replica.log().splitlines() if '"msg":"base backup taken"' in line
-        )
+        backup = next(json.loads(line) for line in replica.log().splitlines() if '"msg":"base backup taken"' in line)
         return {
             "keys": args.keys,
             "snapshot_bytes": backup["bytes"],
