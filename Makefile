@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA_DIR ?= run-data
 PORT ?= 8080
 
-.PHONY: run stop test setup system-deps bench-deps bench-servers bench bench-auth clean
+.PHONY: run stop test setup system-deps bench-deps bench-servers bench bench-auth bench-replication clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ bench: setup bench-deps
 	$(BIN)/python -m kvstore.cli.bench.node_bench --write
 	$(BIN)/python -m kvstore.cli.bench.recovery_bench --write
 	$(BIN)/python -m kvstore.cli.bench.auth_bench --write
+	$(BIN)/python -m kvstore.cli.bench.replication_bench --write
+
+# Replicas attached, lag, promotion, catch-up of a million keys (also part of `make bench`).
+bench-replication: setup system-deps
+	$(BIN)/python -m kvstore.cli.bench.replication_bench --write
 
 # Authorization on vs off on the data path (also part of `make bench`).
 bench-auth: setup system-deps

@@ -104,7 +104,8 @@ def _sample_lag(node: NodeLauncher, stop: threading.Event, samples: list[tuple[f
     with httpx.Client(base_url=node.url, headers=_headers(node), timeout=10) as client:
         while not stop.is_set():
             for replica in client.get("/v1/status").json()["replicas"]:
-                samples.append((float(replica["lag_bytes"]), float(replica["lag_s"]) * 1000))
+                if replica["lag_bytes"] is not None:
+                    samples.append((float(replica["lag_bytes"]), float(replica["lag_s"]) * 1000))
             time.sleep(LAG_SAMPLE_S)
 
 
@@ -129,6 +130,9 @@ def bench_throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         try:
             primary = cluster.start_primary()
             attached = [cluster.add_replica(f"r{i + 1}") for i in range(replicas)]
+            if attached:  # lag under load, not the catch-up of a replica that just started
+                _wait_converged(primary, attached)
+                time.sleep(1.5)  # a feedback round after catching up
             samples: list[tuple[float, float]] = []
             stop = threading.Event()
             sampler = threading.Thread(target=_sample_lag, args=(primary, stop, samples), daemon=True)
