@@ -345,10 +345,11 @@ class Node:
             ]
         )
         self._spawn("lag-sampler", self.primary.run_lag_sampler)
-        self.fenced_reason = self.checkpointer.control.fenced_reason
+        # Fenced in an earlier life (control), or just now by the peer check before this.
+        self.fenced_reason = self.fenced_reason or self.checkpointer.control.fenced_reason
         if self.fenced_reason:
             self.engine.refuse_writes(self.fenced_reason)
-            log.critical("this node is fenced", extra={"reason": self.checkpointer.control.fenced_reason})
+            log.critical("this node is fenced", extra={"reason": self.fenced_reason})
         self._spawn("peer-check", lambda: failover.watch_peers(self))
 
     async def _check_peers_before_writes(self) -> None:
