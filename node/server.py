@@ -87,7 +87,11 @@ class Node:
 
     @property
     def ready(self) -> bool:
-        return self._ready
+        """Recovered, and (a replica fresh from a fuzzy base backup) replayed to the point where
+        its snapshot is consistent: before that a read could see a key older than it was."""
+        if not self._ready or not self.is_replica:
+            return self._ready
+        return self.engine.store.applied_lsn >= self.checkpointer.control.consistent_lsn
 
     @property
     def url(self) -> str:

@@ -341,6 +341,7 @@ class Primary:
             ("x-kv-timeline", str(node.timeline)),
             ("x-kv-redo-lsn", str(control.redo_lsn)),
             ("x-kv-start-lsn", str(segment.start_lsn)),
+            ("x-kv-consistent-lsn", str(control.consistent_lsn)),
             ("x-kv-snapshot", control.snapshot),
             ("x-kv-snapshot-bytes", str(size)),
         ]

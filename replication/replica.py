@@ -143,6 +143,7 @@ async def take_base_backup(datadir: DataDir, settings: Settings, primary_url: st
         role=ROLE_REPLICA,
         primary_url=url,
         replica_start_lsn=int(meta["x-kv-start-lsn"]),
+        consistent_lsn=int(meta["x-kv-consistent-lsn"]),
     )
     write_control(datadir.control, control)
     log.info(
