@@ -1,0 +1,141 @@
+"""The `process` backend: every node a kvstored child process on 127.0.0.1.
+
+Node-to-node traffic goes through one LinkProxy per ordered pair of nodes: a replica's
+`--replica-of` and every `--peers` URL point at the proxy for that link, so a partition
+cuts exactly the links between two nodes while the clients still reach both directly.
+Data directories and logs live under the run's directory (`<node>/`, `<node>.log`). The
+nodes inherit this process's environment, so any KVSTORE_* setting set there applies to all.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from kvstore.cli.launcher import NodeLauncher
+
+from . import waldamage
+from .backend import Backend, ClusterSpec, Corruption, NodeStartFailed, WalDamage
+from .client import NodeClient, Tokens
+from .proxy import LinkProxy
+
+ADMIN_USER = "admin"
+REPLICATION_USER = "replicator"
+REJOIN_TIMEOUT_S = 60.0
+POLL_INTERVAL_S = 0.1
+
+
+class ProcessBackend(Backend):
+    name = "process"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._password = secrets.token_urlsafe(18)
+        self._tokens = Tokens(ADMIN_USER, self._password)
+        self._nodes: dict[str, NodeLauncher] = {}
+        self._links: dict[tuple[str, str], LinkProxy] = {}  # (from, to) -> the proxy `from` dials
+
+    def start(self, spec: ClusterSpec) -> None:
+        env = {
+            "KVSTORE_FSYNC": "always",
+            "KVSTORE_REPLICATION_USER": REPLICATION_USER,
+            "KVSTORE_REPLICATION_PASSWORD": secrets.token_urlsafe(18),
+            **spec.settings,
+        }
+        for name in spec.nodes:
+            self._nodes[name] = NodeLauncher(self.root / name, self._password, env=dict(env))
+        for source in spec.nodes:
+            for target in spec.nodes:
+                if source != target:
+                    self._links[source, target] = LinkProxy(self._nodes[target].port)
+        for name, node in self._nodes.items():
+            peers = ",".join(self._links[name, other].url for other in spec.nodes if other != name)
+            node.extra_args = ["--name", name, "--peers", peers]
+            if name != spec.primary:
+                node.extra_args += ["--replica-of", self._links[name, spec.primary].url]
+        if spec.synchronous_replica:
+            self._nodes[spec.primary].extra_env |= {
+                "KVSTORE_SYNCHRONOUS_COMMIT": "remote_apply",
+                "KVSTORE_SYNCHRONOUS_REPLICAS": f"ANY 1 ({spec.synchronous_replica})",
+            }
+        # All at once: the replicas retry their primary until it is up, then take their base backups.
+        for node in self._nodes.values():
+            node.spawn()
+        for node in self._nodes.values():
+            node.wait_ready()
+
+    def stop(self) -> None:
+        for node in self._nodes.values():
+            node.close()  # SIGKILL: the run is over, a final checkpoint would only cost time
+        for link in self._links.values():
+            link.close()
+
+    def url(self, node: str) -> str:
+        return self._nodes[node].url
+
+    def credentials(self) -> tuple[str, str]:
+        return ADMIN_USER, self._password
+
+    def kill(self, node: str) -> None:
+        self._nodes[node].kill()
+
+    def restart(self, node: str) -> None:
+        launcher = self._nodes[node]
+        logged = len(launcher.log())
+        launcher.spawn()
+        try:
+            launcher.wait_ready()
+        except RuntimeError:  # it exited
+            assert launcher.process is not None
+            raise NodeStartFailed(node, launcher.process.returncode, launcher.log()[logged:]) from None
+
+    def pause(self, node: str) -> None:
+        os.kill(self._pid(node), signal.SIGSTOP)
+
+    def resume(self, node: str) -> None:
+        os.kill(self._pid(node), signal.SIGCONT)
+
+    def partition(self, node: str, other: str) -> None:
+        self._links[node, other].cut()
+        self._links[other, node].cut()
+
+    def heal(self, node: str, other: str) -> None:
+        self._links[node, other].mend()
+        self._links[other, node].mend()
+
+    def promote(self, node: str) -> dict[str, Any]:
+        return NodeClient(self.url(node), self._tokens).promote()
+
+    def rejoin(self, node: str, primary: str) -> dict[str, Any]:
+        client = NodeClient(self.url(node), self._tokens)
+        plan = client.rejoin(self._links[node, primary].url)
+        # The node restarts itself in place (same PID) as a replica.
+        deadline = time.monotonic() + REJOIN_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                if client.status()["role"] == "replica":
+                    return plan
+            except httpx.HTTPError:  # restarting: refused connections, 503
+                pass
+            time.sleep(POLL_INTERVAL_S)
+        raise TimeoutError(f"{node} did not become a replica of {primary} within {REJOIN_TIMEOUT_S:g} s")
+
+    def corrupt_wal(self, node: str, kind: Corruption) -> WalDamage:
+        return waldamage.corrupt(self._nodes[node].data_dir, kind)
+
+    def repair_wal(self, node: str, damage: WalDamage) -> None:
+        waldamage.undo(damage, self._nodes[node].data_dir)
+
+    def log(self, node: str) -> str:
+        return self._nodes[node].log()
+
+    def _pid(self, node: str) -> int:
+        process = self._nodes[node].process
+        assert process is not None and process.poll() is None, f"{node} is not running"
+        return process.pid
