@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 DATA_DIR ?= run-data
 PORT ?= 8080
 
-.PHONY: run stop test setup system-deps bench-deps bench-servers bench bench-auth bench-replication clean
+.PHONY: run stop test setup system-deps bench-deps bench-servers bench bench-auth bench-replication clean \
+	compose-up compose-down test-compose
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,20 @@ stop:
 test: setup system-deps
 	$(BIN)/python -m pytest -q
 
+# The compose cluster (compose/): p, r1 and r2 in containers on 127.0.0.1:8080-8082, built with
+# no registry (a local Debian base image, wheels from the host). compose-down keeps the data
+# volumes; `compose/cluster.sh down -v` drops them.
+compose-up: | $(BIN)/python
+	PYTHON=$(abspath $(BIN))/python compose/cluster.sh up
+
+compose-down:
+	compose/cluster.sh down
+
+# The compose test (not in `make test`; .ci/run runs it after): brings the cluster up, checks
+# it with kvctl and removes it again.
+test-compose: setup
+	$(BIN)/python -m pytest -q -m compose tests/test_compose.py
+
 # etcd (Debian's etcd-server) is only needed as the benchmark's anchor.
 bench-deps: system-deps
 	@command -v etcd >/dev/null || { if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
@@ -59,4 +74,4 @@ bench-auth: setup system-deps
 	$(BIN)/python -m kvstore.cli.bench.auth_bench --write
 
 clean:
-	rm -rf $(VENV) $(DATA_DIR) .pytest_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(DATA_DIR) .pytest_cache .hypothesis *.egg-info build compose/wheelhouse
