@@ -1,15 +1,23 @@
 """A TCP relay on 127.0.0.1 standing for one network link between two nodes, which a
-scenario can cut (a partition) and mend."""
+scenario can cut (a partition) and mend, and whose server-to-client bytes a test can damage."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import threading
+from collections.abc import Callable
 
 from kvstore.cli.launcher import free_port
 
 RELAY_CHUNK_BYTES = 65536
+REQUEST_HEAD_BYTES = 256
+_METHODS = (b"GET", b"POST", b"PUT", b"DELETE")
+
+# damage(request_head, offset, data) -> data: may rewrite a server-to-client chunk. `request_head`
+# starts the latest request on the connection (keep-alive carries several), `offset` counts the
+# bytes relayed back on that connection so far.
+Damage = Callable[[bytes, int, bytes], bytes]
 
 
 class LinkProxy:
@@ -17,8 +25,9 @@ class LinkProxy:
     resets new ones until `mend()`: both ends see the link fail at once, as after a
     partition that a TCP keepalive has noticed."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, damage: Damage | None = None) -> None:
         self.port = free_port()
+        self._damage = damage
         self.url = f"http://127.0.0.1:{self.port}"
         self._target_port = target_port
         self._listener = socket.create_server(("127.0.0.1", self.port))
@@ -67,13 +76,19 @@ class LinkProxy:
                 _close(server)
                 return
             self._live |= {client, server}
-        threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
-        self._pump(server, client)
+        head = bytearray()
+        threading.Thread(target=self._pump, args=(client, server, head, False), daemon=True).start()
+        self._pump(server, client, head, True)
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, head: bytearray, to_client: bool) -> None:
+        offset = 0
         try:
             while data := source.recv(RELAY_CHUNK_BYTES):
-                sink.sendall(data)
+                if not to_client and data[:8].split(b" ")[0] in _METHODS:
+                    head[:] = data[:REQUEST_HEAD_BYTES]
+                sent = self._damage(bytes(head), offset, data) if to_client and self._damage else data
+                sink.sendall(sent)
+                offset += len(data)
         except OSError:
             pass  # the other direction failed, or the link was cut
         finally:

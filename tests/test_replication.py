@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
-from faultproxy import FaultProxy
 
 from harness import NodeProcess
+from kvstore.chaos.proxy import LinkProxy
 
 REPLICATION_ENV = {
     "KVSTORE_REPLICATION_USER": "replicator",
@@ -215,7 +215,7 @@ def test_a_damaged_frame_on_the_wire_is_never_applied(node_factory, writers) -> 
             return data[:index] + bytes([data[index] ^ 0x20]) + data[index + 1 :]
         return data
 
-    proxy = FaultProxy(primary.port, flip_once)
+    proxy = LinkProxy(primary.port, damage=flip_once)
     try:
         replica = make(node_factory, "r1", replica_of=proxy.url).start()
         writer = start_writer(writers, primary)
