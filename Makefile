@@ -6,7 +6,7 @@ DATA_DIR ?= run-data
 PORT ?= 8080
 
 .PHONY: run stop test setup system-deps bench-deps bench-servers bench bench-auth bench-replication clean \
-	compose-up compose-down test-compose
+	compose-up compose-down test-compose chaos chaos-docker chaos-soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(BIN)/python:
 
 # Installed when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/pip install --quiet -e '.[test,bench,chaos]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -51,6 +51,22 @@ compose-down:
 test-compose: setup
 	$(BIN)/python -m pytest -q -m compose tests/test_compose.py
 
+# The chaos harness (kvchaos; reports in $(CHAOS_REPORT)/report.json and report.html; exit 1 when
+# a checker fails). chaos: every scenario on local processes; chaos-docker: every scenario on
+# the compose cluster (project kvchaos, images built first); chaos-soak: the mixed scenario on
+# the compose cluster for CHAOS_SOAK_S seconds, every kind of fault again and again.
+CHAOS_REPORT ?= chaos-report
+CHAOS_DURATION_S ?= 20
+CHAOS_SOAK_S ?= 600
+chaos: setup
+	$(BIN)/kvchaos run --backend process --scenario all --duration $(CHAOS_DURATION_S) --report $(CHAOS_REPORT)
+
+chaos-docker: setup
+	$(BIN)/kvchaos run --backend docker --scenario all --duration $(CHAOS_DURATION_S) --report $(CHAOS_REPORT)
+
+chaos-soak: setup
+	$(BIN)/kvchaos run --backend docker --scenario mixed --duration $(CHAOS_SOAK_S) --report $(CHAOS_REPORT)
+
 # etcd (Debian's etcd-server) is only needed as the benchmark's anchor.
 bench-deps: system-deps
 	@command -v etcd >/dev/null || { if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
@@ -74,4 +90,4 @@ bench-auth: setup system-deps
 	$(BIN)/python -m kvstore.cli.bench.auth_bench --write
 
 clean:
-	rm -rf $(VENV) $(DATA_DIR) .pytest_cache .hypothesis *.egg-info build compose/wheelhouse
+	rm -rf $(VENV) $(DATA_DIR) $(CHAOS_REPORT) .pytest_cache .hypothesis *.egg-info build compose/wheelhouse

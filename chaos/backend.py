@@ -2,8 +2,7 @@
 
 A backend owns the nodes' lifecycle and network; it knows nothing of workloads or checks.
 Backends: `process` (process.py: kvstored children on 127.0.0.1, partitions through
-LinkProxy). A `docker` backend (the compose cluster, through the docker SDK) implements
-this same class and is then added to `BACKENDS` in cli.py.
+LinkProxy) and `docker` (compose.py: the compose cluster, through the docker SDK).
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 PRIMARY = "p"
@@ -46,7 +46,23 @@ class WalDamage:
     original: bytes  # the bytes that were there (empty: bytes were appended)
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": str(self.kind), "segment": self.segment, "lsn": self.lsn, "offset": self.offset}
+        return {
+            "kind": str(self.kind),
+            "segment": self.segment,
+            "lsn": self.lsn,
+            "offset": self.offset,
+            "original": self.original.hex(),
+        }
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> WalDamage:
+        return cls(
+            Corruption(document["kind"]),
+            str(document["segment"]),
+            int(document["lsn"]),
+            int(document["offset"]),
+            bytes.fromhex(document["original"]),
+        )
 
 
 class NodeStartFailed(Exception):
@@ -63,6 +79,14 @@ class Backend(ABC):
     """A cluster under test. Node names are the spec's; every call blocks until done."""
 
     name: str
+
+    def __init__(self, root: Path) -> None:
+        self.root = root  # where a run keeps its files: data directories, logs
+
+    @classmethod
+    @abstractmethod
+    def prepare(cls) -> None:
+        """Once before any run: build what the nodes run from; `RuntimeError` if it cannot run here."""
 
     @abstractmethod
     def start(self, spec: ClusterSpec) -> None:
@@ -97,12 +121,13 @@ class Backend(ABC):
         """SIGCONT."""
 
     @abstractmethod
-    def partition(self, node: str, other: str) -> None:
-        """Cut every link between the two nodes, both ways (clients still reach both)."""
+    def isolate(self, node: str) -> None:
+        """Cut every link between the node and its peers, both ways; clients still reach it.
+        (Per node, not per pair: a container can only be taken off its network as a whole.)"""
 
     @abstractmethod
-    def heal(self, node: str, other: str) -> None:
-        """Restore the links `partition` cut."""
+    def heal(self, node: str) -> None:
+        """Restore the links `isolate` cut."""
 
     @abstractmethod
     def promote(self, node: str) -> dict[str, Any]:

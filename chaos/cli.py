@@ -1,7 +1,7 @@
 """`kvchaos`: list the scenarios, or run them against a backend and write the reports.
 
     kvchaos list
-    kvchaos run --backend process --scenario NAME|all [--duration S] [--seed N] --report DIR
+    kvchaos run --backend process|docker --scenario NAME|all [--duration S] [--seed N] --report DIR
 
 The exit code is 0 only when every checker of every run passed.
 """
@@ -22,9 +22,18 @@ from .runner import RunResult, execute
 from .scenarios import SCENARIOS
 from .workload import WorkloadConfig
 
-# Each backend built from the directory a run may keep its files in. Only backends that
-# exist are listed; the docker one joins here once it is written.
-BACKENDS: dict[str, Callable[[Path], Backend]] = {"process": ProcessBackend}
+
+def _docker_backend() -> type[Backend]:
+    try:
+        from .compose import DockerBackend
+    except ImportError as missing:  # the SDK is an extra: the node image has no use for it
+        raise RuntimeError(f"it needs the docker SDK: pip install 'kvstore-plus-plus[chaos]' ({missing})") from None
+    return DockerBackend
+
+
+# Each backend's class, loaded when chosen; an instance is built per run from the directory
+# the run may keep its files in.
+BACKENDS: dict[str, Callable[[], type[Backend]]] = {"process": lambda: ProcessBackend, "docker": _docker_backend}
 BackendName = StrEnum("BackendName", {name: name for name in BACKENDS})  # type: ignore[misc]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
@@ -54,9 +63,15 @@ def run(
             f"no scenario {scenario!r}; one of {', '.join(SCENARIOS)} or all", param_hint="--scenario"
         )
     chosen = list(SCENARIOS.values()) if scenario == "all" else [SCENARIOS[scenario]]
+    try:
+        backend_class = BACKENDS[str(backend.value)]()
+        backend_class.prepare()
+    except RuntimeError as unavailable:
+        typer.echo(f"kvchaos: the {backend.value} backend cannot run here: {unavailable}", err=True)
+        raise typer.Exit(2) from None
     results: list[RunResult] = []
     for each in chosen:
-        cluster = BACKENDS[str(backend.value)](report / "nodes" / each.name)
+        cluster = backend_class(report / "nodes" / each.name)
         result = execute(each, cluster, duration, seed, WorkloadConfig())
         results.append(result)
         failed = [v.name for v in result.verdicts if not v.passed] + (["run broke"] if result.error else [])

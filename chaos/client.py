@@ -7,12 +7,15 @@ scenario and the checks, where an error is an error.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import httpx
 
 ADMIN_TIMEOUT_S = 30.0  # promotion, rejoin and a digest of a big store take a while
 LOGIN_TIMEOUT_S = 10.0
+REJOIN_TIMEOUT_S = 60.0
+POLL_INTERVAL_S = 0.1
 
 
 class Tokens:
@@ -70,6 +73,19 @@ class NodeClient:
 
     def rejoin(self, primary_url: str) -> dict[str, Any]:
         return dict(self.request("POST", "/v1/admin/rejoin", json={"primary": primary_url}).json())
+
+    def rejoin_and_wait(self, primary_url: str) -> dict[str, Any]:
+        """Rejoin, then wait until the node, which restarts itself in place, answers as a replica."""
+        plan = self.rejoin(primary_url)
+        deadline = time.monotonic() + REJOIN_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                if self.status()["role"] == "replica":
+                    return plan
+            except httpx.HTTPError:  # restarting: refused connections, 503
+                pass
+            time.sleep(POLL_INTERVAL_S)
+        raise TimeoutError(f"{self.url} did not become a replica of {primary_url} within {REJOIN_TIMEOUT_S:g} s")
 
     def checkpoint(self) -> dict[str, Any]:
         return dict(self.request("POST", "/v1/admin/checkpoint").json())

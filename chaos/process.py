@@ -12,11 +12,8 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import time
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from kvstore.cli.launcher import NodeLauncher
 
@@ -27,19 +24,21 @@ from .proxy import LinkProxy
 
 ADMIN_USER = "admin"
 REPLICATION_USER = "replicator"
-REJOIN_TIMEOUT_S = 60.0
-POLL_INTERVAL_S = 0.1
 
 
 class ProcessBackend(Backend):
     name = "process"
 
     def __init__(self, root: Path) -> None:
-        self.root = root
+        super().__init__(root)
         self._password = secrets.token_urlsafe(18)
         self._tokens = Tokens(ADMIN_USER, self._password)
         self._nodes: dict[str, NodeLauncher] = {}
         self._links: dict[tuple[str, str], LinkProxy] = {}  # (from, to) -> the proxy `from` dials
+
+    @classmethod
+    def prepare(cls) -> None:
+        """Nothing to build: the nodes run this checkout's kvstored."""
 
     def start(self, spec: ClusterSpec) -> None:
         env = {
@@ -101,30 +100,19 @@ class ProcessBackend(Backend):
     def resume(self, node: str) -> None:
         os.kill(self._pid(node), signal.SIGCONT)
 
-    def partition(self, node: str, other: str) -> None:
-        self._links[node, other].cut()
-        self._links[other, node].cut()
+    def isolate(self, node: str) -> None:
+        for link in self._links_of(node):
+            link.cut()
 
-    def heal(self, node: str, other: str) -> None:
-        self._links[node, other].mend()
-        self._links[other, node].mend()
+    def heal(self, node: str) -> None:
+        for link in self._links_of(node):
+            link.mend()
 
     def promote(self, node: str) -> dict[str, Any]:
         return NodeClient(self.url(node), self._tokens).promote()
 
     def rejoin(self, node: str, primary: str) -> dict[str, Any]:
-        client = NodeClient(self.url(node), self._tokens)
-        plan = client.rejoin(self._links[node, primary].url)
-        # The node restarts itself in place (same PID) as a replica.
-        deadline = time.monotonic() + REJOIN_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                if client.status()["role"] == "replica":
-                    return plan
-            except httpx.HTTPError:  # restarting: refused connections, 503
-                pass
-            time.sleep(POLL_INTERVAL_S)
-        raise TimeoutError(f"{node} did not become a replica of {primary} within {REJOIN_TIMEOUT_S:g} s")
+        return NodeClient(self.url(node), self._tokens).rejoin_and_wait(self._links[node, primary].url)
 
     def corrupt_wal(self, node: str, kind: Corruption) -> WalDamage:
         return waldamage.corrupt(self._nodes[node].data_dir, kind)
@@ -134,6 +122,9 @@ class ProcessBackend(Backend):
 
     def log(self, node: str) -> str:
         return self._nodes[node].log()
+
+    def _links_of(self, node: str) -> list[LinkProxy]:
+        return [link for (source, target), link in self._links.items() if node in (source, target)]
 
     def _pid(self, node: str) -> int:
         process = self._nodes[node].process

@@ -8,6 +8,7 @@ with its times.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -58,10 +59,11 @@ class RunResult:
 class Run:
     """The cluster under fault: the current primary, and fault helpers that record themselves."""
 
-    def __init__(self, backend: Backend, spec: ClusterSpec, history: History, duration_s: float) -> None:
+    def __init__(self, backend: Backend, spec: ClusterSpec, history: History, duration_s: float, seed: int) -> None:
         self.backend = backend
         self.history = history
         self.duration_s = duration_s
+        self.random = random.Random(seed)  # the scenario's own choices (which node, which fault next)
         self.primary = spec.primary
         self.members = list(spec.nodes)  # the nodes that must agree at the end
         self.tokens = Tokens(*backend.credentials())
@@ -78,6 +80,9 @@ class Run:
     def load(self, fraction: float) -> None:
         """Let the workload run for this fraction of the run's duration."""
         time.sleep(fraction * self.duration_s)
+
+    def replicas(self) -> list[str]:
+        return [node for node in self.members if node != self.primary]
 
     def expect(self, name: str, passed: bool, summary: str, **details: Any) -> None:
         self.expectations.append(expectation(name, passed, summary, **details))
@@ -121,7 +126,7 @@ def execute(scenario: Scenario, backend: Backend, duration_s: float, seed: int, 
     error = None
     try:
         backend.start(scenario.spec)
-        run = Run(backend, scenario.spec, history, duration_s)
+        run = Run(backend, scenario.spec, history, duration_s, seed)
         clients = Workload(history, run.tokens, run.target, seed, workload)
         clients.start()
         try:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import httpx
 
-from kvstore.node.wal.format import format_lsn
+from kvstore.node.wal.format import format_lsn, parse_lsn
 
 from .backend import NODE_NAMES, PRIMARY, ClusterSpec, Corruption, NodeStartFailed
 from .runner import Run, Scenario
@@ -25,6 +26,15 @@ PAUSE_MIN_S = 3.0  # longer than the workload's request timeout: some outcomes b
 PRELOAD_KEYS = 20_000  # enough that a checkpoint takes a while to write
 PRELOAD_BATCH = 1000
 CHECKPOINT_KILL_ATTEMPTS = 5
+MIXED_GAP_S = 3.0  # load between two faults of the mixed scenario (at most)
+MIXED_DOWN_S = 2.0  # how long a node stays down or cut off there (at most)
+# Every node's synchronous setting in the mixed scenario: whichever is primary waits for one
+# of the others, so failover never needs the one node that might be down.
+ANY_OTHER_SYNCHRONOUS = {
+    "KVSTORE_SYNCHRONOUS_COMMIT": "remote_apply",
+    "KVSTORE_SYNCHRONOUS_REPLICAS": "ANY 1 (p, r1, r2)",
+    "KVSTORE_SYNCHRONOUS_COMMIT_TIMEOUT_S": "10",
+}
 
 
 def kill_primary(run: Run) -> None:
@@ -61,12 +71,12 @@ def promote_replica(run: Run) -> None:
 def partition_replica(run: Run) -> None:
     run.load(0.3)
     with run.fault("partition", REPLICA, other=PRIMARY):
-        run.backend.partition(REPLICA, PRIMARY)
+        run.backend.isolate(REPLICA)
         run.load(0.1)  # what was in flight when the link was cut lands
         before = run.client(REPLICA).digest()["applied_lsn"]
         run.load(0.3)
         after = run.client(REPLICA).digest()["applied_lsn"]
-        run.backend.heal(REPLICA, PRIMARY)
+        run.backend.heal(REPLICA)
     run.expect(
         "partition held",
         before == after,
@@ -163,6 +173,77 @@ def pause_primary(run: Run) -> None:
     run.load(0.5)
 
 
+def mixed_faults(run: Run) -> None:
+    """Rounds of every kind of fault, each round in a seeded random order, with load between
+    them, until the duration is spent (at least one round). Failover promotes the most
+    advanced replica, as an operator would: every node makes ANY 1 of the others synchronous,
+    so whichever replica has received the most holds every acknowledged write."""
+    faults: list[Callable[[Run], None]] = [
+        _kill_and_restart_primary,
+        _kill_and_restart_replica,
+        _pause_primary,
+        _isolate_replica,
+        _fail_over,
+    ]
+    deadline = time.monotonic() + run.duration_s
+    rounds = 0
+    while rounds == 0 or time.monotonic() < deadline:
+        for fault in run.random.sample(faults, len(faults)):
+            time.sleep(_mixed_pause(run, MIXED_GAP_S))
+            fault(run)
+        rounds += 1
+    time.sleep(_mixed_pause(run, MIXED_GAP_S))
+
+
+def _kill_and_restart_primary(run: Run) -> None:
+    run.kill(run.primary)
+    time.sleep(_mixed_pause(run, MIXED_DOWN_S))
+    run.restart(run.primary)
+
+
+def _kill_and_restart_replica(run: Run) -> None:
+    replica = run.random.choice(run.replicas())
+    run.kill(replica)
+    time.sleep(_mixed_pause(run, MIXED_DOWN_S))
+    run.restart(replica)
+
+
+def _pause_primary(run: Run) -> None:
+    with run.fault("pause", run.primary):
+        run.backend.pause(run.primary)
+        time.sleep(PAUSE_MIN_S)
+        run.backend.resume(run.primary)
+
+
+def _isolate_replica(run: Run) -> None:
+    replica = run.random.choice(run.replicas())
+    with run.fault("partition", replica):
+        run.backend.isolate(replica)
+        time.sleep(_mixed_pause(run, MIXED_DOWN_S))
+        run.backend.heal(replica)
+
+
+def _fail_over(run: Run) -> None:
+    old = run.primary
+    run.kill(old)
+    run.promote(max(run.replicas(), key=lambda node: _flushed_lsn(run, node)))
+    time.sleep(_mixed_pause(run, MIXED_DOWN_S))
+    run.restart(old)
+    state = _wait_for_state(run, old, "fenced", FENCE_TIMEOUT_S)
+    run.expect(f"{old} fenced", state == "fenced", f"the old primary {old} came back {state}")
+    with run.fault("rejoin", old, primary=run.primary) as fault:
+        fault.detail["action"] = run.backend.rejoin(old, run.primary).get("action")
+
+
+def _mixed_pause(run: Run, longest_s: float) -> float:
+    """A tenth of the duration, at most `longest_s`: a short test run still does every fault."""
+    return min(longest_s, 0.1 * run.duration_s)
+
+
+def _flushed_lsn(run: Run, node: str) -> int:
+    return parse_lsn(run.client(node).status()["lsn"]["flushed"])
+
+
 def _checkpoint_quietly(run: Run, answered: threading.Event) -> None:
     try:
         run.client(PRIMARY).checkpoint()
@@ -240,6 +321,12 @@ SCENARIOS: dict[str, Scenario] = {
             "SIGSTOP the primary past the clients' timeout, then SIGCONT",
             pause_primary,
             ClusterSpec(TWO, settings=CHURN),
+        ),
+        Scenario(
+            "mixed",
+            "rounds of kill/restart primary and replica, pause, partition and failover+rejoin, for --duration",
+            mixed_faults,
+            ClusterSpec(THREE, settings={**CHURN, **ANY_OTHER_SYNCHRONOUS}),
         ),
     )
 }

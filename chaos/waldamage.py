@@ -6,10 +6,17 @@
   write: a disk that lies about fsync, which no WAL survives.)
 - a flipped byte: one payload byte of a record that recovery must replay, with valid
   records after it. The node must refuse to start (exit code 4) and name the record's LSN.
+
+The docker backend runs this module inside a container that mounts the node's volume:
+
+    python3 -m kvstore.chaos.waldamage corrupt DATA_DIR torn-tail|flipped-byte   (prints the damage as JSON)
+    python3 -m kvstore.chaos.waldamage undo DATA_DIR DAMAGE_JSON
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 from kvstore.node.control import read_control
@@ -64,3 +71,17 @@ def _flip_byte(records: list[WalRecord]) -> WalDamage:
         file.seek(offset)
         file.write(bytes([original[0] ^ 0xFF]))
     return WalDamage(Corruption.FLIPPED_BYTE, victim.segment.path.name, victim.lsn, offset, original)
+
+
+def main(argv: list[str]) -> None:
+    match argv:
+        case ["corrupt", data_dir, kind]:
+            print(json.dumps(corrupt(Path(data_dir), Corruption(kind)).to_json()))
+        case ["undo", data_dir, damage]:
+            undo(WalDamage.from_json(json.loads(damage)), Path(data_dir))
+        case _:
+            sys.exit("usage: waldamage corrupt DATA_DIR KIND | undo DATA_DIR DAMAGE_JSON")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts and stops the compose cluster (docker-compose.yml) with one command each:
 #
-#   compose/cluster.sh up            base image if missing, wheelhouse, images, start, wait until healthy
+#   compose/cluster.sh up            build, then start and wait until every node is healthy
+#   compose/cluster.sh build         base image if missing, wheelhouse, images (kvchaos's docker backend uses it)
 #   compose/cluster.sh down [-v]     stop and remove the containers (-v: and the data volumes)
 #
 # Environment:
@@ -95,8 +96,7 @@ start() {
   wait_healthy
 }
 
-up() {
-  ensure_env_file
+build() {
   if [[ $KVSTORE_BASE_IMAGE == kvstore-base:* ]]; then
     timed "base image $KVSTORE_BASE_IMAGE" ./base-image.sh "$KVSTORE_BASE_IMAGE"
   fi
@@ -105,6 +105,11 @@ up() {
   if [[ ,${COMPOSE_PROFILES:-}, == *,monitoring,* ]]; then
     timed "Prometheus image kvstore-prometheus:latest" build_image kvstore-prometheus:latest Dockerfile.prometheus
   fi
+}
+
+up() {
+  ensure_env_file
+  build
   timed "start and wait until healthy" start
   "${COMPOSE[@]}" ps
 }
@@ -117,9 +122,10 @@ down() {
 
 case ${1:-} in
   up) up ;;
+  build) build ;;
   down) shift && down "$@" ;;
   *)
-    echo "usage: $0 up | down [-v]" >&2
+    echo "usage: $0 up | build | down [-v]" >&2
     exit 2
     ;;
 esac

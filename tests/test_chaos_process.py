@@ -44,5 +44,5 @@ def test_list_names_every_scenario_and_run_refuses_unknown_names(tmp_path: Path)
     assert listed.exit_code == 0 and [line.split()[0] for line in listed.output.splitlines()] == list(SCENARIOS)
     unknown = runner.invoke(app, ["run", "--scenario", "nope", "--report", str(tmp_path)])
     assert unknown.exit_code == 2 and "no scenario 'nope'" in unknown.output
-    no_backend = runner.invoke(app, ["run", "--backend", "docker", "--scenario", "promote", "--report", str(tmp_path)])
+    no_backend = runner.invoke(app, ["run", "--backend", "vm", "--scenario", "promote", "--report", str(tmp_path)])
     assert no_backend.exit_code == 2 and not (tmp_path / "report.json").exists()

@@ -42,7 +42,7 @@ def docker(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=DOCKER_TIMEOUT_S)
 
 
-def _why_not() -> str | None:
+def why_not() -> str | None:
     """Why this machine cannot run the test, or None."""
     if shutil.which("docker") is None or docker("info").returncode != 0:
         return "no Docker daemon answers"
@@ -65,9 +65,9 @@ def _existing_project_objects() -> list[str]:
 
 @pytest.fixture
 def cluster() -> Iterator[None]:
-    why_not = _why_not()
-    if why_not is not None:
-        pytest.fail(f"the compose test cannot run here: {why_not}")
+    reason = why_not()
+    if reason is not None:
+        pytest.fail(f"the compose test cannot run here: {reason}")
     if _existing_project_objects():
         pytest.fail("a compose cluster (project kvstore) exists already; remove it (compose/cluster.sh down -v) first")
     made_env_file = not ENV_FILE.exists()
