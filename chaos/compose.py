@@ -28,7 +28,7 @@ import docker
 import httpx
 from docker.models.containers import Container
 
-from .backend import PRIMARY, Backend, ClusterSpec, Corruption, NodeStartFailed, WalDamage
+from .backend import NODE_NAMES, PRIMARY, Backend, ClusterSpec, Corruption, NodeStartFailed, WalDamage
 from .client import NodeClient, Tokens
 
 COMPOSE_DIR = Path(__file__).resolve().parent.parent / "compose"
@@ -76,7 +76,7 @@ class DockerBackend(Backend):
     # -- lifecycle -----------------------------------------------------------------
 
     def start(self, spec: ClusterSpec) -> None:
-        if spec.primary != PRIMARY or not set(spec.nodes) <= {"p", "r1", "r2"}:
+        if spec.primary != PRIMARY or not set(spec.nodes) <= set(NODE_NAMES):
             raise ValueError(f"the compose cluster has the primary p and the replicas r1, r2; not {spec.nodes}")
         self.root.mkdir(parents=True, exist_ok=True)
         self._ports = {node: _free_port() for node in spec.nodes}

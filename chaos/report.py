@@ -16,7 +16,9 @@ from .runner import RunResult
 TIMELINE_BUCKETS_MAX = 150
 TIMELINE_BUCKET_S_MIN = 0.25
 # The SVG's drawing area, in pixels.
-CHART_WIDTH, CHART_HEIGHT, CHART_MARGIN = 960, 240, 48
+CHART_WIDTH, CHART_HEIGHT, CHART_MARGIN = 960, 240, 64
+LANE_HEIGHT = 16  # one lane of fault marks per kind of fault, under the chart
+MAX_FAULT_LABELS = 12  # more labels above the chart would overlap; the lanes name them all
 COLOURS = {"ok": "#2e7d32", "failed": "#c62828", "unknown": "#ef6c00", "fault": "#1565c0"}
 
 
@@ -57,6 +59,8 @@ def run_document(result: RunResult) -> dict[str, Any]:
         "recovery_s": result.recovery_s,
         "recovery_s_max": max(result.recovery_s, default=None),
         "promotion_s": result.promotion_s,
+        "promotion_s_max": max(result.promotion_s, default=None),
+        "fault_counts": dict(Counter(fault.kind for fault in result.history.faults)),
         "checkers": [verdict.to_json() for verdict in result.verdicts],
         "timeline": timeline(ops, result.wall_s),
     }
@@ -94,16 +98,28 @@ def render_html(document: dict[str, Any]) -> str:
     )
 
 
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{kind} {count}" for kind, count in counts.items())
+
+
+def _or_dash(value: float | None) -> str:
+    return "–" if value is None else f"{value:g}"
+
+
 def _verdict(passed: bool) -> str:
     return "<span class='pass'>PASS</span>" if passed else "<span class='fail'>FAIL</span>"
 
 
 def _summary_table(runs: list[dict[str, Any]]) -> str:
-    head = "<tr><th>scenario</th><th>result</th><th>acknowledged</th><th>failed</th><th>unknown</th><th>lost</th><th>worst recovery s</th><th>promotion s</th></tr>"
+    head = (
+        "<tr><th>scenario</th><th>result</th><th>acknowledged</th><th>failed</th><th>unknown</th><th>lost</th>"
+        "<th>faults</th><th>worst recovery s</th><th>worst promotion s</th></tr>"
+    )
     rows = "".join(
         f"<tr><td><a href='#{escape(run['scenario'])}'>{escape(run['scenario'])}</a></td><td>{_verdict(run['passed'])}</td>"
         f"<td>{run['ops']['acknowledged']}</td><td>{run['ops']['failed']}</td><td>{run['ops']['unknown']}</td>"
-        f"<td>{run['lost_write_count']}</td><td>{run['recovery_s_max']}</td><td>{', '.join(map(str, run['promotion_s']))}</td></tr>"
+        f"<td>{run['lost_write_count']}</td><td>{escape(_counts(run['fault_counts']))}</td>"
+        f"<td>{_or_dash(run['recovery_s_max'])}</td><td>{_or_dash(run['promotion_s_max'])}</td></tr>"
         for run in runs
     )
     return f"<table>{head}{rows}</table>"
@@ -126,8 +142,16 @@ def _run_html(run: dict[str, Any]) -> str:
         f"<p>{escape(run['summary'])}. Backend {escape(run['backend'])}, seed {run['seed']}, started {run['started_at']}, "
         f"{run['wall_s']} s.</p>{error}{_chart(run)}"
         f"<table><tr><th>checker</th><th>result</th><th>summary</th><th>details</th></tr>{checkers}</table>"
-        f"<table><tr><th>fault</th><th>node</th><th>start s</th><th>end s</th><th>detail</th></tr>{faults}</table>"
+        + _fold(
+            f"<table><tr><th>fault</th><th>node</th><th>start s</th><th>end s</th><th>detail</th></tr>{faults}</table>",
+            f"{len(run['faults'])} faults",
+            len(run["faults"]) > MAX_FAULT_LABELS,
+        )
     )
+
+
+def _fold(html: str, summary: str, folded: bool) -> str:
+    return f"<details><summary>{escape(summary)}</summary>{html}</details>" if folded else html
 
 
 def _details(verdict: dict[str, Any]) -> str:
@@ -137,12 +161,16 @@ def _details(verdict: dict[str, Any]) -> str:
 
 
 def _chart(run: dict[str, Any]) -> str:
-    """Throughput (ok), errors (failed, unknown) per second, and the faults as bands."""
+    """Throughput (ok), errors (failed, unknown) per second, the faults as bands over it and,
+    under it, one lane per kind of fault with a mark for each."""
     series = run["timeline"]
     bucket_s = series["bucket_s"]
     span_s = max(run["wall_s"], bucket_s)
     peak = max([1.0, *series["ok"], *series["failed"], *series["unknown"]])
+    kinds = list(dict.fromkeys(fault["kind"] for fault in run["faults"]))
     width, height, margin = CHART_WIDTH, CHART_HEIGHT, CHART_MARGIN
+    lanes_top = margin + height + 22
+    legend_top = lanes_top + len(kinds) * LANE_HEIGHT + 8
 
     def x(seconds: float) -> float:
         return margin + seconds / span_s * width
@@ -151,20 +179,29 @@ def _chart(run: dict[str, Any]) -> str:
         return margin + height - rate / peak * height
 
     parts = [
-        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width + 2 * margin}' height='{height + 2 * margin}' "
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width + 2 * margin}' height='{legend_top + 16}' "
         f"font-size='11' role='img' aria-label='operations per second over time'>",
         f"<rect x='{margin}' y='{margin}' width='{width}' height='{height}' fill='none' stroke='#999'/>",
     ]
+    for lane, kind in enumerate(kinds):
+        top = lanes_top + lane * LANE_HEIGHT
+        parts.append(f"<text x='{margin - 4}' y='{top + 11}' text-anchor='end'>{escape(kind)}</text>")
+        parts.append(f"<line x1='{margin}' x2='{margin + width}' y1='{top + 7}' y2='{top + 7}' stroke='#ddd'/>")
     for fault in run["faults"]:
         start = x(fault["start_s"])
         end = max(start + 2, x(fault["end_s"] if fault["end_s"] is not None else fault["start_s"]))
         label = escape(f"{fault['kind']} {fault['node']}")
+        top = lanes_top + kinds.index(fault["kind"]) * LANE_HEIGHT
         parts.append(
             f"<rect x='{start:.1f}' y='{margin}' width='{end - start:.1f}' height='{height}' fill='{COLOURS['fault']}' fill-opacity='0.18'><title>{label}</title></rect>"
         )
         parts.append(
-            f"<text x='{start + 2:.1f}' y='{margin - 4}' fill='{COLOURS['fault']}' transform='rotate(-20 {start + 2:.1f} {margin - 4})'>{label}</text>"
+            f"<rect x='{start:.1f}' y='{top + 2}' width='{end - start:.1f}' height='10' fill='{COLOURS['fault']}'><title>{label} at {fault['start_s']:.1f} s</title></rect>"
         )
+        if len(run["faults"]) <= MAX_FAULT_LABELS:
+            parts.append(
+                f"<text x='{start + 2:.1f}' y='{margin - 4}' fill='{COLOURS['fault']}' transform='rotate(-20 {start + 2:.1f} {margin - 4})'>{label}</text>"
+            )
     for name in ("ok", "failed", "unknown"):
         points = " ".join(f"{x((i + 0.5) * bucket_s):.1f},{y(rate):.1f}" for i, rate in enumerate(series[name]))
         parts.append(f"<polyline points='{points}' fill='none' stroke='{COLOURS[name]}' stroke-width='1.5'/>")
@@ -182,7 +219,7 @@ def _chart(run: dict[str, Any]) -> str:
     ]
     for index, (name, text) in enumerate(legend):
         left = margin + index * 220
-        parts.append(f"<rect x='{left}' y='{margin + height + 24}' width='12' height='8' fill='{COLOURS[name]}'/>")
-        parts.append(f"<text x='{left + 16}' y='{margin + height + 32}'>{escape(text)}</text>")
+        parts.append(f"<rect x='{left}' y='{legend_top}' width='12' height='8' fill='{COLOURS[name]}'/>")
+        parts.append(f"<text x='{left + 16}' y='{legend_top + 8}'>{escape(text)}</text>")
     parts.append("</svg>")
     return "<div>" + "".join(parts) + "</div>"

@@ -193,6 +193,14 @@ def mixed_faults(run: Run) -> None:
             fault(run)
         rounds += 1
     time.sleep(_mixed_pause(run, MIXED_GAP_S))
+    states = [fault.detail["came_back"] for fault in run.history.faults if fault.kind == "rejoin"]
+    run.expect(
+        "old primaries fenced",
+        all(state == "fenced" for state in states),
+        f"{states.count('fenced')} of {len(states)} old primaries came back fenced, refusing writes",
+        rounds=rounds,
+        came_back=states,
+    )
 
 
 def _kill_and_restart_primary(run: Run) -> None:
@@ -229,9 +237,8 @@ def _fail_over(run: Run) -> None:
     run.promote(max(run.replicas(), key=lambda node: _flushed_lsn(run, node)))
     time.sleep(_mixed_pause(run, MIXED_DOWN_S))
     run.restart(old)
-    state = _wait_for_state(run, old, "fenced", FENCE_TIMEOUT_S)
-    run.expect(f"{old} fenced", state == "fenced", f"the old primary {old} came back {state}")
-    with run.fault("rejoin", old, primary=run.primary) as fault:
+    came_back = _wait_for_state(run, old, "fenced", FENCE_TIMEOUT_S)
+    with run.fault("rejoin", old, primary=run.primary, came_back=came_back) as fault:
         fault.detail["action"] = run.backend.rejoin(old, run.primary).get("action")
 
 
