@@ -65,7 +65,7 @@ class DockerBackend(Backend):
             raise RuntimeError(f"compose/cluster.sh build failed ({build.returncode}):\n{build.stdout}{build.stderr}")
 
     def __init__(self, root: Path) -> None:
-        super().__init__(root)
+        super().__init__(root.absolute())  # compose reads the files it names relative to compose/
         self._docker = docker.from_env()
         self._password = secrets.token_urlsafe(18)
         self._tokens = Tokens(ADMIN_USER, self._password)

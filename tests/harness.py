@@ -10,6 +10,12 @@ import httpx
 from kvstore.cli.launcher import NodeLauncher, free_port
 
 ADMIN_PASSWORD = "test-admin-password"
+# Argon2 parameters that make a login cost the nodes next to nothing (the defaults cost ~50 ms).
+CHEAP_HASHING = {
+    "KVSTORE_PASSWORD_HASH_TIME_COST": "1",
+    "KVSTORE_PASSWORD_HASH_MEMORY_KIB": "8192",
+    "KVSTORE_PASSWORD_HASH_PARALLELISM": "1",
+}
 
 __all__ = ["ADMIN_PASSWORD", "NodeProcess", "free_port"]
 

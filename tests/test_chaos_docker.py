@@ -20,30 +20,29 @@ from typing import Any
 import pytest
 from test_compose import docker, why_not
 
+from harness import CHEAP_HASHING
+
 KVCHAOS = Path(sys.executable).parent / "kvchaos"
 DURATION_S = 10
-RUN_TIMEOUT_S = 900.0  # includes building the images when this machine has none
-CHEAP_HASHING = {
-    "KVSTORE_PASSWORD_HASH_TIME_COST": "1",
-    "KVSTORE_PASSWORD_HASH_MEMORY_KIB": "8192",
-    "KVSTORE_PASSWORD_HASH_PARALLELISM": "1",
-}
-
+RUN_TIMEOUT_S = 900.0
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(2 * RUN_TIMEOUT_S)]
 
 
-def kvchaos_run(scenario: str, report: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    arguments = ["run", "--backend", "docker", "--scenario", scenario, "--duration", str(DURATION_S)]
+def kvchaos_run(scenario: str, workdir: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """Run one scenario from `workdir` with a relative --report, as `make chaos-docker` does."""
+    arguments = ["run", "--backend", "docker", "--scenario", scenario, "--duration", str(DURATION_S), "--seed", "3"]
     done = subprocess.run(
-        [str(KVCHAOS), *arguments, "--seed", "3", "--report", str(report)],
+        [str(KVCHAOS), *arguments, "--report", "report"],
+        cwd=workdir,
         env={**os.environ, **CHEAP_HASHING},
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT_S,
     )
-    assert (report / "report.json").exists(), f"no report ({done.returncode}):\n{done.stdout}\n{done.stderr}"
-    return done, json.loads((report / "report.json").read_text())
+    report = workdir / "report" / "report.json"
+    assert report.exists(), f"no report ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+    return done, json.loads(report.read_text())
 
 
 @pytest.mark.parametrize("scenario", ["promote", "partition"])
@@ -63,7 +62,7 @@ def test_docker_backend_scenario_passes(scenario: str, tmp_path: Path) -> None:
     else:
         assert kinds == ["partition"]
     # The nodes' logs are kept beside the report; the project's containers and volumes are gone.
-    assert {path.name for path in (tmp_path / "nodes" / scenario).glob("*.log")} >= {"p.log", "r1.log"}
+    assert {path.name for path in (tmp_path / "report" / "nodes" / scenario).glob("*.log")} >= {"p.log", "r1.log"}
     left = docker("ps", "--all", "--quiet", "--filter", "label=com.docker.compose.project=kvchaos").stdout.split()
     left += docker("volume", "ls", "--quiet", "--filter", "label=com.docker.compose.project=kvchaos").stdout.split()
     assert left == []

@@ -9,16 +9,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from harness import CHEAP_HASHING
 from kvstore.chaos.cli import app
 from kvstore.chaos.scenarios import SCENARIOS
 
 DURATION_S = 4
-# Logins cost the nodes an argon2 hash each; cheap ones leave the CPU to the scenario.
-CHEAP_HASHING = {
-    "KVSTORE_PASSWORD_HASH_TIME_COST": "1",
-    "KVSTORE_PASSWORD_HASH_MEMORY_KIB": "8192",
-    "KVSTORE_PASSWORD_HASH_PARALLELISM": "1",
-}
 
 
 @pytest.mark.timeout(90)

@@ -9,7 +9,7 @@ import httpx
 import jwt
 import pytest
 
-from harness import ADMIN_PASSWORD, NodeProcess
+from harness import ADMIN_PASSWORD, CHEAP_HASHING, NodeProcess
 from kvstore.node import hba, signing_keys
 
 PASSWORD = "a-user-password"
@@ -202,12 +202,7 @@ def test_rotation_keeps_old_tokens_until_a_drop(secured: NodeProcess) -> None:
 
 
 def test_login_rehashes_a_password_made_with_other_parameters(node_factory) -> None:  # type: ignore[no-untyped-def]
-    cheap = {
-        "KVSTORE_PASSWORD_HASH_TIME_COST": "1",
-        "KVSTORE_PASSWORD_HASH_MEMORY_KIB": "8192",
-        "KVSTORE_PASSWORD_HASH_PARALLELISM": "1",
-    }
-    node = node_factory(env=dict(cheap)).start()
+    node = node_factory(env=dict(CHEAP_HASHING)).start()
 
     def stored_hash() -> str:
         with node.client() as admin:
