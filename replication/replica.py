@@ -89,6 +89,26 @@ async def _login(client: httpx.AsyncClient, url: str, settings: Settings) -> dic
     return {"authorization": f"Bearer {response.json()['token']}"}
 
 
+class PeerLogins:
+    """The replication user's headers for each node URL the receiver talks to. A login costs
+    the peer an argon2 hash, so it is made once per URL and again only after a 401 (an expired
+    or unknown token), not on every reconnect or every look for a new primary."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._headers: dict[str, dict[str, str]] = {}
+
+    async def headers(self, client: httpx.AsyncClient, url: str) -> dict[str, str]:
+        if url not in self._headers:
+            self._headers[url] = await _login(client, url, self._settings)
+        return self._headers[url]
+
+    def check(self, response: httpx.Response, url: str) -> None:
+        """Forget the token a peer answered 401 to: the next request logs in again."""
+        if response.status_code == 401:
+            self._headers.pop(url, None)
+
+
 def _error_text(response: httpx.Response) -> str:
     try:
         error = response.json()["error"]
@@ -207,6 +227,7 @@ class Receiver:
         self.node = node
         self.status = ReceiverStatus(primary_url=primary_url.rstrip("/"))
         self._feedback_due = asyncio.Event()
+        self._logins = PeerLogins(node.settings)
 
     # -- what /v1/status shows ---------------------------------------------------------------
 
@@ -306,7 +327,7 @@ class Receiver:
         assert writer is not None
         url = status.primary_url
         self.status.state = "connecting"
-        headers = await _login(client, url, node.settings)
+        headers = await self._logins.headers(client, url)
         params = {
             "from_lsn": str(writer.end_lsn),
             "timeline": str(node.timeline),
@@ -320,6 +341,7 @@ class Receiver:
                 raise Refused(error["code"], error["message"])
             if response.status_code != 200:
                 await response.aread()
+                self._logins.check(response, url)
                 raise ReplicationError(f"stream from {url} refused: {_error_text(response)}")
             status.state, status.connected_since, status.last_error = "streaming", time.time(), None
             log.info("streaming from the primary", extra={"primary": url, "from_lsn": format_lsn(writer.end_lsn)})
@@ -376,7 +398,6 @@ class Receiver:
 
     async def _send_feedback(self, client: httpx.AsyncClient) -> None:
         """Positions to the primary after each applied batch, and at least every second."""
-        headers: dict[str, str] | None = None
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._feedback_due.wait(), FEEDBACK_INTERVAL_S)
@@ -394,13 +415,11 @@ class Receiver:
             }
             url = self.status.primary_url
             try:
-                headers = headers or await _login(client, url, node.settings)
+                headers = await self._logins.headers(client, url)
                 response = await client.post(f"{url}/v1/replication/feedback", json=body, headers=headers)
-                if response.status_code == 401:
-                    headers = None
+                self._logins.check(response, url)
             except (httpx.HTTPError, ReplicationError) as error:
                 log.debug("feedback failed", extra={"error": str(error)})
-                headers = None
 
     async def _find_primary(self, client: httpx.AsyncClient) -> None:
         """After a failure: follow whichever known node is now the unfenced primary on the newest timeline."""
@@ -409,8 +428,11 @@ class Receiver:
         best: tuple[int, str] | None = None
         for url in candidates:
             try:
-                headers = await _login(client, url, settings)
-                identity = (await client.get(f"{url}/v1/replication/identify", headers=headers)).json()
+                response = await client.get(
+                    f"{url}/v1/replication/identify", headers=await self._logins.headers(client, url)
+                )
+                self._logins.check(response, url)
+                identity = response.json()
             except (httpx.HTTPError, ReplicationError, ValueError):
                 continue
             if identity.get("role") != "primary" or identity.get("fenced"):
