@@ -211,7 +211,8 @@ async def rejoin(node: FailoverNode, primary_url: str) -> dict[str, Any]:
         async with httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as client:
             identity = await identify(client, url, settings)
     except (httpx.HTTPError, ReplicationError, ValueError) as error:
-        raise BadRequest(f"cannot reach the new primary at {url}: {error}") from None
+        # Some httpx errors have no text (a timeout): the class is then all there is to say.
+        raise BadRequest(f"cannot reach the new primary at {url}: {error or type(error).__name__}") from None
     control = node.checkpointer.control
     if str(identity.get("system_identifier")) != str(control.system_identifier):
         raise BadRequest(f"{url} belongs to another system ({identity.get('system_identifier')})")

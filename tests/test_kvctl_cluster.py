@@ -197,6 +197,11 @@ def test_status_promote_and_rejoin_through_a_failover(node_factory: MakeNode, tm
         f"warning: {primary.url} is a fenced former primary; make it a replica: {rejoin}"
     ]
 
+    # A rejoin to where nothing listens says so, and changes nothing.
+    unreachable = fails(kvctl("rejoin", "--url", primary.url, "--primary", dead, config=config))
+    reason = unreachable.removeprefix(f"kvctl: cannot reach the new primary at {dead}: ")
+    assert reason != unreachable and reason.strip(), unreachable
+
     # Rejoin: the plan, then the old primary back as a replica, following the new timeline.
     rejoined = ok(kvctl("rejoin", "--url", primary.url, "--primary", replica.url, "--wait", str(WAIT_S), config=config))
     plan, last = fields(rejoined), rejoined.splitlines()[-1]
