@@ -30,28 +30,13 @@ import httpx
 from kvstore.cli.launcher import NodeLauncher
 
 from . import wrk
+from .loading import load_keys
 
 VALUE = "x" * 100
 TXN_OPS = 100
 LOAD_CONCURRENCY = 8
 ADMIN_PASSWORD = "bench-password"
 RESULTS_PATH = Path(__file__).with_name("RESULTS-recovery.md")
-
-
-async def _load(node: NodeLauncher, keys: int) -> None:
-    headers = {"Authorization": f"Bearer {node.token()}"}
-    batches = iter(range(0, keys, TXN_OPS))
-    async with httpx.AsyncClient(base_url=node.url, headers=headers, timeout=60) as client:
-
-        async def worker() -> None:
-            for start in batches:
-                ops = [
-                    {"op": "set", "key": f"key:{i:08d}", "value": VALUE}
-                    for i in range(start, min(start + TXN_OPS, keys))
-                ]
-                (await client.post("/v1/txn", json={"ops": ops})).raise_for_status()
-
-        await asyncio.gather(*(worker() for _ in range(LOAD_CONCURRENCY)))
 
 
 def _lag_buckets(url: str) -> dict[str, float]:
@@ -92,7 +77,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {node.token()}"}
         rss_empty = node.rss_bytes()
         started = time.perf_counter()
-        asyncio.run(_load(node, args.keys))
+        load = load_keys(
+            node.url, headers, args.keys, VALUE, txn_ops=TXN_OPS, concurrency=LOAD_CONCURRENCY, timeout_s=60
+        )
+        asyncio.run(load)
         results["load_seconds"] = round(time.perf_counter() - started, 1)
         results["rss_empty_bytes"] = rss_empty
         results["rss_loaded_bytes"] = node.rss_bytes()

@@ -31,6 +31,7 @@ import httpx
 from kvstore.cli.launcher import NodeLauncher, free_port
 
 from . import wrk
+from .loading import load_keys
 
 VALUE = "x" * 100
 KEYS_FOR_PUT = 10_000
@@ -187,26 +188,20 @@ def bench_promotion(workdir: Path) -> dict[str, Any]:
         cluster.close()
 
 
-async def _load_keys(node: NodeLauncher, keys: int) -> None:
-    batches = iter(range(0, keys, TXN_OPS))
-    async with httpx.AsyncClient(base_url=node.url, headers=_headers(node), timeout=120) as client:
-
-        async def worker() -> None:
-            for start in batches:
-                ops = [
-                    {"op": "set", "key": f"key:{i:08d}", "value": VALUE}
-                    for i in range(start, min(start + TXN_OPS, keys))
-                ]
-                (await client.post("/v1/txn", json={"ops": ops})).raise_for_status()
-
-        await asyncio.gather(*(worker() for _ in range(LOAD_CONCURRENCY)))
-
-
 def bench_catch_up(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     cluster = Cluster(workdir / "catch-up")
     try:
         primary = cluster.start_primary()
-        asyncio.run(_load_keys(primary, args.keys))
+        load = load_keys(
+            primary.url,
+            _headers(primary),
+            args.keys,
+            VALUE,
+            txn_ops=TXN_OPS,
+            concurrency=LOAD_CONCURRENCY,
+            timeout_s=120,
+        )
+        asyncio.run(load)
         started = time.perf_counter()
         replica = cluster.add_replica("r1", timeout_s=1800)
         ready_s = time.perf_counter() - started
