@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 PRIMARY = "p"
+ADMIN_USER = "admin"  # the superuser every backend's nodes are initialised with
 NODE_NAMES = (PRIMARY, "r1", "r2")
 
 

@@ -13,11 +13,11 @@ node's volume and runs `python3 -m kvstore.chaos.waldamage`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,13 +28,14 @@ import docker
 import httpx
 from docker.models.containers import Container
 
-from .backend import NODE_NAMES, PRIMARY, Backend, ClusterSpec, Corruption, NodeStartFailed, WalDamage
+from kvstore.cli.launcher import free_port
+
+from .backend import ADMIN_USER, NODE_NAMES, PRIMARY, Backend, ClusterSpec, Corruption, NodeStartFailed, WalDamage
 from .client import NodeClient, Tokens
 
 COMPOSE_DIR = Path(__file__).resolve().parent.parent / "compose"
 PROJECT = "kvchaos"
 IMAGE = "kvstore:latest"
-ADMIN_USER = "admin"
 CLUSTER_NETWORK = "cluster"  # the compose file's node-to-node network
 NODE_PORT = 8080  # inside the containers
 BUILD_TIMEOUT_S = 900.0  # the first build on a machine includes debootstrap
@@ -79,7 +80,7 @@ class DockerBackend(Backend):
         if spec.primary != PRIMARY or not set(spec.nodes) <= set(NODE_NAMES):
             raise ValueError(f"the compose cluster has the primary p and the replicas r1, r2; not {spec.nodes}")
         self.root.mkdir(parents=True, exist_ok=True)
-        self._ports = {node: _free_port() for node in spec.nodes}
+        self._ports = {node: free_port() for node in spec.nodes}
         self._compose_env = {
             **os.environ,
             "KVSTORE_ENV_FILE": str(self._write_env_file()),
@@ -246,16 +247,12 @@ def _alias(node: str) -> str:
     return f"{node}.{CLUSTER_NETWORK}"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _compose_command() -> list[str]:
-    """Compose v2 where it is installed, else Debian's docker-compose 1.29 (as cluster.sh)."""
+@functools.cache
+def _compose_command() -> tuple[str, ...]:
+    """Compose v2 where it is installed, else Debian's docker-compose 1.29 (as cluster.sh);
+    asked once per process, not before every compose call."""
     if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        return ["docker", "compose"]
+        return ("docker", "compose")
     if shutil.which("docker-compose"):
-        return ["docker-compose"]
+        return ("docker-compose",)
     raise RuntimeError("neither `docker compose` nor `docker-compose` is installed")

@@ -18,11 +18,10 @@ from typing import Any
 from kvstore.cli.launcher import NodeLauncher
 
 from . import waldamage
-from .backend import Backend, ClusterSpec, Corruption, NodeStartFailed, WalDamage
+from .backend import ADMIN_USER, Backend, ClusterSpec, Corruption, NodeStartFailed, WalDamage
 from .client import NodeClient, Tokens
 from .proxy import LinkProxy
 
-ADMIN_USER = "admin"
 REPLICATION_USER = "replicator"
 
 

@@ -75,12 +75,13 @@ def _flip_byte(records: list[WalRecord]) -> WalDamage:
 
 def main(argv: list[str]) -> None:
     match argv:
-        case ["corrupt", data_dir, kind]:
+        case ["corrupt", data_dir, kind] if kind in set(Corruption):
             print(json.dumps(corrupt(Path(data_dir), Corruption(kind)).to_json()))
         case ["undo", data_dir, damage]:
             undo(WalDamage.from_json(json.loads(damage)), Path(data_dir))
         case _:
-            sys.exit("usage: waldamage corrupt DATA_DIR KIND | undo DATA_DIR DAMAGE_JSON")
+            kinds = "|".join(Corruption)
+            sys.exit(f"usage: waldamage corrupt DATA_DIR {kinds} | undo DATA_DIR DAMAGE_JSON")
 
 
 if __name__ == "__main__":
