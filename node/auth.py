@@ -3,10 +3,18 @@
 Passwords are verified in a thread (argon2 takes ~100 ms and must never run on the
 event loop); verified tokens are cached, so the request path pays a dict lookup
 instead of an HMAC (~27 us). A token names its signing key (`kid`) and the user's
-`token_generation`; bumping the generation (password change, lock, role change)
-invalidates every token the user holds on its next use. Host rules are checked at
-login and on every request (an API key or token may travel); their decisions are
-cached per (address, user) until the catalog changes.
+`token_generation`; bumping the generation (password change, lock, delete) invalidates
+every token the user holds on its next use. Privileges are not in the token: they are
+resolved from the catalog (cached until it changes), so a grant or revoke works on the
+next request with the same token. Host rules are checked at login and on every request
+(an API key or token may travel); their decisions are cached per (address, user) until
+the catalog changes. The policy (token lifetime, lockout, argon2 parameters) is the
+catalog's `_sys.settings:auth` (auth_policy.py), read again whenever the catalog changes.
+
+Catalog documents are checked as they are read (catalog_documents.py): a damaged user is
+refused, a damaged role grants nothing, a damaged API key authenticates no one, and a
+damaged settings document (signing keys, host rules, policy) leaves the last good one in
+force, so no single bad document takes the node down.
 """
 
 from __future__ import annotations
@@ -25,12 +33,14 @@ from typing import Any, Final
 
 import jwt
 
-from . import catalog, hba, metrics
+from . import auth_policy, catalog, catalog_documents, hba, metrics, signing_keys
 from .audit import AuditLog
+from .auth_policy import AuthPolicy
+from .catalog_documents import DocumentError
 from .errors import Forbidden, KvError, TooManyRequests, Unauthorized
-from .passwords import Passwords
+from .passwords import HashParameters, Passwords
 from .store import VALUE, VERSION, Store
-from .throttle import LoginThrottle
+from .throttle import LoginThrottle, ThrottlePolicy
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +55,9 @@ _LOOPBACK_ONLY: Final = hba.parse_rules(
 )
 
 # (user, token generation or None for API keys, expiry s, catalog epoch when verified,
-#  networks an API key is bound to, API key id or None)
-Verified = tuple[str, int | None, int, int, tuple[IPv4Network | IPv6Network, ...], str | None]
+#  networks an API key is bound to, API key id or None, the range the user's created_at_ms
+#  must lie in for an API key: the key belongs to that incarnation of the user only)
+Verified = tuple[str, int | None, int, int, tuple[IPv4Network | IPv6Network, ...], str | None, tuple[int, int] | None]
 # Writes one catalog document with compare-and-set on its version (a rehashed password).
 CatalogRewrite = Callable[[str, bytes, int], Awaitable[object]]
 API_KEY_PREFIX: Final = "kv_"
@@ -66,6 +77,16 @@ def _address_in(address: str, networks: tuple[IPv4Network | IPv6Network, ...]) -
     return any(ip in network for network in networks)
 
 
+def _throttle_policy(policy: AuthPolicy) -> ThrottlePolicy:
+    return ThrottlePolicy(policy.login_max_failures, policy.login_failure_window_s, policy.login_lockout_s)
+
+
+def _hash_parameters(policy: AuthPolicy) -> HashParameters:
+    return HashParameters(
+        policy.password_hash_time_cost, policy.password_hash_memory_kib, policy.password_hash_parallelism
+    )
+
+
 def _may_log_in(user: dict[str, Any]) -> bool:
     valid_until = user.get("valid_until")
     expired = valid_until is not None and time.time() >= valid_until
@@ -73,42 +94,64 @@ def _may_log_in(user: dict[str, Any]) -> bool:
 
 
 class Authenticator:
-    def __init__(
-        self,
-        store: Store,
-        token_ttl_s: int,
-        throttle: LoginThrottle,
-        audit: AuditLog,
-        passwords: Passwords,
-        rewrite: CatalogRewrite,
-    ) -> None:
+    def __init__(self, store: Store, seed_policy: AuthPolicy, audit: AuditLog, rewrite: CatalogRewrite) -> None:
+        """`seed_policy`: the node's configured policy, used only while the catalog holds none."""
         self._store = store
-        self._token_ttl_s = token_ttl_s
-        self._throttle = throttle
         self._audit = audit
-        self.passwords = passwords
         self._rewrite = rewrite
         self._token_cache: dict[str, Verified] = {}  # by Authorization header value
         self.key_last_used: dict[str, int] = {}  # API key id -> epoch seconds, this node only
         self._principals: dict[str, tuple[int, int, catalog.Principal]] = {}  # user -> (epoch, version, p)
-        self._dummy_hash = passwords.hash(secrets.token_hex(16))  # for logins of unknown users
         self._host_rules: tuple[int, tuple[hba.HostRule, ...]] | None = None  # (epoch, rules)
         self._host_decisions: dict[tuple[str, str], hba.Decision] = {}
+        self._signing: tuple[int, dict[str, Any]] | None = None  # (epoch, last good signing keys)
+        self._policy = (-1, seed_policy)  # (epoch, last good policy)
+        self._throttle = LoginThrottle(_throttle_policy(seed_policy))
+        self.passwords = Passwords(_hash_parameters(seed_policy))
+        self._dummy_hash = self.passwords.hash(secrets.token_hex(16))  # for logins of unknown users
+        self._dummy_hash_parameters = self.passwords.parameters
 
     # -- catalog lookups -----------------------------------------------------------
 
     def _document(self, key: str) -> tuple[int, dict[str, Any]] | None:
+        """The checked document at `key`, None when there is none; DocumentError when damaged."""
         entry = self._store.get(key, time.time_ns() // 1_000_000)
         if entry is None:
             return None
-        return entry[VERSION], catalog.decode(entry[VALUE])
+        return entry[VERSION], catalog_documents.parse(key, entry[VALUE])
+
+    def _usable(self, key: str) -> tuple[int, dict[str, Any]] | None:
+        """Like `_document`, but a damaged document counts as none (catalog_health reports it)."""
+        try:
+            return self._document(key)
+        except DocumentError:
+            return None
+
+    def policy(self) -> AuthPolicy:
+        """The cluster's auth policy (the last good one while the stored one is damaged)."""
+        epoch = self._store.catalog_epoch
+        if self._policy[0] == epoch:
+            return self._policy[1]
+        policy = self._policy[1]
+        try:
+            found = self._document(catalog.AUTH_KEY)
+            if found is not None:
+                policy = auth_policy.from_document(found[1])
+        except DocumentError:
+            pass  # keep the last good policy; catalog_health logs and reports the document
+        if policy != self._policy[1]:
+            self._throttle.policy = _throttle_policy(policy)
+            if _hash_parameters(policy) != self.passwords.parameters:
+                self.passwords = Passwords(_hash_parameters(policy))
+        self._policy = (epoch, policy)
+        return policy
 
     def principal(self, name: str) -> catalog.Principal | None:
         epoch = self._store.catalog_epoch
         cached = self._principals.get(name)
         if cached is not None and cached[0] == epoch:
             return cached[2]
-        found = self._document(catalog.user_key(name))
+        found = self._usable(catalog.user_key(name))
         if found is None:
             self._principals.pop(name, None)
             return None
@@ -118,7 +161,7 @@ class Authenticator:
             return None  # a locked or expired user's tokens stop working at once
         roles = {}
         for role_name in user.get("roles", []):
-            role = self._document(catalog.role_key(role_name))
+            role = self._usable(catalog.role_key(role_name))
             if role is not None:
                 roles[role_name] = role[1]
         principal = catalog.resolve_principal(user, roles)
@@ -126,22 +169,42 @@ class Authenticator:
         return principal
 
     def _signing_keys(self) -> dict[str, Any]:
-        found = self._document(catalog.JWT_KEYS_KEY)
+        epoch = self._store.catalog_epoch
+        if self._signing is not None and self._signing[0] == epoch:
+            return self._signing[1]
+        try:
+            found = self._document(catalog.JWT_KEYS_KEY)
+        except DocumentError:
+            # Keep the last good keys. With none (damaged since before this start), sign with a
+            # key of this node's own, so an administrator can log in here and repair the
+            # document (`kvctl jwt-key rotate`); its tokens are valid on this node only.
+            keys = (
+                self._signing[1]
+                if self._signing is not None
+                else signing_keys.initial_document(*signing_keys.new_key(), time.time_ns() // 1_000_000)
+            )
+            if self._signing is None:
+                log.critical(
+                    "the signing keys in %s are damaged; signing with a temporary key of this node until an "
+                    "administrator runs kvctl jwt-key rotate",
+                    catalog.JWT_KEYS_KEY,
+                )
+            found = (0, keys)
         if found is None:
             raise Unauthorized("this node has no token signing key yet (catalog not bootstrapped)")
+        self._signing = (epoch, found[1])
         return found[1]
 
     def host_rules(self) -> tuple[hba.HostRule, ...]:
         epoch = self._store.catalog_epoch
         if self._host_rules is not None and self._host_rules[0] == epoch:
             return self._host_rules[1]
-        found = self._document(catalog.HBA_KEY)
         try:
-            rules = hba.parse_rules(found[1].get("rules") if found is not None else hba.DEFAULT_RULES)
-        except hba.RuleError as error:
-            # Only a superuser writing the raw key through the data API can get here.
+            found = self._document(catalog.HBA_KEY)
+            rules = hba.parse_rules(found[1]["rules"] if found is not None else hba.DEFAULT_RULES)
+        except DocumentError:
+            # Damaged in a WAL or snapshot (writes are checked): catalog_health reports it.
             rules = self._host_rules[1] if self._host_rules is not None else _LOOPBACK_ONLY
-            log.error("ignoring invalid host rules in %s: %s; keeping the previous ones", catalog.HBA_KEY, error)
         self._host_rules = (epoch, rules)
         self._host_decisions.clear()
         return rules
@@ -166,6 +229,7 @@ class Authenticator:
         Throttled per user name and per client address: once locked, even the right
         password is refused until the lockout ends. Every outcome goes to the audit log.
         """
+        self.policy()  # the lockout and hashing parameters in force now
         keys = (f"user:{username}", f"addr:{address}")
         now = time.monotonic()
         wait_s = self._throttle.retry_after_s(keys, now)
@@ -176,10 +240,15 @@ class Authenticator:
                 "too many failed logins for this user or address; try again later", retry_after_s=ceil(wait_s)
             )
         loop = asyncio.get_running_loop()
-        found = self._document(catalog.user_key(username))
-        # An unknown user costs a real verify too, so timing does not reveal who exists.
+        passwords = self.passwords
+        found = self._usable(catalog.user_key(username))
+        # An unknown user costs a real verify too, made with today's parameters, so timing
+        # does not reveal who exists.
+        if self._dummy_hash_parameters != passwords.parameters:
+            self._dummy_hash = await loop.run_in_executor(None, passwords.hash, secrets.token_hex(16))
+            self._dummy_hash_parameters = passwords.parameters
         password_hash = found[1]["password_hash"] if found is not None else self._dummy_hash
-        ok = await loop.run_in_executor(None, self.passwords.verify, password_hash, password)
+        ok = await loop.run_in_executor(None, passwords.verify, password_hash, password)
         user = found[1] if found is not None else None
         if not ok or user is None or not _may_log_in(user):
             metrics.AUTH_FAILURES.labels("bad_credentials").inc()
@@ -196,7 +265,7 @@ class Authenticator:
         except Forbidden:
             self._audit.record("login_rejected", user=username, address=address, reason="host rules")
             raise
-        if self.passwords.needs_rehash(password_hash):
+        if passwords.needs_rehash(password_hash):
             await self._rehash(username, found[0], user, password)
         self._audit.record("login_ok", user=username, address=address)
         return self.issue_token(username, int(user.get("token_generation", 1)))
@@ -225,7 +294,7 @@ class Authenticator:
         keys = self._signing_keys()
         kid = keys["current"]
         now = int(time.time())
-        expires_at = now + self._token_ttl_s
+        expires_at = now + self.policy().token_ttl_s
         claims = {"sub": username, "gen": token_generation, "iat": now, "exp": expires_at}
         token = jwt.encode(claims, keys["keys"][kid]["secret"], algorithm=JWT_ALGORITHM, headers={"kid": kid})
         return token, expires_at
@@ -237,7 +306,7 @@ class Authenticator:
         cached = self._token_cache.get(authorization) if authorization else None
         if cached is None or cached[2] <= time.time() or cached[3] != self._store.catalog_epoch:
             cached = self._verify_header(authorization)  # also when keys may have changed
-        username, generation, _expires_at, _epoch, networks, key_id = cached
+        username, generation, _expires_at, _epoch, networks, key_id, incarnation = cached
         if networks and not _address_in(address, networks):
             metrics.AUTH_FAILURES.labels("address").inc()
             raise Unauthorized("this API key may not be used from this address")
@@ -246,6 +315,11 @@ class Authenticator:
             self._token_cache.pop(authorization, None)  # type: ignore[arg-type]
             metrics.AUTH_FAILURES.labels("revoked").inc()
             raise Unauthorized("token is no longer valid; log in again")
+        if incarnation is not None and not incarnation[0] <= principal.created_at_ms <= incarnation[1]:
+            # The key's user was deleted and a new user took the name: the key is not theirs.
+            self._token_cache.pop(authorization, None)  # type: ignore[arg-type]
+            metrics.AUTH_FAILURES.labels("revoked").inc()
+            raise Unauthorized("this API key belonged to a deleted user of that name")
         self.check_host(address, principal)
         if key_id is not None:
             self.key_last_used[key_id] = int(time.time())
@@ -271,7 +345,7 @@ class Authenticator:
 
     def _verify_api_key(self, token: str) -> Verified:
         key_id, _, secret = token[len(API_KEY_PREFIX) :].partition("_")
-        found = self._document(catalog.apikey_key(key_id)) if key_id.isalnum() else None
+        found = self._usable(catalog.apikey_key(key_id)) if key_id.isalnum() else None
         if found is None or not hmac.compare_digest(found[1]["secret_sha256"], api_key_digest(secret)):
             metrics.AUTH_FAILURES.labels("invalid_token").inc()
             raise Unauthorized("invalid API key")
@@ -281,7 +355,12 @@ class Authenticator:
             metrics.AUTH_FAILURES.labels("expired").inc()
             raise Unauthorized(f"API key {key['name']!r} has expired")
         networks = tuple(ipaddress.ip_network(cidr) for cidr in key.get("cidrs", []))
-        return (key["user"], None, int(expires_at), self._store.catalog_epoch, networks, key_id)
+        user_created_at_ms = key.get("user_created_at_ms")
+        # Keys made before keys recorded their user's incarnation: the user must predate the key.
+        incarnation = (
+            (0, key["created_at_ms"]) if user_created_at_ms is None else (user_created_at_ms, user_created_at_ms)
+        )
+        return (key["user"], None, int(expires_at), self._store.catalog_epoch, networks, key_id, incarnation)
 
     def _verify_jwt(self, token: str) -> Verified:
         try:
@@ -298,4 +377,4 @@ class Authenticator:
         except jwt.InvalidTokenError:
             metrics.AUTH_FAILURES.labels("invalid_token").inc()
             raise Unauthorized("invalid token") from None
-        return (str(claims["sub"]), int(claims["gen"]), int(claims["exp"]), self._store.catalog_epoch, (), None)
+        return (str(claims["sub"]), int(claims["gen"]), int(claims["exp"]), self._store.catalog_epoch, (), None, None)

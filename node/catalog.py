@@ -4,7 +4,8 @@
                              "token_generation", "created_at_ms"}
     _sys.roles:<name>       {"name", "superuser", "grants": [{"actions": [...], "pattern": "app:*"}]}
     _sys.settings:<name>    settings documents: `jwt_keys` the token signing keys (see
-                            signing_keys.py), `hba` the host rules (see hba.py)
+                            signing_keys.py), `hba` the host rules (see hba.py), `auth`
+                            the cluster's authentication policy (see auth_policy.py)
     _sys.settings:catalog   {"catalog_version"}: written last by bootstrap, so its presence
                             means the catalog exists (deleting the admin user later must
                             not make the next start re-bootstrap)
@@ -23,7 +24,7 @@ from typing import Any, Final
 
 import orjson
 
-from . import hba, signing_keys
+from . import auth_policy, hba, signing_keys
 from .control import CATALOG_VERSION
 
 SYS_PREFIX: Final = "_sys."
@@ -34,6 +35,8 @@ SETTINGS_PREFIX: Final = "_sys.settings:"
 CATALOG_MARKER_KEY: Final = SETTINGS_PREFIX + "catalog"
 JWT_KEYS_KEY: Final = SETTINGS_PREFIX + "jwt_keys"
 HBA_KEY: Final = SETTINGS_PREFIX + "hba"
+AUTH_KEY: Final = SETTINGS_PREFIX + "auth"
+CATALOGS: Final = (USERS_PREFIX, ROLES_PREFIX, APIKEYS_PREFIX, SETTINGS_PREFIX)
 
 ACTIONS: Final = ("read", "write", "delete", "admin", "replication")
 ADMIN_USER: Final = "admin"
@@ -86,6 +89,7 @@ def bootstrap_documents(
     jwt_kid: str,
     jwt_secret: str,
     now_ms: int,
+    policy: auth_policy.AuthPolicy,
     replication_user: tuple[str, str] | None = None,  # (name, password hash)
 ) -> list[tuple[str, bytes]]:
     """The (key, value) pairs initdb writes, in one transaction, marker last."""
@@ -96,8 +100,15 @@ def bootstrap_documents(
         pairs.append((user_key(name), encode(user_document(name, password_hash, ["replication"], now_ms))))
     pairs.append((JWT_KEYS_KEY, encode(signing_keys.initial_document(jwt_kid, jwt_secret, now_ms))))
     pairs.append((HBA_KEY, encode({"rules": hba.DEFAULT_RULES})))
+    pairs.append((AUTH_KEY, encode(policy.to_document())))
     pairs.append((CATALOG_MARKER_KEY, encode({"catalog_version": CATALOG_VERSION})))
     return pairs
+
+
+def literal_head(pattern: str) -> str:
+    """The text every key a shell-style pattern matches starts with: `app:*` -> `app:`."""
+    cut = min((index for index in (pattern.find(c) for c in "*?[") if index >= 0), default=len(pattern))
+    return pattern[:cut]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +136,7 @@ class Principal:
     roles: tuple[str, ...]
     grants: tuple[Grant, ...]
     token_generation: int
+    created_at_ms: int = 0  # which incarnation of the user name (API keys belong to one)
     _match: dict[str, Callable[[str], object]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -133,6 +145,20 @@ class Principal:
     def has_action(self, action: str) -> bool:
         """Holds `action` on some pattern (for actions that are not about keys: replication)."""
         return action in self._match
+
+    def may_read_under(self, prefix: str) -> bool:
+        """Could any key starting with `prefix` be readable? False only when none can (a listing
+        that can show nothing is refused before it costs anything)."""
+        if self.superuser:
+            return True
+        if prefix.startswith(SYS_PREFIX):
+            return False
+        for grant in self.grants:
+            if "read" in grant.actions:
+                head = literal_head(grant.pattern)
+                if head.startswith(prefix) or prefix.startswith(head):
+                    return True
+        return False
 
     def can(self, action: str, key: str) -> bool:
         if self.superuser:
@@ -158,4 +184,5 @@ def resolve_principal(user: dict[str, Any], roles: dict[str, dict[str, Any]]) ->
         roles=tuple(user.get("roles", [])),
         grants=tuple(grants),
         token_generation=int(user.get("token_generation", 1)),
+        created_at_ms=int(user.get("created_at_ms", 0)),
     )

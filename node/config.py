@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from . import auth_policy
+from .auth_policy import AuthPolicy
 from .wal.format import MAX_PAYLOAD_BYTES
 from .wal.writer import FsyncPolicy
 
@@ -46,15 +48,16 @@ class Settings:
     max_ttl_s: int = 10 * 365 * 24 * 3600
     expire_interval_ms: int = 100
     expire_batch_keys: int = 1000
+    # The cluster's auth policy (auth_policy.py) as initdb writes it to `_sys.settings:auth`;
+    # from then on the catalog's document is the one in force (`kvctl settings set`).
     token_ttl_s: int = 3600
     password_min_length: int = 8
-    # argon2id; stored hashes made with other parameters are rehashed at the user's next login
     password_hash_time_cost: int = 3
     password_hash_memory_kib: int = 64 * 1024
     password_hash_parallelism: int = 4
-    login_max_failures: int = 5  # within login_failure_window_s, then the user/address is locked
-    login_failure_window_s: float = 300.0
-    login_lockout_s: float = 300.0
+    login_max_failures: int = 5
+    login_failure_window_s: int = 300
+    login_lockout_s: int = 300
     audit_log_max_bytes: int = 10 * 1024 * 1024
     audit_log_keep: int = 5
     admin_password: str | None = field(default=None, repr=False)
@@ -90,6 +93,11 @@ class Settings:
         return parse_synchronous_replicas(self.synchronous_replicas)
 
     @property
+    def initial_auth_policy(self) -> AuthPolicy:
+        """The auth policy initdb writes; the catalog's is the one in force afterwards."""
+        return AuthPolicy(**{name: getattr(self, name) for name in auth_policy.FIELDS})
+
+    @property
     def listen_host(self) -> str:
         return self.listen.rsplit(":", 1)[0].strip("[]")
 
@@ -116,13 +124,6 @@ class Settings:
             "max_ttl_s": 1,
             "expire_interval_ms": 1,
             "expire_batch_keys": 1,
-            "token_ttl_s": 10,
-            "password_min_length": 1,
-            "password_hash_time_cost": 1,
-            "password_hash_parallelism": 1,
-            "login_max_failures": 1,
-            "login_failure_window_s": 1,
-            "login_lockout_s": 1,
             "audit_log_max_bytes": 4096,
             "audit_log_keep": 1,
             "http_runtime_threads": 1,
@@ -140,8 +141,10 @@ class Settings:
         for name in ("max_value_bytes", "max_body_bytes"):
             if getattr(self, name) > MAX_PAYLOAD_BYTES // 2:
                 raise ConfigError(f"{name}: at most {MAX_PAYLOAD_BYTES // 2} (half the WAL record limit)")
-        if self.password_hash_memory_kib < 8 * self.password_hash_parallelism:
-            raise ConfigError("password_hash_memory_kib must be at least 8 x password_hash_parallelism (argon2)")
+        try:
+            auth_policy.from_document(self.initial_auth_policy.to_document())
+        except auth_policy.PolicyError as error:
+            raise ConfigError(str(error)) from None
         if self.synchronous_commit not in SYNCHRONOUS_COMMIT_MODES:
             raise ConfigError(
                 f"synchronous_commit: {self.synchronous_commit!r} is not one of local, remote_write, remote_apply"

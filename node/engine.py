@@ -18,6 +18,8 @@ dirty reads), while writers see everything before them.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import time
 from collections import deque
@@ -25,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple, NoReturn
 
 from . import metrics, records
-from .errors import KvError, NotFound, PreconditionFailed, ReadOnly, Unavailable
+from .errors import KvError, NotAnInteger, NotFound, PreconditionFailed, ReadOnly, Unavailable
 from .store import CREATED_AT_MS, EXPIRES_AT_MS, VALUE, VERSION, Entry, Store, is_live
 from .wal.writer import WalFailed, WalWriter
 
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+WAITERS_ABANDONED_MIN = 64  # below this many abandoned waiters, dropping them is not worth a rebuild
 
 
 def now_ms() -> int:
@@ -83,9 +86,13 @@ class Engine:
         self.writer: WalWriter | None = None
         self._overlay: dict[str, tuple[int, Entry | None]] = {}  # key -> (end LSN, latest entry)
         self._uncommitted: deque[tuple[int, records.Record]] = deque()
-        # Futures waiting for an LSN to commit, nearly always appended in LSN order; one
-        # that waits for an older LSN is released with the newer waiter ahead of it.
-        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        # Futures waiting for an LSN to commit, in a heap by LSN: each is released when its
+        # own LSN commits, whatever was asked before it. A waiter that gave up (a timeout, a
+        # client gone) is dropped lazily, as asyncio drops cancelled timers: the heap is
+        # rebuilt once such dead entries are the majority, so it never grows without bound.
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._waiter_order = itertools.count()  # ties on an LSN never compare futures
+        self._waiters_abandoned = 0
         self._next_revision = store.revision + 1
         self.committed_lsn = store.applied_lsn
         self.read_only_reason: str | None = None  # why writes are refused, if they are
@@ -145,10 +152,10 @@ class Engine:
             try:
                 base = int(current[VALUE].decode("ascii"))
             except (UnicodeDecodeError, ValueError):
-                await self._refuse(PreconditionFailed(f"value of {key!r} is not an integer", key=key), key)
+                await self._refuse(NotAnInteger(f"value of {key!r} is not an integer; INCR needs one", key=key), key)
         result = base + by
         if not INT64_MIN <= result <= INT64_MAX:
-            error = PreconditionFailed(f"increment would overflow a 64-bit integer ({base} + {by})", key=key)
+            error = NotAnInteger(f"increment would leave the 64-bit integer range ({base} + {by})", key=key)
             await self._refuse(error, key)
         version = self._take_revision()
         created_at_ms = current[CREATED_AT_MS] if current is not None else now
@@ -274,8 +281,24 @@ class Engine:
         if self.wal_failed:
             raise Unavailable(str(self.read_only_reason))
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((lsn, future))
-        await future
+        heapq.heappush(self._waiters, (lsn, next(self._waiter_order), future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            self._abandon_waiter()
+            raise
+
+    def _abandon_waiter(self) -> None:
+        self._waiters_abandoned += 1
+        if self._waiters_abandoned > WAITERS_ABANDONED_MIN and self._waiters_abandoned * 2 > len(self._waiters):
+            self._waiters = [waiter for waiter in self._waiters if not waiter[2].done()]
+            heapq.heapify(self._waiters)
+            self._waiters_abandoned = 0
+
+    @property
+    def commit_waiters(self) -> int:
+        """Requests waiting for an LSN to commit (abandoned ones not yet dropped included)."""
+        return len(self._waiters)
 
     def next_commit(self) -> asyncio.Event:
         """An event set when the committed LSN next moves (one shared by all who ask)."""
@@ -307,8 +330,10 @@ class Engine:
                 self._next_commit = None
         waiters = self._waiters
         while waiters and waiters[0][0] <= lsn:
-            future = waiters.popleft()[1]
-            if not future.done():
+            future = heapq.heappop(waiters)[2]
+            if future.done():
+                self._waiters_abandoned = max(0, self._waiters_abandoned - 1)
+            else:
                 future.set_result(None)
         return applied
 
@@ -316,8 +341,8 @@ class Engine:
         self.wal_failed = True
         reason = f"WAL write failed ({error}); writes are refused until the node is restarted"
         self.refuse_writes(reason, Unavailable)
-        while self._waiters:
-            future = self._waiters.popleft()[1]
+        waiters, self._waiters, self._waiters_abandoned = self._waiters, [], 0
+        for _lsn, _order, future in waiters:
             if not future.done():
                 future.set_exception(Unavailable(reason))
 

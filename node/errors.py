@@ -46,6 +46,13 @@ class Conflict(KvError):
     code = "conflict"
 
 
+class NotAnInteger(Conflict):
+    """INCR on a value that is not a 64-bit integer, or would leave that range (Redis: "value is
+    not an integer or out of range"): the request is fine, the key's current value is not."""
+
+    code = "not_an_integer"
+
+
 class LengthRequired(KvError):
     status = 411
     code = "length_required"

@@ -125,6 +125,14 @@ EVENT_LOOP_LAG_SECONDS = Histogram(
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0),
     registry=REGISTRY,
 )
+COMMIT_WAITERS = Gauge(
+    "kvstore_engine_commit_waiters", "Requests waiting for an LSN to commit (read at scrape time).", registry=REGISTRY
+)
+CATALOG_DAMAGED_DOCUMENTS = Gauge(
+    "kvstore_catalog_damaged_documents",
+    "Catalog documents that fail their check and are ignored (listed in /v1/status).",
+    registry=REGISTRY,
+)
 HTTP_REQUESTS_IN_FLIGHT = Gauge(
     "kvstore_http_requests_in_flight", "HTTP requests being handled now (read at scrape time).", registry=REGISTRY
 )

@@ -32,11 +32,13 @@ from kvstore.replication import failover, timelines
 from kvstore.replication.primary import Primary
 from kvstore.replication.replica import Receiver, ReplicationError, take_base_backup, wipe_for_base_backup
 
-from . import catalog, metrics, signing_keys
+from . import auth_policy, catalog, metrics, signing_keys
 from .api.app import App
 from .api.rsgi import RsgiAdapter
 from .audit import AuditLog
 from .auth import Authenticator
+from .catalog_changes import CatalogChanges
+from .catalog_health import CatalogHealth
 from .checkpoint import Checkpointer
 from .config import ConfigError, Settings
 from .control import ROLE_PRIMARY, ROLE_REPLICA, STATE_NEEDS_BASE_BACKUP, STATE_RUNNING, STATE_SHUT_DOWN, read_control
@@ -44,9 +46,7 @@ from .datadir import DataDir, DataDirLock, create_layout, initdb
 from .engine import Engine, TxnOp, now_ms
 from .fsutil import atomic_write
 from .logs import GRANIAN_LOG_CONFIG
-from .passwords import HashParameters, Passwords
 from .recovery import recover
-from .throttle import LoginThrottle, ThrottlePolicy
 from .wal.format import format_lsn
 from .wal.reader import list_segments
 from .wal.writer import FsyncPolicy, WalWriter
@@ -68,6 +68,8 @@ class Node:
         self.auth: Authenticator
         self.checkpointer: Checkpointer
         self.audit: AuditLog
+        self.catalog_changes: CatalogChanges
+        self.catalog_health = CatalogHealth()
         self._ready = False
         self._started_at = time.time()
         self._stop = asyncio.Event()
@@ -121,6 +123,7 @@ class Node:
             if not self.is_replica:
                 await self._check_peers_before_writes()
                 self._become_primary()
+            await self._complete_catalog()
             self._ready = True
             log.info(
                 "ready", extra={"url": self.url, "fsync": self.settings.fsync.value, "keys": len(self.engine.store)}
@@ -254,24 +257,23 @@ class Node:
         self.engine.attach(writer)
         control = recovered.control.replace(timeline=recovered.timeline)
         self.checkpointer = Checkpointer(self.engine, self.datadir, control, settings.snapshots_keep)
-        throttle = LoginThrottle(
-            ThrottlePolicy(settings.login_max_failures, settings.login_failure_window_s, settings.login_lockout_s)
-        )
         self.audit = AuditLog(self.datadir.log / "audit.jsonl", settings.audit_log_max_bytes, settings.audit_log_keep)
-        passwords = Passwords(
-            HashParameters(
-                settings.password_hash_time_cost, settings.password_hash_memory_kib, settings.password_hash_parallelism
-            )
-        )
         engine = self.engine
+        self.catalog_changes = CatalogChanges(engine, settings.max_scan_limit)
 
         async def rewrite(key: str, value: bytes, version: int) -> object:
             return await engine.put(key, value, if_version=version)
 
         self.auth = await loop.run_in_executor(
-            None, Authenticator, engine.store, settings.token_ttl_s, throttle, self.audit, passwords, rewrite
+            None, Authenticator, engine.store, settings.initial_auth_policy, self.audit, rewrite
         )
         store = self.engine.store
+        # Every catalog document is checked now and again whenever it changes: a damaged one is
+        # reported (log, /v1/status, metric) and ignored, never fatal.
+        self.catalog_health.check_all(store.scan(catalog.SYS_PREFIX, None, len(store) + 1, now_ms())[0])
+        store.on_catalog_change = self.catalog_health.check
+        metrics.bind_gauge(metrics.CATALOG_DAMAGED_DOCUMENTS, lambda: len(self.catalog_health))
+        metrics.bind_gauge(metrics.COMMIT_WAITERS, lambda: engine.commit_waiters)
         metrics.bind_gauge(metrics.STORE_KEYS, lambda: len(store))
         metrics.bind_gauge(metrics.STORE_REVISION, lambda: store.revision)
         metrics.bind_gauge(metrics.WAL_END_LSN, lambda: writer.end_lsn)
@@ -296,7 +298,9 @@ class Node:
         if settings.replication_user and settings.replication_password:  # as PostgreSQL's images do
             replication_hash = await loop.run_in_executor(None, self.auth.passwords.hash, settings.replication_password)
             replication_user = (settings.replication_user, replication_hash)
-        documents = catalog.bootstrap_documents(password_hash, kid, secret, now_ms(), replication_user)
+        documents = catalog.bootstrap_documents(
+            password_hash, kid, secret, now_ms(), settings.initial_auth_policy, replication_user
+        )
         await self.engine.txn([TxnOp("set", key, value) for key, value in documents])
         await self.checkpointer.checkpoint("initdb")
         if source == "generated":
@@ -309,6 +313,31 @@ class Node:
                 flush=True,
             )
         log.info("catalog bootstrapped", extra={"superuser": catalog.ADMIN_USER, "password_source": source})
+
+    async def _complete_catalog(self) -> None:
+        """A catalog made before `_sys.settings:auth` existed gets it from this node's settings
+        (the policy in force until now); settings the catalog overrides are pointed out."""
+        seed = self.settings.initial_auth_policy
+        if self.engine.get(catalog.AUTH_KEY) is None:
+            if not self.is_replica and self.engine.read_only_reason is None:
+                await self.catalog_changes.put(catalog.AUTH_KEY, seed.to_document(), None)
+                log.info(
+                    "auth policy written to the catalog from this node's settings", extra={"key": catalog.AUTH_KEY}
+                )
+            return
+        in_force, default = self.auth.policy(), auth_policy.AuthPolicy()
+        overridden = [
+            name
+            for name in auth_policy.FIELDS
+            if getattr(seed, name) != getattr(default, name) and getattr(seed, name) != getattr(in_force, name)
+        ]
+        if overridden:
+            log.warning(
+                "these settings only seed a new cluster's catalog; %s holds other values, which are in force: %s "
+                "(change them with kvctl settings set)",
+                catalog.AUTH_KEY,
+                ", ".join(overridden),
+            )
 
     def _initial_admin_password(self) -> tuple[str, str]:
         if self.settings.admin_password:
@@ -483,6 +512,7 @@ class Node:
             "uptime_s": round(time.time() - self._started_at, 1),
             "recovery_s": None if self.recovery_seconds is None else round(self.recovery_seconds, 3),
             "replicas": self.primary.slots.describe(engine.committed_lsn, time.time()) if self.primary else [],
+            "catalog": self.catalog_health.describe(),
             "replication": self.receiver.describe() if self.receiver else None,
             "synchronous_commit": self.settings.synchronous_commit,
         }

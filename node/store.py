@@ -45,6 +45,9 @@ class Store:
         self.revision = 0  # highest version applied
         self.applied_lsn = 0  # end LSN of the last record applied
         self.catalog_epoch = 0  # bumped by every change to a `_sys.` key; invalidates auth caches
+        # Told of every change to a `_sys.` key once applied (the catalog checks the document):
+        # set by the layer above, so the store itself knows nothing of catalogs.
+        self.on_catalog_change: Callable[[str, Entry | None], None] | None = None
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -90,6 +93,8 @@ class Store:
             version = op[2]
         if version > self.revision:
             self.revision = version
+        if self.on_catalog_change is not None and key.startswith("_sys."):
+            self.on_catalog_change(key, shard.get(key))
 
     def _track_expiry(self, key: str, entry: Entry) -> None:
         heapq.heappush(self._expiry_heap, (entry[EXPIRES_AT_MS], key, entry[VERSION]))

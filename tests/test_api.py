@@ -287,18 +287,18 @@ def test_incr_by_and_errors(client: httpx.Client, uid: str) -> None:
 
     text = kv(uid + "text")
     client.put(text, content=b"not a number")
-    assert_error(client.post(text + "/incr"), 412, "precondition_failed")
+    assert_error(client.post(text + "/incr"), 409, "not_an_integer")
     assert client.get(text).content == b"not a number"
 
     big = kv(uid + "big")
     client.put(big, content=str(INT64_MAX - 1).encode())
     assert client.post(big + "/incr").json()["value"] == INT64_MAX
-    assert_error(client.post(big + "/incr"), 412, "precondition_failed")
+    assert_error(client.post(big + "/incr"), 409, "not_an_integer")
     assert client.get(big).content == str(INT64_MAX).encode()
 
     small = kv(uid + "small")
     client.put(small, content=str(-(2**63)).encode())
-    assert_error(client.post(small + "/incr", params={"by": -1}), 412, "precondition_failed")
+    assert_error(client.post(small + "/incr", params={"by": -1}), 409, "not_an_integer")
 
     assert_error(client.post(path + "/incr", params={"by": "abc"}), 400, "bad_request")
     assert_error(client.post(path + "/incr", params={"by": str(2**63)}), 400, "bad_request")

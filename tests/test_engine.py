@@ -107,3 +107,45 @@ def test_sync_returns_under_steady_write_load(tmp_path: Path) -> None:
         await asyncio.gather(*tasks)
 
     run_with_engine(tmp_path, FsyncPolicy.ALWAYS, body)
+
+
+def test_a_waiter_that_gave_up_never_holds_back_later_commits(tmp_path: Path) -> None:
+    """A read waiting for an LSN far beyond the WAL times out; writes after it must still be answered."""
+
+    async def body(engine: Engine) -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(engine.wait_for_commit(2**64 - 1), 0.05)
+        result = await asyncio.wait_for(engine.put("k", b"v"), 5)
+        assert engine.committed_lsn >= result.commit_lsn
+
+    run_with_engine(tmp_path, FsyncPolicy.ALWAYS, body)
+
+
+def test_waiters_are_released_by_their_own_lsn_whatever_the_order_they_came_in(tmp_path: Path) -> None:
+    async def body(engine: Engine) -> None:
+        far = asyncio.ensure_future(engine.wait_for_commit(engine.committed_lsn + 10**9))
+        await asyncio.sleep(0)
+        first = await engine.put("a", b"1")
+        near = asyncio.ensure_future(engine.wait_for_commit(first.commit_lsn + 1))  # the next write's LSN
+        await asyncio.wait_for(engine.put("b", b"2"), 5)
+        await asyncio.wait_for(near, 5)
+        assert not far.done()
+        far.cancel()
+
+    run_with_engine(tmp_path, FsyncPolicy.ALWAYS, body)
+
+
+def test_abandoned_waiters_do_not_pile_up(tmp_path: Path) -> None:
+    async def body(engine: Engine) -> None:
+        for _ in range(10):
+            waiters = [asyncio.ensure_future(engine.wait_for_commit(2**63 + n)) for n in range(100)]
+            await asyncio.sleep(0)
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+        assert engine.commit_waiters <= 200  # 1,000 abandoned over time; the dead ones are dropped
+        live = asyncio.ensure_future(engine.wait_for_commit(engine.committed_lsn + 1))
+        await asyncio.wait_for(engine.put("k", b"v"), 5)
+        await asyncio.wait_for(live, 5)
+
+    run_with_engine(tmp_path, FsyncPolicy.ALWAYS, body)

@@ -31,9 +31,9 @@ from kvstore.cli.launcher import NodeLauncher
 from kvstore.node import catalog
 from kvstore.node.audit import AuditLog
 from kvstore.node.auth import API_KEY_PREFIX, Authenticator, api_key_digest
+from kvstore.node.auth_policy import AuthPolicy
 from kvstore.node.passwords import HashParameters, Passwords
 from kvstore.node.store import Store
-from kvstore.node.throttle import LoginThrottle, ThrottlePolicy
 
 from . import wrk
 
@@ -46,6 +46,7 @@ RESULTS_PATH = Path(__file__).with_name("RESULTS-auth.md")
 
 ROLE = {
     "name": "bench-app",
+    "superuser": False,
     "grants": [{"actions": ["read"], "pattern": f"other{i}:*"} for i in range(GRANTS - 1)]
     + [{"actions": ["read", "write"], "pattern": "bench:*"}],
 }
@@ -101,8 +102,9 @@ def bench_in_process(workdir: Path) -> dict[str, float]:
     """Microseconds per request of authenticate + authorize, per principal."""
     store = Store()
     now_ms = int(time.time() * 1000)
+    policy = AuthPolicy(password_hash_time_cost=1, password_hash_memory_kib=8, password_hash_parallelism=1)
     passwords = Passwords(HashParameters(time_cost=1, memory_kib=8, parallelism=1))
-    documents = catalog.bootstrap_documents(passwords.hash("x"), "kid", "secret-" * 8, now_ms)
+    documents = catalog.bootstrap_documents(passwords.hash("x"), "kid", "secret-" * 8, now_ms, policy)
     app = catalog.user_document("app", passwords.hash("x"), ["bench-app"], now_ms)
     documents += [
         (catalog.role_key("bench-app"), catalog.encode(ROLE)),
@@ -110,7 +112,16 @@ def bench_in_process(workdir: Path) -> dict[str, float]:
         (catalog.HBA_KEY, catalog.encode({"rules": RULES})),
     ]
     key_id, secret = "0123456789ab", "bench-secret"
-    api_key = {"id": key_id, "name": "bench", "user": "app", "cidrs": [], "secret_sha256": api_key_digest(secret)}
+    api_key = {
+        "id": key_id,
+        "name": "bench",
+        "user": "app",
+        "user_created_at_ms": now_ms,
+        "cidrs": [],
+        "expires_at": None,
+        "created_at_ms": now_ms,
+        "secret_sha256": api_key_digest(secret),
+    }
     documents.append((catalog.apikey_key(key_id), catalog.encode(api_key)))
     store.bulk_load((key, (value, 1, now_ms, 0)) for key, value in documents)
 
@@ -118,7 +129,7 @@ def bench_in_process(workdir: Path) -> dict[str, float]:
         raise AssertionError("no rehash expected")
 
     audit = AuditLog(workdir / "audit.jsonl", 1 << 20, 1)
-    auth = Authenticator(store, 3600, LoginThrottle(ThrottlePolicy()), audit, passwords, rewrite)
+    auth = Authenticator(store, policy, audit, rewrite)
     headers = {
         "superuser (off)": "Bearer " + auth.issue_token("admin", 1)[0],
         "role, JWT (on)": "Bearer " + auth.issue_token("app", 1)[0],

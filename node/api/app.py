@@ -22,6 +22,7 @@ from .. import metrics
 from ..audit import AuditLog
 from ..auth import Authenticator
 from ..catalog import SYS_PREFIX, Principal
+from ..catalog_changes import CatalogChanges
 from ..config import Settings
 from ..engine import Engine, TxnOp, WriteResult
 from ..errors import (
@@ -30,6 +31,7 @@ from ..errors import (
     GatewayTimeout,
     KvError,
     MethodNotAllowed,
+    NotAnInteger,
     NotFound,
     PayloadTooLarge,
     PreconditionFailed,
@@ -55,6 +57,8 @@ class NodeApi(Protocol):
     engine: Engine
     auth: Authenticator
     audit: AuditLog
+    catalog_changes: CatalogChanges
+    is_replica: bool
 
     @property
     def ready(self) -> bool: ...
@@ -82,6 +86,10 @@ def _parse_etag(raw: str, header: str) -> int:
 
 def _iso_ms(epoch_ms: int) -> str:
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class LsnBeyondWalEnd(BadRequest):
+    code = "lsn_beyond_wal_end"
 
 
 def _write_headers(result: WriteResult, timeline: int) -> list[tuple[str, str]]:
@@ -206,6 +214,15 @@ class App:
             raise BadRequest(f"X-KV-Min-LSN must be an LSN such as 0/1A2B, got {raw!r}") from None
         if lsn <= self.engine.store.applied_lsn:
             return
+        writer = self.engine.writer
+        assert writer is not None
+        if not self.node.is_replica and lsn > writer.end_lsn:
+            # On a primary no write can have it: waiting would only hold the request (a replica
+            # waits, bounded: its primary may have written it already).
+            raise LsnBeyondWalEnd(
+                f"X-KV-Min-LSN {raw} is beyond this primary's WAL end {format_lsn(writer.end_lsn)}: "
+                "no write has that LSN; send the commit LSN a write answered with"
+            )
         timeout_s = self.settings.min_lsn_wait_s
         try:
             await asyncio.wait_for(self.engine.wait_for_commit(lsn), timeout_s)
@@ -239,7 +256,13 @@ class App:
             )
         ttl_s = request.query_int("ttl", None, 1, self.settings.max_ttl_s)
         if_version, if_absent = self._preconditions(request)
-        result = await self.engine.put(key, value, ttl_s, if_version, if_absent)
+        if key.startswith(SYS_PREFIX):
+            if ttl_s is not None:
+                raise BadRequest("catalog documents cannot expire: send no ttl")
+            result = await self.node.catalog_changes.raw_put(key, value, if_version, if_absent)
+            self._audit_catalog(request, principal, "set", key)
+        else:
+            result = await self.engine.put(key, value, ttl_s, if_version, if_absent)
         timeline = self.node.timeline
         body = {
             "key": key,
@@ -265,20 +288,30 @@ class App:
         if_match = request.header("if-match")
         if_version = _parse_etag(if_match, "If-Match") if if_match is not None else None
         try:
-            result = await self.engine.delete(key, if_version)
+            if key.startswith(SYS_PREFIX):
+                result = await self.node.catalog_changes.raw_delete(key, if_version)
+                self._audit_catalog(request, principal, "del", key)
+            else:
+                result = await self.engine.delete(key, if_version)
         except NotFound as missing:
             return error_response(missing)
         except PreconditionFailed as failed:
             return error_response(failed)
         return Response(204, b"", _write_headers(result, self.node.timeline))
 
+    def _audit_catalog(self, request: Request, principal: Principal, op: str, key: str) -> None:
+        """Catalog changes through the data API are audited like the admin API's."""
+        self.node.audit.record("catalog_written", key=key, op=op, by=principal.name, address=request.address)
+
     async def _incr(self, request: Request, principal: Principal, key: str) -> Response:
         self._authorize(principal, "write", key)
         by = request.query_int("by", 1, -(2**63), 2**63 - 1)
         assert by is not None
+        if key.startswith(SYS_PREFIX):
+            raise BadRequest("catalog documents are JSON objects, not counters: INCR does not apply")
         try:
             value, result = await self.engine.incr(key, by)
-        except PreconditionFailed as failed:
+        except NotAnInteger as failed:
             return error_response(failed)
         timeline = self.node.timeline
         body = {
@@ -295,6 +328,11 @@ class App:
         after = request.query.get("after") or None
         limit = request.query_int("limit", 100, 1, self.settings.max_scan_limit)
         assert limit is not None
+        if not principal.may_read_under(prefix):
+            metrics.AUTH_FAILURES.labels("forbidden").inc()
+            raise Forbidden(
+                f"user {principal.name!r} may read no key starting with {prefix!r}: no read grant covers it"
+            )
         # Listing shows only what the caller may read (catalogs only to superusers).
         visible = None if principal.superuser else lambda key: principal.can("read", key)
         await self._wait_for_lsn(request)
@@ -318,8 +356,16 @@ class App:
         if len(raw_ops) > self.settings.max_txn_ops:
             raise PayloadTooLarge(f"transaction has {len(raw_ops)} ops; the limit is {self.settings.max_txn_ops}")
         ops = self._txn_ops(raw_ops, principal)
+        catalog_ops = [index for index, op in enumerate(ops) if op.key.startswith(SYS_PREFIX)]
+        for index in catalog_ops:
+            if ops[index].ttl_s is not None:
+                raise BadRequest(f"op {index}: catalog documents cannot expire: send no ttl")
+            ops[index] = self.node.catalog_changes.raw_txn_op(ops[index])
         started = time.perf_counter()
         results, result = await self.engine.txn(ops)
+        for index in catalog_ops:
+            if ops[index].kind != "check":
+                self._audit_catalog(request, principal, ops[index].kind, ops[index].key)
         self._observe("txn", 200, time.perf_counter() - started)
         timeline = self.node.timeline
         commit_lsn = format_lsn(result.commit_lsn)

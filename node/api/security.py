@@ -1,4 +1,4 @@
-"""Admin routes for host rules and token signing keys. Superuser only.
+"""Admin routes for host rules, token signing keys and the auth policy. Superuser only.
 
 GET  /v1/admin/hba               the ordered rules and their document version (ETag)
 PUT  /v1/admin/hba               replace them: {"rules": [...]}, If-Match: "<version>";
@@ -7,6 +7,9 @@ PUT  /v1/admin/hba               replace them: {"rules": [...]}, If-Match: "<ver
 GET  /v1/admin/jwt-keys          signing keys, never their secrets
 POST /v1/admin/jwt-keys/rotate   a new current key; {"drop_old": true} also drops the
                                  others at once (a leaked secret: everyone logs in again)
+GET  /v1/admin/settings/auth     the cluster's auth policy (auth_policy.py) and its version
+PATCH /v1/admin/settings/auth    change some of it: {"password_min_length": 12, ...};
+                                 If-Match: "<version>" optional; effective on the next request
 """
 
 from __future__ import annotations
@@ -15,25 +18,25 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from .. import catalog, hba, signing_keys
+from .. import auth_policy, catalog, hba, signing_keys
 from ..audit import AuditLog
+from ..auth import Authenticator
 from ..catalog import Principal
-from ..config import Settings
-from ..engine import Engine
+from ..catalog_changes import CatalogChanges, DamagedDocument
 from ..errors import BadRequest, Conflict, Forbidden, PreconditionFailed
-from ..store import VALUE, VERSION
 from .http import Request, Response, json_response
 
 HBA_PATH = "/v1/admin/hba"
 JWT_KEYS_PATH = "/v1/admin/jwt-keys"
+AUTH_SETTINGS_PATH = "/v1/admin/settings/auth"
 
 Handler = Callable[[Request, Principal], Awaitable[Response]]
 
 
 class SecurityNode(Protocol):
-    settings: Settings
-    engine: Engine
+    auth: Authenticator
     audit: AuditLog
+    catalog_changes: CatalogChanges
 
 
 class WouldLockOut(BadRequest):
@@ -45,27 +48,33 @@ def _require_superuser(principal: Principal) -> None:
         raise Forbidden(f"user {principal.name!r} is not a superuser; host rules and signing keys need the admin role")
 
 
-def _if_match(request: Request) -> int | None:
+def _if_match(request: Request, path: str, what: str, current_version: int | None) -> None:
+    """An optional If-Match: the version ETag the caller read; a 412 when it is not the current one."""
     raw = request.header("if-match")
     if raw is None:
-        return None
+        return
     try:
-        return int(raw.strip().removeprefix("W/").strip('"'))
+        expected = int(raw.strip().removeprefix("W/").strip('"'))
     except ValueError:
-        raise BadRequest(f"If-Match must be the version ETag from GET {HBA_PATH}, got {raw!r}") from None
+        raise BadRequest(f"If-Match must be the version ETag from GET {path}, got {raw!r}") from None
+    if expected != current_version:
+        raise PreconditionFailed(f"{what} are at version {current_version}, not {expected}; read them again")
 
 
 def routes(node: SecurityNode) -> dict[tuple[str, str], Handler]:
     def read(key: str) -> tuple[int | None, dict[str, Any] | None]:
-        entry = node.engine.get(key)
-        return (None, None) if entry is None else (entry[VERSION], catalog.decode(entry[VALUE]))
+        found = node.catalog_changes.read(key)
+        return (None, None) if found is None else found
+
+    def current_version(key: str) -> int | None:
+        """The version a change replaces: a damaged document is replaced like any other."""
+        try:
+            return read(key)[0]
+        except DamagedDocument as damaged:
+            return damaged.version
 
     async def write(key: str, document: dict[str, Any], version: int | None) -> int:
-        try:
-            result = await node.engine.put(key, catalog.encode(document), if_version=version, if_absent=version is None)
-        except PreconditionFailed:
-            raise Conflict(f"{key} was changed by someone else meanwhile; read it again and retry") from None
-        return result.version
+        return (await node.catalog_changes.put(key, document, version)).version
 
     def rules_response(rules: list[dict[str, Any]], version: int | None) -> Response:
         headers = [] if version is None else [("etag", f'"{version}"')]
@@ -92,12 +101,10 @@ def routes(node: SecurityNode) -> dict[tuple[str, str], Handler]:
                 f"these rules would lock you ({principal.name!r}) out from {request.address} ({decision.reason()}); "
                 "add a rule that allows you first, or send ?force=true"
             )
-        current_version, _ = read(catalog.HBA_KEY)
-        expected = _if_match(request)
-        if expected is not None and expected != current_version:
-            raise PreconditionFailed(f"host rules are at version {current_version}, not {expected}; read them again")
+        replaced = current_version(catalog.HBA_KEY)
+        _if_match(request, HBA_PATH, "host rules", replaced)
         stored = hba.normalise(body["rules"])
-        version = await write(catalog.HBA_KEY, {"rules": stored}, current_version)
+        version = await write(catalog.HBA_KEY, {"rules": stored}, replaced)
         node.audit.record("hba_changed", rules=len(stored), by=principal.name, address=request.address)
         return rules_response(stored, version)
 
@@ -114,16 +121,43 @@ def routes(node: SecurityNode) -> dict[tuple[str, str], Handler]:
         drop_old = body.get("drop_old", False) if isinstance(body, dict) and set(body) <= {"drop_old"} else None
         if not isinstance(drop_old, bool):
             raise BadRequest('body must be {"drop_old": true|false} or empty')
-        version, document = read(catalog.JWT_KEYS_KEY)
+        try:
+            version, document = read(catalog.JWT_KEYS_KEY)
+        except DamagedDocument as damaged:  # repaired by a rotation: only the new key is left
+            version, document, drop_old = damaged.version, {"current": None, "keys": {}}, True
         if document is None or version is None:
             raise Conflict("this node has no signing keys yet (catalog not bootstrapped)")
-        rotated = signing_keys.rotate(document, int(time.time() * 1000), node.settings.token_ttl_s, drop_old)
+        token_ttl_s = node.auth.policy().token_ttl_s
+        rotated = signing_keys.rotate(document, int(time.time() * 1000), token_ttl_s, drop_old)
         await write(catalog.JWT_KEYS_KEY, rotated, version)
         dropped = sorted(set(document["keys"]) - set(rotated["keys"]))
         node.audit.record("jwt_key_rotated", kid=rotated["current"], dropped=dropped, by=principal.name)
         return json_response(signing_keys.public(rotated))
 
+    def policy_response(policy: auth_policy.AuthPolicy, version: int | None) -> Response:
+        headers = [] if version is None else [("etag", f'"{version}"')]
+        return json_response({"settings": policy.to_document(), "version": version}, headers=headers)
+
+    async def get_auth_settings(request: Request, principal: Principal) -> Response:
+        _require_superuser(principal)
+        return policy_response(node.auth.policy(), current_version(catalog.AUTH_KEY))
+
+    async def change_auth_settings(request: Request, principal: Principal) -> Response:
+        _require_superuser(principal)
+        changes = request.json()
+        version = current_version(catalog.AUTH_KEY)
+        _if_match(request, AUTH_SETTINGS_PATH, "auth settings", version)
+        try:
+            policy = auth_policy.changed(node.auth.policy(), changes)
+        except auth_policy.PolicyError as error:
+            raise BadRequest(str(error)) from None
+        new_version = await write(catalog.AUTH_KEY, policy.to_document(), version)
+        node.audit.record("auth_settings_changed", changes=changes, by=principal.name, address=request.address)
+        return policy_response(policy, new_version)
+
     return {
+        ("GET", AUTH_SETTINGS_PATH): get_auth_settings,
+        ("PATCH", AUTH_SETTINGS_PATH): change_auth_settings,
         ("GET", HBA_PATH): get_hba,
         ("PUT", HBA_PATH): put_hba,
         ("GET", JWT_KEYS_PATH): get_jwt_keys,

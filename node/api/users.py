@@ -1,17 +1,16 @@
 """Admin routes for the catalogs: users and roles under /v1/admin/users and /v1/admin/roles.
 
-Superuser only. Every change is one write of one catalog document (so it is atomic,
-WAL-logged and replicated like data), made with compare-and-set on the version read,
-so two admins changing one user never lose an update. A change that must cut off a
-user's live tokens (password, lock, roles, delete-and-recreate) moves the user's
-`token_generation` to a value no earlier incarnation ever had.
+Superuser only. Every change is one write of one catalog document, or one transaction
+when dependents go along (a user's API keys, a role's memberships), made through
+catalog_changes.py with compare-and-set on the version read, so two admins changing one
+user never lose an update. A change that must cut off a user's live tokens (password,
+lock, delete-and-recreate) moves the user's `token_generation` to a value no earlier
+incarnation ever had; grants and revokes do not: privileges are resolved per request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import re
 import secrets
 import time
 from typing import Any, Protocol
@@ -19,39 +18,38 @@ from typing import Any, Protocol
 from .. import catalog
 from ..audit import AuditLog
 from ..auth import API_KEY_PREFIX, Authenticator, api_key_digest
-from ..catalog import ACTIONS, BUILTIN_ROLES, Principal
-from ..config import Settings
-from ..engine import Engine, TxnOp
-from ..errors import BadRequest, Conflict, Forbidden, MethodNotAllowed, NotFound, PreconditionFailed
-from ..store import VALUE, VERSION
+from ..catalog import BUILTIN_ROLES, Principal
+from ..catalog_changes import CatalogChanges
+from ..catalog_documents import MAX_REASON_CHARS, DocumentError, check_cidrs, check_grant, check_grants, check_name
+from ..errors import BadRequest, Conflict, Forbidden, MethodNotAllowed, NotFound
 from .http import Request, Response, json_response
 
 USERS_PATH = "/v1/admin/users"
 ROLES_PATH = "/v1/admin/roles"
 APIKEYS_PATH = "/v1/admin/apikeys"
 CATALOG_PATHS = (USERS_PATH, ROLES_PATH, APIKEYS_PATH)
-MAX_CIDRS = 32
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
-MAX_PATTERN_CHARS = 256
-MAX_GRANTS = 100
-MAX_REASON_CHARS = 500
+MAX_PASSWORD_CHARS = 1024
 
 
 class CatalogNode(Protocol):
-    settings: Settings
-    engine: Engine
     auth: Authenticator
     audit: AuditLog
+    catalog_changes: CatalogChanges
 
 
-def _name(raw: str, what: str) -> str:
-    if not NAME_PATTERN.match(raw):
-        raise BadRequest(f"{what} name {raw!r} must be 1-64 of letters, digits, '_', '.', '@', '-'")
-    return raw
+def _name(raw: Any, what: str) -> str:
+    try:
+        return check_name(raw, what)
+    except DocumentError as error:
+        raise BadRequest(str(error)) from None
 
 
-def _text(raw: Any) -> str:
-    return raw if isinstance(raw, str) else ""
+def _checked(check: Any, *args: Any) -> Any:
+    """A catalog_documents check whose failure is the client's 400."""
+    try:
+        return check(*args)
+    except DocumentError as error:
+        raise BadRequest(str(error)) from None
 
 
 def public_user(user: dict[str, Any]) -> dict[str, Any]:
@@ -70,6 +68,10 @@ class CatalogAdmin:
     def __init__(self, node: CatalogNode) -> None:
         self.node = node
 
+    @property
+    def changes(self) -> CatalogChanges:
+        return self.node.catalog_changes  # exists once the node has recovered
+
     async def handle(self, request: Request, principal: Principal) -> Response:
         if not principal.superuser:
             raise Forbidden(f"user {principal.name!r} is not a superuser; catalog changes need the admin role")
@@ -82,47 +84,26 @@ class CatalogAdmin:
             return await self._roles(method, parts, request, principal)
         return await self._apikeys(method, parts, request, principal)
 
-    # -- documents -------------------------------------------------------------------
-
-    def _read(self, key: str) -> tuple[int, dict[str, Any]] | None:
-        entry = self.node.engine.get(key)
-        return None if entry is None else (entry[VERSION], catalog.decode(entry[VALUE]))
-
-    def _user(self, name: str) -> tuple[int, dict[str, Any]]:
-        found = self._read(catalog.user_key(name))
-        if found is None:
-            raise NotFound(f"no user {name!r}")
-        return found
-
-    async def _write(self, key: str, document: dict[str, Any], version: int | None) -> None:
-        """Create (version None) or compare-and-set one catalog document."""
-        try:
-            await self.node.engine.put(key, catalog.encode(document), if_version=version, if_absent=version is None)
-        except PreconditionFailed:
-            what = "already exists" if version is None else "was changed by someone else meanwhile; retry"
-            raise Conflict(f"{key.removeprefix(catalog.SYS_PREFIX)} {what}") from None
-
-    def _fresh_generation(self) -> int:
-        # Above every revision so far, so above every generation any incarnation ever had.
-        return self.node.engine.store.revision + 1
-
     def _check_roles(self, roles: Any) -> list[str]:
         if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
             raise BadRequest("roles must be a list of role names")
-        missing = [role for role in roles if self._read(catalog.role_key(role)) is None]
+        missing = [role for role in roles if self.changes.read(catalog.role_key(role)) is None]
         if missing:
             raise BadRequest(f"unknown role(s): {', '.join(missing)}")
         return list(dict.fromkeys(roles))
 
     async def _password_hash(self, password: Any) -> str:
-        minimum = self.node.settings.password_min_length
+        minimum = self.node.auth.policy().password_min_length
         if not isinstance(password, str) or len(password) < minimum:
-            raise BadRequest(f"password must be a string of at least {minimum} characters")
-        if len(password) > 1024:
-            raise BadRequest("password is longer than 1024 characters")
+            raise BadRequest(f"password must be a string of at least {minimum} characters (password_min_length)")
+        if len(password) > MAX_PASSWORD_CHARS:
+            raise BadRequest(f"password is longer than {MAX_PASSWORD_CHARS} characters")
         return await asyncio.get_running_loop().run_in_executor(None, self.node.auth.passwords.hash, password)
 
     # -- users -----------------------------------------------------------------------
+
+    def _all(self, prefix: str) -> list[dict[str, Any]]:
+        return [document for _, document in self.changes.all(prefix)]
 
     async def _users(self, method: str, parts: list[str], request: Request, actor: Principal) -> Response:
         audit = self.node.audit
@@ -137,16 +118,16 @@ class CatalogAdmin:
         if len(parts) > 2:
             raise NotFound(f"no route {request.path}")
         if action is None and method == "GET":
-            return json_response(public_user(self._user(name)[1]))
+            return json_response(public_user(self.changes.user(name)[1]))
         if action is None and method == "DELETE":
-            version, _ = self._user(name)
-            await self.node.engine.delete(catalog.user_key(name), if_version=version)
-            audit.record("user_deleted", user=name, by=actor.name)
+            apikeys, _ = await self.changes.delete_user(name)
+            audit.record("user_deleted", user=name, apikeys=apikeys, by=actor.name)
             return Response(204)
-        version, user = self._user(name)
+        version, user = self.changes.user(name)
         body = request.json() if request.body else {}
         if not isinstance(body, dict):
             raise BadRequest("body must be a JSON object")
+        ends_sessions = True
         if action == "password" and method == "PUT":
             user["password_hash"] = await self._password_hash(body.get("password"))
             event: dict[str, Any] = {}
@@ -159,18 +140,19 @@ class CatalogAdmin:
         elif action == "unlock" and method == "POST":
             user["locked_reason"] = None
             self.node.auth.clear_lockout(name)
-            event = {}
+            event, ends_sessions = {}, False  # the lock already ended them
         elif action == "roles" and method == "POST":
             grant = self._check_roles(body.get("grant", []))
             revoke = body.get("revoke", [])
             if not isinstance(revoke, list):
                 raise BadRequest("revoke must be a list of role names")
             user["roles"] = [r for r in dict.fromkeys([*user.get("roles", []), *grant]) if r not in revoke]
-            event = {"granted": grant, "revoked": revoke}
+            event, ends_sessions = {"granted": grant, "revoked": revoke}, False  # effective on the next request
         else:
             raise NotFound(f"no route {method} {request.path}")
-        user["token_generation"] = self._fresh_generation()  # live tokens stop working now
-        await self._write(catalog.user_key(name), user, version)
+        if ends_sessions:
+            user["token_generation"] = self.changes.fresh_generation()  # live tokens stop working now
+        await self.changes.put(catalog.user_key(name), user, version)
         audit.record(f"user_{action}", user=name, by=actor.name, **event)
         return Response(204) if action == "password" else json_response(public_user(user))
 
@@ -178,32 +160,20 @@ class CatalogAdmin:
         body = request.json()
         if not isinstance(body, dict):
             raise BadRequest('body must be {"name", "password", "roles"}')
-        name = _name(_text(body.get("name")), "user")
+        name = _name(body.get("name"), "user")
         roles = self._check_roles(body.get("roles", []))
         valid_until = body.get("valid_until")
         if valid_until is not None and (not isinstance(valid_until, int) or isinstance(valid_until, bool)):
             raise BadRequest("valid_until must be epoch seconds (an integer) or null")
-        if self._read(catalog.user_key(name)) is not None:
+        if self.changes.read(catalog.user_key(name)) is not None:
             raise Conflict(f"user {name!r} already exists")
         password_hash = await self._password_hash(body.get("password"))
         user = catalog.user_document(name, password_hash, roles, int(time.time() * 1000))
         user["valid_until"] = valid_until
-        user["token_generation"] = self._fresh_generation()
-        await self._write(catalog.user_key(name), user, None)
+        user["token_generation"] = self.changes.fresh_generation()
+        await self.changes.put(catalog.user_key(name), user, None)
         self.node.audit.record("user_created", user=name, roles=roles, by=actor.name)
         return json_response(public_user(user), 201)
-
-    def _all(self, prefix: str) -> list[dict[str, Any]]:
-        """Every document under a catalog prefix, page by page (never silently cut short)."""
-        store, limit = self.node.engine.store, self.node.settings.max_scan_limit
-        documents: list[dict[str, Any]] = []
-        after: str | None = None
-        while True:
-            page, more = store.scan(prefix, after, limit, int(time.time() * 1000))
-            documents.extend(catalog.decode(entry[VALUE]) for _, entry in page)
-            if not more or not page:
-                return documents
-            after = page[-1][0]
 
     # -- roles -----------------------------------------------------------------------
 
@@ -217,64 +187,71 @@ class CatalogAdmin:
         if len(parts) > 1:
             raise NotFound(f"no route {request.path}")
         name = _name(parts[0], "role")
-        found = self._read(catalog.role_key(name))
+        found = self.changes.read(catalog.role_key(name))
         if found is None:
             raise NotFound(f"no role {name!r}")
         if method == "GET":
             return json_response(found[1])
         if method == "DELETE":
-            if name in BUILTIN_ROLES:
-                raise BadRequest(f"role {name!r} is built in and cannot be deleted")
-            holders = await self._delete_role(name, found[0])
+            holders, _ = await self.changes.delete_role(name, found[0])
             self.node.audit.record("role_deleted", role=name, holders=holders, by=actor.name)
             return Response(204)
-        raise MethodNotAllowed(f"{method} is not supported on {ROLES_PATH}/{{name}}")
-
-    async def _delete_role(self, name: str, version: int) -> list[str]:
-        """Drop the role and every membership in it, in one transaction (PostgreSQL's DROP ROLE
-        does the same): a role created later under the same name must grant nothing to the
-        former holders, and their live tokens stop working now."""
-        generation = self._fresh_generation()
-        ops = [TxnOp("del", catalog.role_key(name), if_version=version)]
-        holders = []
-        for user in self._all(catalog.USERS_PREFIX):
-            if name in user.get("roles", []):
-                user_version, _ = self._user(user["name"])
-                changed = {**user, "roles": [r for r in user["roles"] if r != name], "token_generation": generation}
-                ops.append(
-                    TxnOp("set", catalog.user_key(user["name"]), catalog.encode(changed), if_version=user_version)
-                )
-                holders.append(user["name"])
-        try:
-            await self.node.engine.txn(ops)
-        except PreconditionFailed:
-            raise Conflict(f"role {name!r} or one of its holders was changed meanwhile; retry") from None
-        return holders
+        if method == "PATCH":
+            return await self._alter_role(request, actor, *found)
+        raise MethodNotAllowed(f"{method} is not supported on {ROLES_PATH}/{{name}} (GET, PATCH, DELETE)")
 
     async def _create_role(self, request: Request, actor: Principal) -> Response:
         body = request.json()
         if not isinstance(body, dict):
             raise BadRequest('body must be {"name", "grants": [{"actions", "pattern"}]}')
-        name = _name(_text(body.get("name")), "role")
-        grants = body.get("grants", [])
-        if not isinstance(grants, list) or len(grants) > MAX_GRANTS:
-            raise BadRequest(f"grants must be a list of at most {MAX_GRANTS} {{actions, pattern}} objects")
-        checked = []
-        for index, grant in enumerate(grants):
-            actions = grant.get("actions") if isinstance(grant, dict) else None
-            pattern = grant.get("pattern") if isinstance(grant, dict) else None
-            if not isinstance(actions, list) or not actions or any(a not in ACTIONS for a in actions):
-                raise BadRequest(f"grant {index}: actions must be a non-empty list of {', '.join(ACTIONS)}")
-            if not isinstance(pattern, str) or not 0 < len(pattern) <= MAX_PATTERN_CHARS:
-                raise BadRequest(f"grant {index}: pattern must be text of 1-{MAX_PATTERN_CHARS} characters")
-            checked.append({"actions": sorted(set(actions), key=ACTIONS.index), "pattern": pattern})
+        name = _name(body.get("name"), "role")
+        grants = _checked(check_grants, body.get("grants", []))
         superuser = body.get("superuser", False)
         if not isinstance(superuser, bool):
             raise BadRequest("superuser must be true or false")
-        role = {"name": name, "superuser": superuser, "grants": checked}
-        await self._write(catalog.role_key(name), role, None)
+        role = {"name": name, "superuser": superuser, "grants": grants}
+        await self.changes.put(catalog.role_key(name), role, None)
         self.node.audit.record("role_created", role=name, superuser=superuser, by=actor.name)
         return json_response(role, 201)
+
+    async def _alter_role(self, request: Request, actor: Principal, version: int, role: dict[str, Any]) -> Response:
+        """PATCH {"grant": [{actions, pattern}], "revoke": [{actions, pattern}], "superuser"?}, like
+        SQL's GRANT/REVOKE on a role: effective for every holder on their next request."""
+        if role["name"] in BUILTIN_ROLES:
+            raise BadRequest(f"role {role['name']!r} is built in and cannot be changed; create a role of your own")
+        body = request.json()
+        if not isinstance(body, dict) or not body or set(body) - {"grant", "revoke", "superuser"}:
+            raise BadRequest('body must be {"grant": [{"actions", "pattern"}], "revoke": [...], "superuser": bool}')
+        grants = {grant["pattern"]: list(grant["actions"]) for grant in role["grants"]}
+        for what in ("grant", "revoke"):
+            changes = body.get(what, [])
+            if not isinstance(changes, list):
+                raise BadRequest(f"{what} must be a list of {{actions, pattern}} objects")
+            for index, raw in enumerate(changes):
+                change = _checked(check_grant, index, raw)
+                held = grants.get(change["pattern"], [])
+                if what == "grant":
+                    grants[change["pattern"]] = [*held, *(a for a in change["actions"] if a not in held)]
+                elif held:
+                    grants[change["pattern"]] = [a for a in held if a not in change["actions"]]
+        superuser = body.get("superuser", role["superuser"])
+        if not isinstance(superuser, bool):
+            raise BadRequest("superuser must be true or false")
+        altered = {
+            "name": role["name"],
+            "superuser": superuser,
+            "grants": _checked(check_grants, [{"actions": a, "pattern": p} for p, a in grants.items() if a]),
+        }
+        await self.changes.put(catalog.role_key(role["name"]), altered, version)
+        self.node.audit.record(
+            "role_altered",
+            role=role["name"],
+            granted=body.get("grant", []),
+            revoked=body.get("revoke", []),
+            superuser=superuser,
+            by=actor.name,
+        )
+        return json_response(altered)
 
     # -- API keys --------------------------------------------------------------------
 
@@ -297,7 +274,7 @@ class CatalogAdmin:
         key = next((key for key in keys if key["name"] == name), None)
         if key is None:
             raise NotFound(f"no API key {name!r}")
-        await self.node.engine.delete(catalog.apikey_key(key["id"]))
+        await self.changes.raw_delete(catalog.apikey_key(key["id"]), None)
         self.node.audit.record("apikey_revoked", name=name, user=key["user"], by=actor.name)
         return Response(204)
 
@@ -305,19 +282,14 @@ class CatalogAdmin:
         body = request.json()
         if not isinstance(body, dict):
             raise BadRequest('body must be {"name", "user", "cidrs", "expires_at"}')
-        name = _name(_text(body.get("name")), "API key")
+        name = _name(body.get("name"), "API key")
         if any(key["name"] == name for key in keys):
             raise Conflict(f"API key {name!r} already exists")
-        user = body.get("user")
-        if not isinstance(user, str) or self._read(catalog.user_key(user)) is None:
-            raise BadRequest(f"unknown user {user!r}: an API key acts as an existing user")
-        cidrs = body.get("cidrs") or []
-        if not isinstance(cidrs, list) or len(cidrs) > MAX_CIDRS:
-            raise BadRequest(f"cidrs must be a list of at most {MAX_CIDRS} networks")
-        try:
-            networks = [str(ipaddress.ip_network(cidr, strict=False)) for cidr in cidrs]
-        except (TypeError, ValueError) as exc:
-            raise BadRequest(f"bad CIDR: {exc}") from None
+        username = body.get("user")
+        user = self.changes.read(catalog.user_key(username)) if isinstance(username, str) else None
+        if user is None:
+            raise BadRequest(f"unknown user {username!r}: an API key acts as an existing user")
+        networks = _checked(check_cidrs, body.get("cidrs") or [])
         expires_at = body.get("expires_at")
         if expires_at is not None and (not isinstance(expires_at, int) or isinstance(expires_at, bool)):
             raise BadRequest("expires_at must be epoch seconds (an integer) or null")
@@ -325,12 +297,13 @@ class CatalogAdmin:
         key = {
             "id": key_id,
             "name": name,
-            "user": user,
+            "user": username,
+            "user_created_at_ms": user[1]["created_at_ms"],  # this incarnation of the user only
             "cidrs": networks,
             "expires_at": expires_at,
             "created_at_ms": int(time.time() * 1000),
             "secret_sha256": api_key_digest(secret),  # the secret itself is never stored
         }
-        await self._write(catalog.apikey_key(key_id), key, None)
-        self.node.audit.record("apikey_created", name=name, user=user, cidrs=networks, by=actor.name)
+        await self.changes.put(catalog.apikey_key(key_id), key, None)
+        self.node.audit.record("apikey_created", name=name, user=username, cidrs=networks, by=actor.name)
         return json_response({**self._public_key(key), "token": f"{API_KEY_PREFIX}{key_id}_{secret}"}, 201)

@@ -1,0 +1,216 @@
+"""Changes to the catalog that keep it consistent, whichever way they come.
+
+The admin API (api/users.py, api/security.py) and a superuser's raw writes to `_sys.*`
+keys through the data API both go through here, so the same rules hold for both:
+
+- every document written is checked (catalog_documents.py) and what it names exists
+  (a user's roles, an API key's user); a bad one is a 400 that says what is wrong;
+- a user's API keys go with the user, and a role's memberships with the role, in the
+  same transaction (PostgreSQL's DROP ROLE), so neither outlives its owner;
+- what must end a user's sessions (a new password, a lock, losing the right to log in,
+  deletion) moves the user's token generation past every value it ever had; grants and
+  revokes do not, since privileges are resolved from the catalog on every request;
+- the built-in roles are fixed, and the documents a node cannot work without (the
+  catalog marker, the signing keys) cannot be deleted.
+
+Writes use compare-and-set on the version read, so two administrators never lose an
+update: the loser gets a 409 and retries.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Final
+
+from . import catalog, catalog_documents
+from .catalog_documents import DocumentError
+from .engine import Engine, TxnOp, WriteResult
+from .errors import BadRequest, Conflict, NotFound, PreconditionFailed
+from .store import VALUE, VERSION
+
+REQUIRED_KEYS: Final = (catalog.CATALOG_MARKER_KEY, catalog.JWT_KEYS_KEY)
+# Fields of a user document whose change must end the user's live sessions.
+_SESSION_FIELDS: Final = ("password_hash", "locked_reason", "can_login", "valid_until")
+
+
+class InvalidDocument(BadRequest):
+    code = "invalid_catalog_document"
+
+
+class DamagedDocument(Conflict):
+    """A stored document fails its check (written before writes were checked, or by a bug)."""
+
+    code = "damaged_catalog_document"
+
+    def __init__(self, key: str, version: int, why: str) -> None:
+        super().__init__(f"{key} is damaged ({why}); replace it (PUT /v1/kv/{key}) or delete it", key=key)
+        self.version = version
+
+
+class CatalogChanges:
+    def __init__(self, engine: Engine, max_scan_limit: int) -> None:
+        self._engine = engine
+        self._page_keys = max_scan_limit
+
+    # -- reads -------------------------------------------------------------------------
+
+    def read(self, key: str) -> tuple[int, dict[str, Any]] | None:
+        """(version, document) at `key`, None when absent; DamagedDocument (a 409) when damaged."""
+        entry = self._engine.get(key)
+        if entry is None:
+            return None
+        try:
+            return entry[VERSION], catalog_documents.parse(key, entry[VALUE])
+        except DocumentError as error:
+            raise DamagedDocument(key, entry[VERSION], str(error)) from None
+
+    def user(self, name: str) -> tuple[int, dict[str, Any]]:
+        found = self.read(catalog.user_key(name))
+        if found is None:
+            raise NotFound(f"no user {name!r}")
+        return found
+
+    def all(self, prefix: str) -> list[tuple[int, dict[str, Any]]]:
+        """Every usable document under a catalog prefix, page by page (never silently cut short);
+        damaged ones are left out (catalog_health reports them)."""
+        store = self._engine.store
+        documents: list[tuple[int, dict[str, Any]]] = []
+        after: str | None = None
+        while True:
+            page, more = store.scan(prefix, after, self._page_keys, int(time.time() * 1000))
+            for key, entry in page:
+                try:
+                    documents.append((entry[VERSION], catalog_documents.parse(key, entry[VALUE])))
+                except DocumentError:
+                    continue
+            if not more or not page:
+                return documents
+            after = page[-1][0]
+
+    def _version(self, key: str, missing: str) -> int:
+        entry = self._engine.get(key)
+        if entry is None:
+            raise NotFound(missing)
+        return entry[VERSION]
+
+    def fresh_generation(self) -> int:
+        # Above every revision so far, so above every generation any incarnation ever had.
+        return self._engine.store.revision + 1
+
+    # -- writes the admin API makes ------------------------------------------------------
+
+    async def put(self, key: str, document: dict[str, Any], version: int | None) -> WriteResult:
+        """Create (version None) or compare-and-set one document, checked like any other write."""
+        value = self.checked(key, catalog.encode(document))
+        try:
+            return await self._engine.put(key, value, if_version=version, if_absent=version is None)
+        except PreconditionFailed:
+            what = "already exists" if version is None else "was changed by someone else meanwhile; retry"
+            raise Conflict(f"{key.removeprefix(catalog.SYS_PREFIX)} {what}") from None
+
+    def checked(self, key: str, value: bytes) -> bytes:
+        """`value` if it is a valid document for `key` whose references exist; else a 400."""
+        try:
+            document = catalog_documents.parse(key, value)
+        except DocumentError as error:
+            raise InvalidDocument(f"{key}: {error}", key=key) from None
+        if key.startswith(catalog.USERS_PREFIX):
+            missing = [role for role in document["roles"] if self._engine.get(catalog.role_key(role)) is None]
+            if missing:
+                raise InvalidDocument(f"{key}: unknown role(s) {', '.join(missing)}", key=key)
+        elif key.startswith(catalog.APIKEYS_PREFIX):
+            if self._engine.get(catalog.user_key(document["user"])) is None:
+                raise InvalidDocument(f"{key}: unknown user {document['user']!r}", key=key)
+        elif key.startswith(catalog.ROLES_PREFIX) and document["name"] in catalog.BUILTIN_ROLES:
+            raise InvalidDocument(f"role {document['name']!r} is built in and cannot be changed", key=key)
+        return value
+
+    async def delete_user(self, name: str, version: int | None = None) -> tuple[list[str], WriteResult]:
+        """Delete a user (a damaged document too) and its API keys in one transaction; returns the
+        keys' names."""
+        current = self._version(catalog.user_key(name), f"no user {name!r}")
+        keys = [key for _, key in self.all(catalog.APIKEYS_PREFIX) if key["user"] == name]
+        ops = [TxnOp("del", catalog.user_key(name), if_version=current if version is None else version)]
+        ops += [TxnOp("del", catalog.apikey_key(key["id"])) for key in keys]
+        try:
+            _, result = await self._engine.txn(ops)
+        except PreconditionFailed:
+            if version is not None:
+                raise  # the caller's own If-Match
+            raise Conflict(f"user {name!r} was changed meanwhile; retry") from None
+        return [key["name"] for key in keys], result
+
+    async def delete_role(self, name: str, version: int | None = None) -> tuple[list[str], WriteResult]:
+        """Drop the role and every membership in it, in one transaction (PostgreSQL's DROP ROLE
+        does the same): a role created later under the same name must grant nothing to the
+        former holders. Returns the holders' names."""
+        if name in catalog.BUILTIN_ROLES:
+            raise BadRequest(f"role {name!r} is built in and cannot be deleted")
+        current = self._version(catalog.role_key(name), f"no role {name!r}")
+        ops = [TxnOp("del", catalog.role_key(name), if_version=current if version is None else version)]
+        holders = []
+        for user_version, user in self.all(catalog.USERS_PREFIX):
+            if name in user["roles"]:
+                changed = {**user, "roles": [r for r in user["roles"] if r != name]}
+                ops.append(
+                    TxnOp("set", catalog.user_key(user["name"]), catalog.encode(changed), if_version=user_version)
+                )
+                holders.append(user["name"])
+        try:
+            _, result = await self._engine.txn(ops)
+        except PreconditionFailed:
+            if version is not None and not holders:
+                raise  # the caller's own If-Match
+            raise Conflict(f"role {name!r} or one of its holders was changed meanwhile; retry") from None
+        return holders, result
+
+    # -- raw writes through the data API -------------------------------------------------
+
+    def raw_value(self, key: str, value: bytes) -> bytes:
+        """What a raw PUT of `value` at `key` stores: checked, and for a user whose password,
+        lock or login right changes, with a token generation that ends its sessions."""
+        value = self.checked(key, value)
+        if not key.startswith(catalog.USERS_PREFIX):
+            return value
+        document = catalog.decode(value)
+        entry = self._engine.get(key)
+        try:
+            current = None if entry is None else catalog_documents.parse(key, entry[VALUE])
+        except DocumentError:
+            current = None  # repairing a damaged document: treat it as a new user
+        if current is None or any(document.get(f) != current.get(f) for f in _SESSION_FIELDS):
+            document["token_generation"] = max(document["token_generation"], self.fresh_generation())
+            return catalog.encode(document)
+        return value
+
+    async def raw_put(self, key: str, value: bytes, if_version: int | None, if_absent: bool) -> WriteResult:
+        stored = self.raw_value(key, value)
+        return await self._engine.put(key, stored, if_version=if_version, if_absent=if_absent)
+
+    async def raw_delete(self, key: str, if_version: int | None) -> WriteResult:
+        """DELETE /v1/kv/_sys...: a user or role takes its dependents along."""
+        self._check_deletable(key)
+        if key.startswith(catalog.USERS_PREFIX):
+            return (await self.delete_user(key[len(catalog.USERS_PREFIX) :], if_version))[1]
+        if key.startswith(catalog.ROLES_PREFIX):
+            return (await self.delete_role(key[len(catalog.ROLES_PREFIX) :], if_version))[1]
+        return await self._engine.delete(key, if_version)
+
+    def raw_txn_op(self, op: TxnOp) -> TxnOp:
+        """A transaction's op on a catalog key, checked; deleting a user or role needs its own
+        request (its dependents go with it)."""
+        if op.kind == "set":
+            return op._replace(value=self.raw_value(op.key, op.value))
+        if op.kind == "del":
+            self._check_deletable(op.key)
+            if op.key.startswith((catalog.USERS_PREFIX, catalog.ROLES_PREFIX)):
+                raise BadRequest(
+                    f"delete {op.key} on its own (DELETE /v1/kv/{op.key} or the admin API): "
+                    "its API keys or memberships go with it"
+                )
+        return op
+
+    @staticmethod
+    def _check_deletable(key: str) -> None:
+        if key in REQUIRED_KEYS:
+            raise BadRequest(f"{key} cannot be deleted: the node needs it (change it with kvctl instead)")
