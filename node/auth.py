@@ -105,7 +105,8 @@ class Authenticator:
         self._host_rules: tuple[int, tuple[hba.HostRule, ...]] | None = None  # (epoch, rules)
         self._host_decisions: dict[tuple[str, str], hba.Decision] = {}
         self._signing: tuple[int, dict[str, Any]] | None = None  # (epoch, last good signing keys)
-        self._policy = (-1, seed_policy)  # (epoch, last good policy)
+        self._seed_policy = seed_policy
+        self._policy = (-1, seed_policy)  # (epoch, policy in force)
         self._throttle = LoginThrottle(_throttle_policy(seed_policy))
         self.passwords = Passwords(_hash_parameters(seed_policy))
         self._dummy_hash = self.passwords.hash(secrets.token_hex(16))  # for logins of unknown users
@@ -132,13 +133,11 @@ class Authenticator:
         epoch = self._store.catalog_epoch
         if self._policy[0] == epoch:
             return self._policy[1]
-        policy = self._policy[1]
         try:
             found = self._document(catalog.AUTH_KEY)
-            if found is not None:
-                policy = auth_policy.from_document(found[1])
+            policy = self._seed_policy if found is None else auth_policy.from_document(found[1])
         except DocumentError:
-            pass  # keep the last good policy; catalog_health logs and reports the document
+            policy = self._policy[1]  # keep the last good policy; catalog_health reports the document
         if policy != self._policy[1]:
             self._throttle.policy = _throttle_policy(policy)
             if _hash_parameters(policy) != self.passwords.parameters:

@@ -44,6 +44,7 @@ from .config import ConfigError, Settings
 from .control import ROLE_PRIMARY, ROLE_REPLICA, STATE_NEEDS_BASE_BACKUP, STATE_RUNNING, STATE_SHUT_DOWN, read_control
 from .datadir import DataDir, DataDirLock, create_layout, initdb
 from .engine import Engine, TxnOp, now_ms
+from .errors import Conflict
 from .fsutil import atomic_write
 from .logs import GRANIAN_LOG_CONFIG
 from .recovery import recover
@@ -123,7 +124,7 @@ class Node:
             if not self.is_replica:
                 await self._check_peers_before_writes()
                 self._become_primary()
-            await self._complete_catalog()
+            self._complete_catalog()
             self._ready = True
             log.info(
                 "ready", extra={"url": self.url, "fsync": self.settings.fsync.value, "keys": len(self.engine.store)}
@@ -314,16 +315,14 @@ class Node:
             )
         log.info("catalog bootstrapped", extra={"superuser": catalog.ADMIN_USER, "password_source": source})
 
-    async def _complete_catalog(self) -> None:
+    def _complete_catalog(self) -> None:
         """A catalog made before `_sys.settings:auth` existed gets it from this node's settings
         (the policy in force until now); settings the catalog overrides are pointed out."""
         seed = self.settings.initial_auth_policy
         if self.engine.get(catalog.AUTH_KEY) is None:
             if not self.is_replica and self.engine.read_only_reason is None:
-                await self.catalog_changes.put(catalog.AUTH_KEY, seed.to_document(), None)
-                log.info(
-                    "auth policy written to the catalog from this node's settings", extra={"key": catalog.AUTH_KEY}
-                )
+                # In the background: with synchronous replication the write waits for a replica.
+                self._spawn("catalog-upgrade", lambda: self._write_auth_policy(seed))
             return
         in_force, default = self.auth.policy(), auth_policy.AuthPolicy()
         overridden = [
@@ -338,6 +337,13 @@ class Node:
                 catalog.AUTH_KEY,
                 ", ".join(overridden),
             )
+
+    async def _write_auth_policy(self, policy: auth_policy.AuthPolicy) -> None:
+        try:
+            await self.catalog_changes.put(catalog.AUTH_KEY, policy.to_document(), None)
+        except Conflict:
+            return  # written meanwhile, by an administrator or a newer primary
+        log.info("auth policy written to the catalog from this node's settings", extra={"key": catalog.AUTH_KEY})
 
     def _initial_admin_password(self) -> tuple[str, str]:
         if self.settings.admin_password:

@@ -308,4 +308,7 @@ def test_the_auth_policy_lives_in_the_catalog_and_applies_on_the_next_request(no
     node.restart()
     with node.client() as admin:
         assert admin.get("/v1/admin/settings/auth").json()["settings"]["token_ttl_s"] == 7200
-        assert admin.get("/v1/kv/_sys.settings:auth").status_code == 200
+        deadline = time.monotonic() + 30  # written in the background once the node is up
+        while admin.get("/v1/kv/_sys.settings:auth").status_code == 404 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert json.loads(admin.get("/v1/kv/_sys.settings:auth").content)["token_ttl_s"] == 7200
