@@ -2,9 +2,9 @@
 
 It owns the wire details (paths, percent-encoded keys, ETag preconditions, NDJSON
 streaming) and turns every failure into a `KvctlError` whose message is one line an
-operator can act on: the server's `{"error": {"code", "message"}}`, or why the server
-could not be reached (a `NodeUnreachable`). It prints nothing and knows nothing of the
-login file.
+operator can act on and whose code a script can test: the server's `{"error": {"code",
+"message"}}`, or why the server could not be reached (a `NodeUnreachable`). It prints
+nothing and knows nothing of the login file.
 """
 
 from __future__ import annotations
@@ -25,16 +25,24 @@ ADMIN_TIMEOUT_S = 300.0
 STREAM_READ_TIMEOUT_S = 30.0
 ERROR_TEXT_MAX_CHARS = 200
 
+# kvctl's own error codes, for failures that carry no code from the node (`--format json` shows them).
+ERROR_FAILED = "failed"  # kvctl could not do what was asked: a file it cannot read, a wait that ran out
+ERROR_UNREACHABLE = "unreachable"  # the node gave no answer at all
+ERROR_BAD_RESPONSE = "bad_response"  # the node answered something kvctl cannot use
+
 _REQUEST_TIMEOUT = httpx.Timeout(REQUEST_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
 _ADMIN_TIMEOUT = httpx.Timeout(ADMIN_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
 _STREAM_TIMEOUT = httpx.Timeout(REQUEST_TIMEOUT_S, connect=CONNECT_TIMEOUT_S, read=STREAM_READ_TIMEOUT_S)
 
 
 class KvctlError(Exception):
-    """An operating error kvctl reports as `kvctl: <message>` and exit status 1."""
+    """An operating error kvctl reports as `kvctl: <message>` (or, with `--format json`, as
+    `{"error": {"code", "message"}}`) and exit status 1. `code` is the node's error code when
+    the node gave one, else one of kvctl's own `ERROR_*`."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, code: str = ERROR_FAILED) -> None:
         self.message = _one_line(message)
+        self.code = code
         super().__init__(self.message)
 
 
@@ -42,7 +50,7 @@ class NodeUnreachable(KvctlError):
     """The node gave no answer at all (refused, timed out, cut off); `reason` says why without the URL."""
 
     def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
+        super().__init__(message, ERROR_UNREACHABLE)
         self.reason = _one_line(reason)
 
 
@@ -159,7 +167,7 @@ class KvClient:
             with self._http.stream("GET", "/v1/admin/wal/records", params=params, timeout=_STREAM_TIMEOUT) as response:
                 if response.status_code != 200:
                     response.read()
-                    raise KvctlError(self._reason(response))
+                    raise self._error(response)
                 for text in response.iter_lines():
                     if text.strip():
                         yield _wal_line(text)
@@ -265,14 +273,15 @@ class KvClient:
         except httpx.TransportError as exc:
             raise _unreachable(self.url, exc) from None
         if response.status_code not in expect:
-            raise KvctlError(self._reason(response))
+            raise self._error(response)
         return response
 
-    def _reason(self, response: httpx.Response) -> str:
-        reason = _http_reason(response)
+    def _error(self, response: httpx.Response) -> KvctlError:
+        code, reason = _http_error(response)
         if response.status_code != 401 or not self._unauthorized_hint:
-            return reason
-        return f"{reason}; {self._unauthorized_hint}" if self._sends_token else self._unauthorized_hint
+            return KvctlError(reason, code)
+        hinted = f"{reason}; {self._unauthorized_hint}" if self._sends_token else self._unauthorized_hint
+        return KvctlError(hinted, code)
 
 
 def _key_path(key: str) -> str:
@@ -297,7 +306,7 @@ def _etag_version(response: httpx.Response) -> int:
     try:
         return int(etag.removeprefix("W/").strip('"'))
     except ValueError:
-        raise KvctlError(f"server sent no version ETag (got {etag!r})") from None
+        raise KvctlError(f"server sent no version ETag (got {etag!r})", ERROR_BAD_RESPONSE) from None
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
@@ -306,7 +315,9 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         document = None
     if not isinstance(document, dict):
-        raise KvctlError(f"{response.request.url} answered HTTP {response.status_code} without a JSON object")
+        raise KvctlError(
+            f"{response.request.url} answered HTTP {response.status_code} without a JSON object", ERROR_BAD_RESPONSE
+        )
     return document
 
 
@@ -314,25 +325,29 @@ def _wal_line(text: str) -> WalLine:
     try:
         record = json.loads(text)
     except ValueError:
-        raise KvctlError(f"WAL stream sent a line that is not JSON: {text[:ERROR_TEXT_MAX_CHARS]!r}") from None
+        raise KvctlError(
+            f"WAL stream sent a line that is not JSON: {text[:ERROR_TEXT_MAX_CHARS]!r}", ERROR_BAD_RESPONSE
+        ) from None
     if not isinstance(record, dict):
-        raise KvctlError(f"WAL stream sent a line that is not an object: {text[:ERROR_TEXT_MAX_CHARS]!r}")
+        raise KvctlError(
+            f"WAL stream sent a line that is not an object: {text[:ERROR_TEXT_MAX_CHARS]!r}", ERROR_BAD_RESPONSE
+        )
     error = record.get("error")
     if isinstance(error, dict):
-        raise KvctlError(str(error.get("message")))
+        raise KvctlError(str(error.get("message")), str(error.get("code") or ERROR_FAILED))
     return WalLine(text, record)
 
 
-def _http_reason(response: httpx.Response) -> str:
-    """The server's JSON error as one line, or the start of whatever else it sent."""
+def _http_error(response: httpx.Response) -> tuple[str, str]:
+    """The server's JSON error as (code, one line), or `bad_response` and the start of whatever else it sent."""
     try:
         error = response.json()["error"]
         if isinstance(error, dict) and "message" in error:
-            return str(error["message"])
+            return str(error.get("code") or ERROR_FAILED), str(error["message"])
     except (ValueError, KeyError, TypeError):
         pass
     text = response.text.strip()[:ERROR_TEXT_MAX_CHARS] or response.reason_phrase
-    return f"{response.request.url} answered HTTP {response.status_code}: {text}"
+    return ERROR_BAD_RESPONSE, f"{response.request.url} answered HTTP {response.status_code}: {text}"
 
 
 def _unreachable(url: str, exc: httpx.TransportError) -> NodeUnreachable:

@@ -2,9 +2,11 @@
 
 Flags win, then the environment (`KVCTL_URL`, `KVCTL_TOKEN`), then the login file
 (`$KVCTL_CONFIG` or `~/.config/kvctl/config.json`), then the default URL. The login
-file's token is only ever sent to the URL it was issued by, so `--url` pointed at
-another node never leaks it. The file is written like any durable file here (temp
-file, fsync, rename, fsync the directory) and readable by its owner only.
+file's token also goes to a URL given by `--url` or `KVCTL_URL`, as kubectl's
+`--server` keeps the current context's credentials: one token is valid on every node of
+a cluster. When another node refuses it, the 401 names both URLs. The file is written
+like any durable file here (temp file, fsync, rename, fsync the directory) and readable
+by its owner only.
 """
 
 from __future__ import annotations
@@ -90,10 +92,12 @@ def resolve(url_flag: str | None, token_flag: str | None, environ: Mapping[str, 
     login_hint = f"run kvctl login --url {url}"
     if login is None:
         return Target(url, None, f"not logged in; {login_hint} or set ${TOKEN_ENV}")
-    if normalize_url(login.url) != url:
-        return Target(url, None, f"the login file is for {login.url}; {login_hint}")
     if isinstance(login.expires_at, int) and login.expires_at <= time.time():
         return Target(url, None, f"the login expired at {describe_expiry(login.expires_at)}; {login_hint}")
+    issued_by = normalize_url(login.url)
+    if issued_by != url:
+        refused = f"the login file's token is for {issued_by} and was refused by {url}"
+        return Target(url, login.token, f"{refused}; log in there with kvctl login --url {url}")
     return Target(url, login.token, login_hint)
 
 

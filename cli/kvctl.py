@@ -5,7 +5,9 @@ command groups (one module each in commands/) and the entry point. The HTTP clie
 (client.py), the login file and server resolution (credentials.py), printing
 (output.py) and WAL records (walview.py) live beside it. Every command prints a table
 for people or, with `--format json`, JSON for scripts. Any failure prints `kvctl:
-<reason>` on stderr and exits 1; bad usage exits 2 (typer's usage errors).
+<reason>` on stderr and exits 1; bad usage exits 2 (typer's usage errors). With
+`--format json` both are one JSON document on stderr instead, `{"error": {"code",
+"message"}}`. A reader that stops reading (`kvctl keys | head`) ends kvctl quietly with 0.
 
 `--url`, `--token` and `--format` may be given before the command (`kvctl --format
 json status`) or after it (`kvctl status --format json`); after wins.
@@ -13,6 +15,7 @@ json status`) or after it (`kvctl status --format json`); after wins.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -20,8 +23,12 @@ import typer
 from .client import KvctlError
 from .commands import admin, apikeys, cluster, data, login, security, users, wal
 from .commands.options import FormatOption, GlobalOptions, TokenOption, UrlOption
+from .output import OutputFormat, StdoutClosed, emit_error, requested_format
 
+EXIT_OK = 0
 EXIT_FAILURE = 1
+ERROR_USAGE = "usage"
+ERROR_ABORTED = "aborted"
 
 app = typer.Typer(
     add_completion=False,
@@ -46,11 +53,25 @@ app.add_typer(security.jwt_key_app, name="jwt-key")
 
 
 def main() -> None:
+    output = requested_format(sys.argv[1:])
+    as_json = output is OutputFormat.JSON
     try:
-        app(prog_name="kvctl")
-    except KvctlError as error:
-        print(f"kvctl: {error.message}", file=sys.stderr)
+        # Standalone, typer prints usage errors its own way and exits; for JSON they come back here.
+        status = app(prog_name="kvctl", standalone_mode=not as_json)
+    except typer.TyperException as error:  # what typer raises is bad usage: options, arguments, commands
+        emit_error(ERROR_USAGE, error.format_message(), output)
+        sys.exit(error.exit_code)
+    except typer.Abort:  # end of input at a prompt
+        emit_error(ERROR_ABORTED, "aborted", output)
         sys.exit(EXIT_FAILURE)
+    except KvctlError as error:
+        emit_error(error.code, error.message, output)
+        sys.exit(EXIT_FAILURE)
+    except StdoutClosed:
+        # Python's recipe for SIGPIPE: point stdout at /dev/null, so flushing it at exit cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_OK)
+    sys.exit(status if isinstance(status, int) else EXIT_OK)  # without standalone: an exit code, or None
 
 
 @app.callback()

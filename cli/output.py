@@ -1,19 +1,23 @@
-"""How kvctl prints: aligned tables and field lists for people, JSON for scripts.
+"""How kvctl prints: aligned tables and field lists for people, JSON for scripts, and errors.
 
-Everything goes to stdout and is flushed, so a pipe sees each line as it is made;
-errors are not printed here (see `kvctl.main`).
+Results go to stdout and are flushed, so a pipe sees each line as it is made; a reader
+that has gone away (`kvctl keys | head`) raises `StdoutClosed`. Errors go to stderr as
+`kvctl: <message>`, or with `--format json` as one JSON document (`emit_error`);
+`kvctl.main` decides when.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 COLUMN_GAP = "  "
+FORMAT_FLAG = "--format"
 
 
 class OutputFormat(StrEnum):
@@ -21,9 +25,49 @@ class OutputFormat(StrEnum):
     JSON = "json"
 
 
+class StdoutClosed(Exception):
+    """Whoever read kvctl's output stopped reading (`| head`): not a failure. Not an OSError, so
+    that typer, which turns a broken pipe into exit status 1, lets it through to `kvctl.main`."""
+
+
+def requested_format(argv: Sequence[str]) -> OutputFormat:
+    """The `--format` the command line asks for, known even when it fails to parse (errors are
+    printed in that format): the last one wins, as for the option; `--` ends the options."""
+    chosen = OutputFormat.TABLE
+    for index, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg == FORMAT_FLAG and index + 1 < len(argv):
+            value = argv[index + 1]
+        elif arg.startswith(f"{FORMAT_FLAG}="):
+            value = arg.partition("=")[2]
+        else:
+            continue
+        if value in tuple(OutputFormat):  # any other value is a usage error typer reports
+            chosen = OutputFormat(value)
+    return chosen
+
+
+def emit_error(code: str, message: str, output: OutputFormat) -> None:
+    """An error on stderr: `kvctl: <message>`, or `{"error": {"code", "message"}}` on one line."""
+    if output is OutputFormat.JSON:
+        print(json_text({"error": {"code": code, "message": message}}), file=sys.stderr, flush=True)
+    else:
+        print(f"kvctl: {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _stdout() -> Iterator[None]:
+    try:
+        yield
+    except BrokenPipeError:
+        raise StdoutClosed from None
+
+
 def emit_json(document: Any) -> None:
     """One JSON document, indented for reading; it always parses."""
-    print(json.dumps(document, indent=2, ensure_ascii=False), flush=True)
+    with _stdout():
+        print(json.dumps(document, indent=2, ensure_ascii=False), flush=True)
 
 
 def json_text(value: object) -> str:
@@ -32,7 +76,8 @@ def json_text(value: object) -> str:
 
 
 def emit_line(text: str) -> None:
-    print(text, flush=True)
+    with _stdout():
+        print(text, flush=True)
 
 
 def emit_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
@@ -56,10 +101,11 @@ def _emit_aligned(cells: list[list[str]]) -> None:
 
 def emit_bytes(data: bytes) -> None:
     """Raw bytes as they are; a newline follows only on a terminal, so pipes get exact bytes."""
-    sys.stdout.buffer.write(data)
-    if sys.stdout.isatty() and not data.endswith(b"\n"):
-        sys.stdout.buffer.write(b"\n")
-    sys.stdout.buffer.flush()
+    with _stdout():
+        sys.stdout.buffer.write(data)
+        if sys.stdout.isatty() and not data.endswith(b"\n"):
+            sys.stdout.buffer.write(b"\n")
+        sys.stdout.buffer.flush()
 
 
 def utc_text(epoch_s: float | None) -> str | None:

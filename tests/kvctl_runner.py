@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,23 @@ def kvctl(
     )
 
 
+def spawn_kvctl(*args: str, config: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start a long-running kvctl (stdout and stderr piped) as `make test &` starts everything: with
+    SIGINT ignored, which a non-interactive shell gives its background jobs and every child inherits."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return subprocess.Popen(
+            [*KVCTL, *args],
+            env=kvctl_env(config, env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def ok(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 0, f"kvctl failed ({result.returncode}): {result.stderr}"
     return result.stdout
@@ -51,6 +69,15 @@ def fails(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("kvctl: "), result.stderr
     return lines[0]
+
+
+def fails_json(result: subprocess.CompletedProcess[str], code: int = 1) -> dict[str, str]:
+    """The `{"code", "message"}` of a command that failed with `--format json`: stderr is one JSON document."""
+    assert result.returncode == code, f"expected exit {code}, got {result.returncode}: {result.stdout}{result.stderr}"
+    assert result.stdout == "", result.stdout
+    document = json.loads(result.stderr)
+    assert document.keys() == {"error"} and document["error"].keys() == {"code", "message"}, document
+    return dict(document["error"])
 
 
 def as_env(node: NodeProcess) -> dict[str, str]:

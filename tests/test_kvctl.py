@@ -7,11 +7,15 @@ prefix and its own login file. The offline WAL tests stop a node of their own.
 from __future__ import annotations
 
 import json
+import os
+import pty
 import queue
 import signal
+import socket
 import stat
 import subprocess
 import threading
+import tty
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -19,7 +23,18 @@ from typing import IO
 import pytest
 
 from harness import ADMIN_PASSWORD, NodeProcess, free_port
-from kvctl_runner import KVCTL, as_env, fails, kvctl, kvctl_env, kvctl_json, ok
+from kvctl_runner import (
+    KVCTL,
+    KVCTL_TIMEOUT_S,
+    as_env,
+    fails,
+    fails_json,
+    kvctl,
+    kvctl_env,
+    kvctl_json,
+    ok,
+    spawn_kvctl,
+)
 from kvstore.cli.commands.data import glob_prefix
 from kvstore.cli.credentials import DEFAULT_URL, Login, Target, resolve
 from kvstore.node.wal.format import FRAME_HEADER_BYTES, format_lsn
@@ -63,10 +78,16 @@ def test_resolve_prefers_flags_then_environment_then_login_file() -> None:
     assert url_and_token(resolve(None, None, environ, saved)) == ("http://env:2", "env-token")
     assert url_and_token(resolve(None, None, {}, saved)) == ("http://saved:1", "file-token")
     assert url_and_token(resolve(None, None, {}, None)) == (DEFAULT_URL, None)
-    # The saved token goes only to the URL it came from, and only until it expires.
-    assert resolve("http://other:4", None, {}, saved).token is None
+    # The saved token also goes to another URL (one token serves a whole cluster), until it expires.
+    other = resolve("http://other:4", None, {}, saved)
+    assert url_and_token(other) == ("http://other:4", "file-token")
+    assert other.hint == (
+        "the login file's token is for http://saved:1 and was refused by http://other:4; "
+        "log in there with kvctl login --url http://other:4"
+    )
     expired = Login("http://saved:1", "file-token", "admin", expires_at=1)
     assert "expired" in resolve(None, None, {}, expired).hint
+    assert resolve("http://other:4", None, {}, expired).token is None
 
 
 def test_glob_prefix_is_the_text_before_the_first_glob_character() -> None:
@@ -119,13 +140,25 @@ def test_environment_gives_url_and_token_and_flags_win(shared: NodeProcess, conf
     assert reason == f"kvctl: not logged in; run kvctl login --url {shared.url} or set $KVCTL_TOKEN"
 
 
-def test_login_token_is_not_sent_to_another_url(shared: NodeProcess, config: Path) -> None:
+def test_login_token_goes_to_another_url_and_a_refusal_names_both(
+    shared: NodeProcess,
+    config: Path,
+    node_factory,  # type: ignore[no-untyped-def]
+) -> None:
     login(shared, config)
-    other = shared.url.replace("127.0.0.1", "localhost")
+    same_node = shared.url.replace("127.0.0.1", "localhost")
 
-    reason = fails(kvctl("--url", other, "status", config=config))
+    assert kvctl_json("--url", same_node, "status", config=config)["role"] == "primary"
 
-    assert reason == f"kvctl: the login file is for {shared.url}; run kvctl login --url {other}"
+    stranger = node_factory("stranger").start()  # a system of its own: it knows no token of shared's
+    reason = fails(kvctl("--url", stranger.url, "status", config=config))
+    assert reason == (
+        f"kvctl: invalid token; the login file's token is for {shared.url} and was refused by {stranger.url}; "
+        f"log in there with kvctl login --url {stranger.url}"
+    )
+    assert ok(kvctl("status", "--url", stranger.url, "--token", stranger.token(), config=config))
+    env_token = {"KVCTL_TOKEN": stranger.token()}
+    assert ok(kvctl("status", "--url", stranger.url, config=config, env=env_token))
 
 
 def test_unreachable_url_gives_a_one_line_reason(config: Path) -> None:
@@ -134,6 +167,26 @@ def test_unreachable_url_gives_a_one_line_reason(config: Path) -> None:
     reason = fails(kvctl("status", "--url", url, "--token", "t", config=config))
 
     assert reason == f"kvctl: cannot reach {url}: connection refused"
+
+
+def test_errors_with_format_json_are_one_json_document_on_stderr(shared: NodeProcess, config: Path) -> None:
+    env = as_env(shared)
+    missing = ["get", "json-errors:missing"]
+    table_reason = fails(kvctl(*missing, config=config, env=env))
+
+    assert fails_json(kvctl(*missing, "--format", "json", config=config, env=env)) == {
+        "code": "not_found",
+        "message": table_reason.removeprefix("kvctl: "),
+    }
+    refused = kvctl("--format=json", "status", "--token", "bad", config=config, env=env)
+    assert fails_json(refused) == {"code": "unauthorized", "message": "invalid token; check --token"}
+    dead = f"http://127.0.0.1:{free_port()}"
+    unreachable = kvctl("--format", "json", "status", "--url", dead, "--token", "t", config=config)
+    assert fails_json(unreachable) == {"code": "unreachable", "message": f"cannot reach {dead}: connection refused"}
+    bad_lsn = fails_json(kvctl("wal", "tail", "--from", "zz", "--format", "json", config=config), code=2)
+    assert bad_lsn["code"] == "usage" and "'--from'" in bad_lsn["message"] and "'zz'" in bad_lsn["message"]
+    no_command = fails_json(kvctl("--format", "json", "frobnicate", config=config), code=2)
+    assert no_command == {"code": "usage", "message": "No such command 'frobnicate'."}
 
 
 def test_bad_usage_exits_2(config: Path) -> None:
@@ -170,6 +223,44 @@ def test_set_get_del_incr_round_trip(shared: NodeProcess, config: Path) -> None:
     assert ok(kvctl("incr", "rt:n", config=config, env=env)) == "1\n"
     counted = kvctl_json("incr", "rt:n", "--by", "-5", config=config, env=env)
     assert counted["key"] == "rt:n" and counted["value"] == -4
+
+
+def test_get_adds_a_newline_on_a_terminal_only(shared: NodeProcess, config: Path) -> None:
+    env = as_env(shared)
+    ok(kvctl("set", "tty:a", "no newline", config=config, env=env))
+
+    assert ok(kvctl("get", "tty:a", config=config, env=env)) == "no newline"  # a pipe gets the bytes as they are
+    assert _on_a_terminal(["get", "tty:a"], config, env) == b"no newline\n"
+
+
+def _on_a_terminal(args: list[str], config: Path, env: dict[str, str]) -> bytes:
+    """What kvctl writes to a stdout that is a terminal (a raw pseudo-terminal: no newline translation)."""
+    controller, terminal = pty.openpty()
+    try:
+        try:
+            tty.setraw(terminal)
+            command = subprocess.run(
+                [*KVCTL, *args],
+                env=kvctl_env(config, env),
+                stdin=subprocess.DEVNULL,
+                stdout=terminal,
+                stderr=subprocess.PIPE,
+                timeout=KVCTL_TIMEOUT_S,
+            )
+        finally:
+            os.close(terminal)  # the controller reads to the end only once the terminal side is closed
+        assert command.returncode == 0, command.stderr
+        return b"".join(iter(lambda: _read_terminal(controller), b""))
+    finally:
+        os.close(controller)
+
+
+def _read_terminal(controller: int) -> bytes:
+    """The next bytes from a pseudo-terminal; b"" once it is closed (Linux reports EIO then)."""
+    try:
+        return os.read(controller, 4096)
+    except OSError:
+        return b""
 
 
 def test_values_from_stdin_odd_keys_and_ttl(shared: NodeProcess, config: Path) -> None:
@@ -255,25 +346,82 @@ def test_wal_tail_prints_records_from_an_lsn(shared: NodeProcess, config: Path) 
 def test_wal_tail_follows_new_records_and_exits_0_on_ctrl_c(shared: NodeProcess, config: Path) -> None:
     env = as_env(shared)
     committed = kvctl_json("status", config=config, env=env)["lsn"]["committed"]
-    tail = subprocess.Popen(
-        [*KVCTL, "wal", "tail", "--from", committed],
-        env=kvctl_env(config, env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # Started the way `make test &` starts it, SIGINT ignored; interrupted as soon as a line shows.
+    tail = spawn_kvctl("wal", "tail", "--from", committed, config=config, env=env)
     try:
         lines = _line_queue(tail.stdout)
         ok(kvctl("set", "follow:a", "xyz", config=config, env=env))
         assert "  SET  key=follow:a version=" in _wait_for_line(lines, "key=follow:a")
-        tail.send_signal(signal.SIGINT)
-        assert tail.wait(FOLLOW_TIMEOUT_S) == 0
-        assert tail.stderr is not None and tail.stderr.read() == ""
+        _interrupt_ends_quietly(tail)
     finally:
-        if tail.poll() is None:
-            tail.kill()
-            tail.wait()
+        _reap(tail)
+
+
+def test_wal_tail_exits_0_on_ctrl_c_while_a_node_keeps_it_waiting(config: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # takes the request, never answers
+        silent.settimeout(FOLLOW_TIMEOUT_S)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        tail = spawn_kvctl("wal", "tail", "--url", url, "--token", "t", config=config)
+        try:
+            connection, _ = silent.accept()
+            with connection:
+                assert _request_head(connection).startswith(b"GET /v1/admin/wal/records?")
+                _interrupt_ends_quietly(tail)  # kvctl is waiting for the answer's headers
+        finally:
+            _reap(tail)
+
+
+def _interrupt_ends_quietly(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGINT)
+    assert process.wait(FOLLOW_TIMEOUT_S) == 0
+    assert process.stderr is not None and process.stderr.read() == ""
+
+
+def _reap(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def _request_head(connection: socket.socket) -> bytes:
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = connection.recv(4096)
+        assert chunk, f"the client hung up before its request was complete: {head!r}"
+        head += chunk
+    return head
+
+
+def test_a_reader_that_stops_reading_ends_kvctl_quietly_with_0(shared: NodeProcess, config: Path) -> None:
+    env = as_env(shared)
+    ok(kvctl("set", "pipe:a", "value", config=config, env=env))
+
+    for args in (
+        ["keys", "--pattern", "pipe:*"],
+        ["get", "pipe:a"],
+        ["status", "--format", "json"],
+        ["wal", "tail", "--from", "0/0"],  # following: it would never end by itself
+    ):
+        assert _into_a_closed_pipe(args, config, env) == (0, ""), args
+
+
+def _into_a_closed_pipe(args: list[str], config: Path, env: dict[str, str]) -> tuple[int, str]:
+    """Exit status and stderr of kvctl writing into a pipe nobody reads, as after `| head` has exited."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        command = subprocess.run(
+            [*KVCTL, *args],
+            env=kvctl_env(config, env),
+            stdin=subprocess.DEVNULL,
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=KVCTL_TIMEOUT_S,
+        )
+    finally:
+        os.close(writer)
+    return command.returncode, command.stderr
 
 
 def _line_queue(stream: IO[str] | None) -> queue.Queue[str]:

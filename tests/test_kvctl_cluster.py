@@ -4,7 +4,9 @@ URL where nothing listens) through a failover and the old primary's rejoin."""
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -151,12 +153,34 @@ def login(node: NodeProcess, config: Path) -> None:
     ok(kvctl("login", "--url", node.url, "--password-stdin", config=config, stdin=f"{ADMIN_PASSWORD}\n".encode()))
 
 
+def found_problems(result: subprocess.CompletedProcess[str]) -> str:
+    """The full output of a `kvctl status` that found problems: exit status 1, nothing on stderr."""
+    assert (result.returncode, result.stderr) == (1, ""), f"{result.returncode}: {result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def warnings(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("warning: ")]
+
+
+def test_status_exits_1_after_printing_the_problems_it_finds(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    dead = [f"http://127.0.0.1:{free_port()}" for _ in range(2)]
+    cluster = ["--url", dead[0], "--url", dead[1], "--token", "t"]
+
+    output = found_problems(kvctl("status", *cluster, config=config))
+    assert [row["STATE"] for row in table(output).values()] == ["unreachable: connection refused"] * 2
+    assert warnings(output) == ["warning: no node answered"]
+    document = json.loads(found_problems(kvctl("status", *cluster, "--format", "json", config=config)))
+    assert [node["url"] for node in document["nodes"]] == dead and document["problems"] == ["no node answered"]
+
+
 def test_status_promote_and_rejoin_through_a_failover(node_factory: MakeNode, tmp_path: Path) -> None:
     config = tmp_path / "kvctl" / "config.json"
     primary = node_factory("p", env=REPLICATION_ENV, args=["--name", "p"]).start()
     replica = node_factory("r1", env=REPLICATION_ENV, args=["--name", "r1", "--replica-of", primary.url]).start()
     dead = f"http://127.0.0.1:{free_port()}"
-    login(primary, config)  # the login file's token, vouched for the other listed nodes
+    login(primary, config)  # the login file's token goes to every listed node
     ok(kvctl("set", "before", "1", "--url", primary.url, config=config))
     wait_until(lambda: last_contact_s_ago(replica) is not None, "the replica's first contact")
     cluster = ["--url", primary.url, "--url", replica.url, "--url", dead]
@@ -175,9 +199,12 @@ def test_status_promote_and_rejoin_through_a_failover(node_factory: MakeNode, tm
     ]
     assert document["problems"] == []
 
-    # Failover: the primary dies, the replica is promoted.
+    # Failover: the primary dies (no primary takes writes), the replica is promoted.
     assert fails(kvctl("promote", "--url", primary.url, config=config)) == "kvctl: this node is already a primary"
     primary.kill()
+    headless = found_problems(kvctl("status", *cluster, config=config))
+    assert table(headless)[replica.url]["ROLE"] == "replica"
+    assert warnings(headless) == ["warning: none of the nodes that answered is a primary taking writes"]
     env = as_env(replica)
     promoted = kvctl_json("promote", config=config, env=env)
     assert (promoted["timeline"], promoted["parent_timeline"], promoted["unreceived_bytes"]) == (2, 1, 0)
@@ -186,16 +213,19 @@ def test_status_promote_and_rejoin_through_a_failover(node_factory: MakeNode, tm
     # The old primary comes back fenced (its peer is on timeline 2): not a split brain.
     primary.extra_args += ["--peers", replica.url]
     primary.start()
-    output = ok(kvctl("status", *cluster, config=config))
+    output = found_problems(kvctl("status", *cluster, config=config))
     after = table(output)
     assert [pick(after[url], "ROLE", "TIMELINE") for url in (primary.url, replica.url)] == [
         ("primary", "1"),
         ("primary", "2"),
     ]
     rejoin = f"kvctl rejoin --url {primary.url} --primary {replica.url}"
-    assert [line for line in output.splitlines() if line.startswith("warning: ")] == [
-        f"warning: {primary.url} is a fenced former primary; make it a replica: {rejoin}"
-    ]
+    assert warnings(output) == [f"warning: {primary.url} is a fenced former primary; make it a replica: {rejoin}"]
+    # Asked alone, the fenced node is a problem too, shown in full.
+    alone = fields(found_problems(kvctl("status", "--url", primary.url, config=config)))
+    assert alone["role"] == "primary" and alone["state"].startswith("fenced (fenced: peer ")
+    alone_json = json.loads(found_problems(kvctl("status", "--url", primary.url, "--format=json", config=config)))
+    assert (alone_json["state"], alone_json["timeline"]) == ("fenced", 1)
 
     # A rejoin to where nothing listens says so, and changes nothing.
     unreachable = fails(kvctl("rejoin", "--url", primary.url, "--primary", dead, config=config))

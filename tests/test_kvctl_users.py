@@ -3,6 +3,7 @@ directly, bad usage without a node, and the commands end to end against a real n
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -138,6 +139,24 @@ def test_user_lifecycle(node: NodeProcess, config: Path, tmp_path: Path) -> None
 
     assert ok(kvctl("user", "delete", "alice", config=config, env=env)) == "deleted user alice\n"
     assert "alice" in fails(kvctl("user", "show", "alice", config=config, env=env))
+
+
+def test_password_prompts_read_a_stdin_that_is_no_terminal_without_warnings(
+    node: NodeProcess, config: Path, tmp_path: Path
+) -> None:
+    env = as_env(node)
+
+    created = kvctl("user", "create", "bob", "--password", "--role=reader", config=config, env=env, stdin=b"bob-pw-1\n")
+    assert (ok(created), created.stderr) == ("created user bob roles=reader\n", "")
+    changed = kvctl("user", "passwd", "bob", config=config, env=env, stdin=b"bob-pw-2\n")
+    assert (ok(changed), changed.stderr) == ("changed the password of bob\n", "")
+    bob_config = tmp_path / "bob" / "config.json"
+    logged_in = kvctl(
+        "login", "--url", node.url, "--user", "bob", "--format=json", config=bob_config, stdin=b"bob-pw-2"
+    )
+    assert json.loads(ok(logged_in))["user"] == "bob" and logged_in.stderr == ""
+    nothing = fails(kvctl("user", "passwd", "bob", config=config, env=env))  # stdin is /dev/null
+    assert nothing == "kvctl: no password on stdin (when stdin is not a terminal, its first line is the password)"
     assert "alice" in fails(kvctl("user", "delete", "alice", config=config, env=env))
 
 

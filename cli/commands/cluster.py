@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
@@ -41,6 +41,8 @@ NODE_HEADERS = (
     "LAG_S",
     "LAST_CONTACT",
 )
+# `kvctl status` found a problem (it prints everything first); as `wal verify` exits 1 on corruption.
+EXIT_PROBLEMS = 1
 REJOIN_WAIT_S_DEFAULT = 60.0
 REJOIN_POLL_INTERVAL_S = 0.2
 
@@ -50,8 +52,7 @@ UrlsOption = Annotated[
         "--url",
         metavar="URL",
         help="Node URL (default: $KVCTL_URL, then the login file, then http://127.0.0.1:8080). Give it several "
-        "times for a cluster view, one row per node; the login file's token then goes to every listed node when "
-        "its own URL is among them (one token is valid on every node of a cluster).",
+        "times for a cluster view, one row per node.",
     ),
 ]
 
@@ -71,43 +72,45 @@ class NodeReport:
 
 @app.command()
 def status(ctx: typer.Context, url: UrlsOption = None, token: TokenOption = None, output: FormatOption = None) -> None:
-    """Show a node's role, state, timeline, LSNs and last checkpoint; with several --url, a cluster table."""
+    """Show a node's role, state, timeline, LSNs and last checkpoint; with several --url, a cluster table.
+
+    Exit status 1 when what it shows is a problem, after showing all of it: a fenced node; with several --url, any problem it names (`warning:` lines, "problems" in JSON): a split brain, no primary taking writes, a fenced former primary, nodes of different systems, a lost slot, no node answering. Also 1 when it cannot ask at all; 2 for bad usage.
+    """
     urls = list(dict.fromkeys(normalize_url(text) for text in url or []))
     if len(urls) > CLUSTER_NODES_MAX:
         raise typer.BadParameter(f"at most {CLUSTER_NODES_MAX} nodes", param_hint="--url")
     if len(urls) > 1:
-        _cluster_status(ctx, urls, token, output_format(ctx, output))
-        return
-    with connect(ctx, urls[0] if urls else None, token) as client:
-        document = client.status()
-    if output_format(ctx, output) is OutputFormat.JSON:
-        emit_json(document)
+        healthy = _cluster_status(ctx, urls, token, output_format(ctx, output))
     else:
-        emit_fields(status_fields(document))
+        with connect(ctx, urls[0] if urls else None, token) as client:
+            document = client.status()
+        if output_format(ctx, output) is OutputFormat.JSON:
+            emit_json(document)
+        else:
+            emit_fields(status_fields(document))
+        healthy = not is_fenced(document)
+    if not healthy:
+        raise typer.Exit(EXIT_PROBLEMS)
 
 
-def _cluster_status(ctx: typer.Context, urls: list[str], token: str | None, output: OutputFormat) -> None:
+def _cluster_status(ctx: typer.Context, urls: list[str], token: str | None, output: OutputFormat) -> bool:
+    """Print the cluster view; True when it names no problem."""
     with ThreadPoolExecutor(max_workers=len(urls)) as pool:
         reports = list(pool.map(_report, _cluster_targets(ctx, urls, token)))
     problems = cluster_problems(reports)
     if output is OutputFormat.JSON:
         nodes = [{"url": r.url, "status": r.status, "error": r.error} for r in reports]
         emit_json({"nodes": nodes, "problems": problems})
-        return
-    emit_table(NODE_HEADERS, [node_row(report) for report in reports])
-    for problem in problems:
-        emit_line(f"warning: {problem}")
+    else:
+        emit_table(NODE_HEADERS, [node_row(report) for report in reports])
+        for problem in problems:
+            emit_line(f"warning: {problem}")
+    return not problems
 
 
 def _cluster_targets(ctx: typer.Context, urls: list[str], token: str | None) -> list[Target]:
     login = load_login(config_path(os.environ))
-    targets = [resolve(url, token or ctx.obj.token, os.environ, login) for url in urls]
-    # The login file's token is sent only to the URL it came from (see credentials.py); listing
-    # that URL beside others says they are nodes of its cluster, where the same token is valid.
-    vouched = next((target for target in targets if target.token is not None), None)
-    if vouched is None:
-        return targets
-    return [replace(target, token=vouched.token, hint=vouched.hint) for target in targets]
+    return [resolve(url, token or ctx.obj.token, os.environ, login) for url in urls]
 
 
 def _report(target: Target) -> NodeReport:

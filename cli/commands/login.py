@@ -22,7 +22,11 @@ def login(
     url: UrlOption = None,
     user: Annotated[str, typer.Option("--user", help="User name.")] = "admin",
     password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin.")
+        bool,
+        typer.Option(
+            "--password-stdin",
+            help="Read the password from the first line of stdin (done anyway when stdin is not a terminal).",
+        ),
     ] = False,
     output: FormatOption = None,
 ) -> None:
@@ -44,10 +48,13 @@ def login(
         emit_line(f"logged in as {user} at {target.url} (token expires {expires})")
 
 
-def read_password(from_stdin: bool) -> str:
-    if not from_stdin:
-        return str(typer.prompt("Password", hide_input=True))
+def read_password(from_stdin: bool, confirm: bool = False) -> str:
+    """Typed at the terminal without echo (twice with `confirm`), else the first line of stdin.
+    A stdin that is not a terminal is read as if --password-stdin were given: getpass would warn
+    that it cannot hide the input and would write its prompts among the command's output."""
+    if not from_stdin and sys.stdin.isatty():
+        return str(typer.prompt("Password", hide_input=True, confirmation_prompt=confirm))
     password = sys.stdin.readline().rstrip("\r\n")
     if not password:
-        raise KvctlError("no password on stdin (--password-stdin reads its first line)")
+        raise KvctlError("no password on stdin (when stdin is not a terminal, its first line is the password)")
     return password

@@ -170,7 +170,7 @@ def _put_rules(client: KvClient, rules: list[Any], version: int | None, force: b
         return client.put_hba(rules, version, force)
     except KvctlError as error:
         # The node's lockout refusal names its HTTP switch; an operator needs the flag.
-        raise KvctlError(error.message.replace("send ?force=true", "use --force")) from None
+        raise KvctlError(error.message.replace("send ?force=true", "use --force"), error.code) from None
 
 
 def _emit_change(ctx: typer.Context, output: OutputFormat | None, document: dict[str, Any], summary: str) -> None:

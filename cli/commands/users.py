@@ -14,7 +14,11 @@ from .login import read_password
 from .options import FormatOption, TokenOption, UrlOption, UserOption, connect, output_format
 
 PasswordStdinOption = Annotated[
-    bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin (for scripts).")
+    bool,
+    typer.Option(
+        "--password-stdin",
+        help="Read the password from the first line of stdin, for scripts (done anyway when stdin is not a terminal).",
+    ),
 ]
 RolesOption = Annotated[list[str] | None, typer.Option("--role", help="Role names, comma-separated; may repeat.")]
 RequiredRolesOption = Annotated[list[str], typer.Option("--role", help="Role names, comma-separated; may repeat.")]
@@ -35,7 +39,13 @@ def _valid_until(text: str) -> int:
 def user_create(
     ctx: typer.Context,
     name: str,
-    password: Annotated[bool, typer.Option("--password", help="Prompt for the password (twice, not echoed).")] = False,
+    password: Annotated[
+        bool,
+        typer.Option(
+            "--password",
+            help="Prompt for the password (twice, not echoed); when stdin is not a terminal, read its first line.",
+        ),
+    ] = False,
     password_stdin: PasswordStdinOption = False,
     role: RolesOption = None,
     valid_until: Annotated[
@@ -55,7 +65,7 @@ def user_create(
     if password == password_stdin:
         raise typer.BadParameter("give exactly one of --password (prompt) and --password-stdin")
     roles = split_names(role or [])
-    secret = _read_new_password(password_stdin)
+    secret = read_password(password_stdin, confirm=True)
     with connect(ctx, url, token) as client:
         user = client.create_user(name, secret, roles, valid_until)
     if output_format(ctx, output) is OutputFormat.JSON:
@@ -109,7 +119,7 @@ def user_passwd(
     output: FormatOption = None,
 ) -> None:
     """Set a user's password (prompts twice, not echoed)."""
-    secret = _read_new_password(password_stdin)
+    secret = read_password(password_stdin, confirm=True)
     with connect(ctx, url, token) as client:
         client.set_password(name, secret)
     if output_format(ctx, output) is OutputFormat.JSON:
@@ -257,13 +267,6 @@ def role_delete(
         emit_json({"role": name, "deleted": True})
     else:
         emit_line(f"deleted role {name}")
-
-
-def _read_new_password(from_stdin: bool) -> str:
-    """A new password: stdin's first line, or typed twice without echo."""
-    if from_stdin:
-        return read_password(True)
-    return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
 
 
 def _emit_user(output: OutputFormat, user: dict[str, Any]) -> None:

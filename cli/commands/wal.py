@@ -3,8 +3,11 @@ offline (`inspect`, `verify`); walview.py decodes and describes the records."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -40,15 +43,31 @@ def wal_tail(
     token: TokenOption = None,
     output: FormatOption = None,
 ) -> None:
-    """Print WAL records as the node commits them (default: from now on). Ctrl-C stops."""
+    """Print WAL records as the node commits them (default: from now on). Ctrl-C stops (exit status 0)."""
+    stop_on_ctrl_c()
     as_json = output_format(ctx, output) is OutputFormat.JSON
     start = format_lsn(from_lsn) if from_lsn is not None else None
-    try:
-        with connect(ctx, url, token) as client:
-            for line in client.wal_records(start, follow):
-                emit_line(line.text if as_json else walview.tail_line(line.record))
-    except KeyboardInterrupt:
-        return
+    with connect(ctx, url, token) as client:
+        for line in client.wal_records(start, follow):
+            emit_line(line.text if as_json else walview.tail_line(line.record))
+
+
+def stop_on_ctrl_c() -> None:
+    """From now on SIGINT ends kvctl at once with status 0, whatever it is blocked on.
+
+    Installed explicitly, before anything can block, because Python's own Ctrl-C handling fails
+    a tail twice over: a kvctl started from a background job (`make test &`) inherits SIGINT
+    ignored, and Python then installs no KeyboardInterrupt handler at all; and a
+    KeyboardInterrupt that lands while httpcore takes one of its locks (its `__enter__`
+    acquires, the interrupt strikes before `with` owns the lock) can leave the lock held, and
+    closing the client then waits for it for ever. Exiting on the spot is safe for a reader:
+    every printed line is already flushed, and the kernel closes the socket.
+    """
+    signal.signal(signal.SIGINT, _exit_now)
+
+
+def _exit_now(signum: int, frame: FrameType | None) -> None:
+    os._exit(0)
 
 
 @app.command("inspect")
