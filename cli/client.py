@@ -229,6 +229,20 @@ class KvClient:
     def delete_role(self, name: str) -> None:
         self._request("DELETE", _name_path("roles", name), (204,))
 
+    def alter_role(self, name: str, grant: list[dict[str, Any]], revoke: list[dict[str, Any]]) -> dict[str, Any]:
+        """Add or take away actions on patterns in place; the holders get them on their next request."""
+        body = {"grant": grant, "revoke": revoke}
+        return _json(self._request("PATCH", _name_path("roles", name), (200,), json=body))
+
+    # -- the auth policy (superuser only) -----------------------------------------------
+
+    def get_auth_settings(self) -> dict[str, Any]:
+        """The cluster's auth policy in force and its document version: {"settings", "version"}."""
+        return _json(self._request("GET", "/v1/admin/settings/auth", (200,)))
+
+    def change_auth_settings(self, changes: dict[str, int]) -> dict[str, Any]:
+        return _json(self._request("PATCH", "/v1/admin/settings/auth", (200,), json=changes))
+
     # -- API keys (superuser only) ----------------------------------------------------
 
     def create_apikey(self, name: str, user: str, cidrs: list[str], expires_at: int | None) -> dict[str, Any]:

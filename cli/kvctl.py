@@ -21,7 +21,7 @@ import sys
 import typer
 
 from .client import KvctlError
-from .commands import admin, apikeys, cluster, data, login, security, users, wal
+from .commands import admin, apikeys, cluster, data, login, security, settings, users, wal
 from .commands.options import FormatOption, GlobalOptions, TokenOption, UrlOption
 from .output import OutputFormat, StdoutClosed, emit_error, requested_format
 
@@ -35,7 +35,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Operate a KVStore++ node or cluster: keys, checkpoints, snapshots, status, failover, the WAL, users, roles, "
-    "API keys, host rules and signing keys.",
+    "API keys, host rules, signing keys and the auth policy.",
 )
 # Unnamed groups add their commands at the top level; `kvctl --help` lists them in this order.
 app.add_typer(login.app)
@@ -50,6 +50,7 @@ app.add_typer(users.role_app, name="role")
 app.add_typer(apikeys.app, name="apikey")
 app.add_typer(security.hba_app, name="hba")
 app.add_typer(security.jwt_key_app, name="jwt-key")
+app.add_typer(settings.app, name="settings")
 
 
 def main() -> None:

@@ -203,7 +203,43 @@ def test_role_lifecycle(node: NodeProcess, config: Path) -> None:
     ok(kvctl("set", "app:1", "v", config=carol_config))
     fails(kvctl("set", "other:1", "v", config=carol_config))
 
+    # Altered in place: carol's login goes on, with the role's new grants from her next command.
+    granted = kvctl_json(
+        "role", "grant", "app-rw", "--actions", "write,delete", "--pattern", "other:*", config=config, env=env
+    )
+    assert {"actions": ["write", "delete"], "pattern": "other:*"} in granted["grants"]
+    ok(kvctl("set", "other:1", "v", config=carol_config))
+    assert ok(
+        kvctl("role", "revoke", "app-rw", "--actions", "write", "--pattern", "app:*", config=config, env=env)
+    ).startswith("altered role app-rw grants=read:app:*")
+    assert "may not write" in fails(kvctl("set", "app:2", "v", config=carol_config))
+    assert "built in" in fails(
+        kvctl("role", "grant", "reader", "--actions", "write", "--pattern", "*", config=config, env=env)
+    )
+    usage = kvctl("role", "grant", "app-rw", "--pattern", "x", config=config, env=env)
+    assert usage.returncode == 2 and "--actions" in usage.stderr
+
     assert "built in" in fails(kvctl("role", "delete", "admin", config=config, env=env))
     assert kvctl_json("role", "delete", "ops", config=config, env=env) == {"role": "ops", "deleted": True}
     assert ok(kvctl("role", "delete", "app-rw", config=config, env=env)) == "deleted role app-rw\n"
     assert "app-rw" in fails(kvctl("role", "show", "app-rw", config=config, env=env))
+
+
+def test_settings_get_and_set_change_the_auth_policy_for_the_cluster(node: NodeProcess, config: Path) -> None:
+    env = as_env(node)
+    shown = kvctl_json("settings", "get", config=config, env=env)
+    assert shown["settings"]["token_ttl_s"] == 3600 and isinstance(shown["version"], int)
+    assert ok(kvctl("settings", "get", "password_min_length", config=config, env=env)).split() == [
+        "password_min_length",
+        "8",
+    ]
+    changed = ok(kvctl("settings", "set", "password_min_length=12", "token_ttl_s=900", config=config, env=env))
+    assert [line.split() for line in changed.splitlines()] == [["password_min_length", "12"], ["token_ttl_s", "900"]]
+    assert kvctl_json("settings", "get", config=config, env=env)["settings"]["password_min_length"] == 12
+    too_short = kvctl("user", "create", "shorty", "--password-stdin", config=config, env=env, stdin=b"eleven-char")
+    assert "at least 12" in fails(too_short)
+    assert "token_ttl_s" in fails(kvctl("settings", "set", "token_ttl_s=1", config=config, env=env))
+    assert "no_such" in fails(kvctl("settings", "set", "no_such=1", config=config, env=env))
+    for bad, why in (("token_ttl_s", "is not NAME=VALUE"), ("token_ttl_s=soon", "is not an integer")):
+        usage = kvctl("settings", "set", bad, config=config, env=env)
+        assert usage.returncode == 2 and why in usage.stderr, usage.stderr

@@ -256,6 +256,63 @@ def role_show(
         emit_fields([("name", role["name"]), ("superuser", bool(role.get("superuser"))), *grants])
 
 
+ActionsOption = Annotated[
+    str, typer.Option("--actions", help="Comma-separated: read, write, delete, admin, replication.")
+]
+PatternOption = Annotated[str, typer.Option("--pattern", help="Key pattern, such as 'app:*'.")]
+
+
+@role_app.command("grant")
+def role_grant(
+    ctx: typer.Context,
+    name: str,
+    actions: ActionsOption,
+    pattern: PatternOption,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    output: FormatOption = None,
+) -> None:
+    """Let a role's holders do ACTIONS on keys matching PATTERN, from their next request on."""
+    _alter_role(ctx, name, {"grant": [_actions_on(actions, pattern)], "revoke": []}, url, token, output)
+
+
+@role_app.command("revoke")
+def role_revoke(
+    ctx: typer.Context,
+    name: str,
+    actions: ActionsOption,
+    pattern: PatternOption,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    output: FormatOption = None,
+) -> None:
+    """Take ACTIONS on PATTERN away from a role; its holders lose them on their next request."""
+    _alter_role(ctx, name, {"grant": [], "revoke": [_actions_on(actions, pattern)]}, url, token, output)
+
+
+def _actions_on(actions: str, pattern: str) -> dict[str, Any]:
+    names = split_names([actions])
+    if not names:
+        raise typer.BadParameter("name at least one action", param_hint="--actions")
+    return {"actions": names, "pattern": pattern}
+
+
+def _alter_role(
+    ctx: typer.Context,
+    name: str,
+    change: dict[str, list[dict[str, Any]]],
+    url: str | None,
+    token: str | None,
+    output: OutputFormat | None,
+) -> None:
+    with connect(ctx, url, token) as client:
+        role = client.alter_role(name, change["grant"], change["revoke"])
+    if output_format(ctx, output) is OutputFormat.JSON:
+        emit_json(role)
+    else:
+        emit_line(f"altered role {role['name']} grants={_grants_text(role.get('grants'))}")
+
+
 @role_app.command("delete")
 def role_delete(
     ctx: typer.Context, name: str, url: UrlOption = None, token: TokenOption = None, output: FormatOption = None
