@@ -6,6 +6,8 @@ Anything else that escapes a handler is a bug: logged with its traceback, answer
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class KvError(Exception):
     status = 400
@@ -37,8 +39,14 @@ class NotFound(KvError):
 
 
 class MethodNotAllowed(KvError):
+    """RFC 9110: a 405 names the methods the path does support (the `Allow` header)."""
+
     status = 405
     code = "method_not_allowed"
+
+    def __init__(self, message: str, allowed: Iterable[str]) -> None:
+        super().__init__(message)
+        self.allowed = tuple(sorted(allowed))
 
 
 class Conflict(KvError):

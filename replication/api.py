@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from kvstore.node.api.http import Request, Response, StreamResponse, json_response
+from kvstore.node.api.http import Request, Response, StreamResponse, json_integer, json_response
 from kvstore.node.catalog import Principal
 from kvstore.node.engine import Engine
 from kvstore.node.errors import BadRequest, Conflict, Forbidden
@@ -30,6 +30,9 @@ from .primary import Primary
 from .replica import Receiver
 
 Handler = Callable[[Request, Principal], Awaitable[Response | StreamResponse]]
+MAX_SLOT_CHARS = 64
+MAX_POSITION = 2**63 - 1  # LSNs and timelines a client sends
+FEEDBACK_LSNS = ("write_lsn", "flush_lsn", "apply_lsn")
 
 
 class ReplicationApiNode(failover.FailoverNode, Protocol):
@@ -49,7 +52,7 @@ def _require_superuser(principal: Principal) -> None:
 
 
 def _lsn_param(request: Request, name: str) -> int:
-    value = request.query_int(name, None, 0, 2**63 - 1)
+    value = request.query_int(name, None, 0, MAX_POSITION)
     if value is None:
         raise BadRequest(f"query parameter {name!r} is required")
     return value
@@ -97,8 +100,8 @@ def routes(node: ReplicationApiNode) -> dict[tuple[str, str], Handler]:
         source = primary()
         from_lsn, timeline = _lsn_param(request, "from_lsn"), _lsn_param(request, "timeline")
         slot = request.query.get("slot") or ""
-        if not slot or len(slot) > 64:
-            raise BadRequest("query parameter 'slot' (the replica's name, 1-64 characters) is required")
+        if not slot or len(slot) > MAX_SLOT_CHARS:
+            raise BadRequest(f"query parameter 'slot' (the replica's name, 1-{MAX_SLOT_CHARS} characters) is required")
         source.check_stream(from_lsn, timeline, request.query.get("system_identifier"))
         chunks = source.stream(slot, from_lsn, request.address)
         return StreamResponse(200, chunks, [("content-type", "application/x-kvstore-wal")])
@@ -106,21 +109,25 @@ def routes(node: ReplicationApiNode) -> dict[tuple[str, str], Handler]:
     async def base_backup(request: Request, principal: Principal) -> StreamResponse:
         _require(principal, "replication")
         slot = request.query.get("slot") or ""
-        if not slot or len(slot) > 64:
-            raise BadRequest("query parameter 'slot' (the replica's name) is required")
+        if not slot or len(slot) > MAX_SLOT_CHARS:
+            raise BadRequest(f"query parameter 'slot' (the replica's name, 1-{MAX_SLOT_CHARS} characters) is required")
         backup = await primary().base_backup(slot)
         return StreamResponse(200, backup.chunks, backup.headers)
 
     async def feedback(request: Request, principal: Principal) -> Response:
         _require(principal, "replication")
         document = request.json()
-        fields = ("slot", "timeline", "write_lsn", "flush_lsn", "apply_lsn")
+        fields = ("slot", "timeline", *FEEDBACK_LSNS)
         if not isinstance(document, dict) or any(name not in document for name in fields):
             raise BadRequest(f"feedback must be {{{', '.join(fields)}}}")
-        try:
-            return json_response(primary().feedback(document, request.address))
-        except (TypeError, ValueError) as error:
-            raise BadRequest(f"bad feedback: {error}") from None
+        slot = document["slot"]
+        if not isinstance(slot, str) or not 0 < len(slot) <= MAX_SLOT_CHARS:
+            raise BadRequest(f"slot must be the replica's name, 1-{MAX_SLOT_CHARS} characters")
+        positions = {name: json_integer(document[name], 0, MAX_POSITION) for name in ("timeline", *FEEDBACK_LSNS)}
+        for name, value in positions.items():
+            if value is None:
+                raise BadRequest(f"{name} must be an integer from 0 to {MAX_POSITION}, got {document[name]!r}")
+        return json_response(primary().feedback({**document, **positions}, request.address))
 
     async def promote(request: Request, principal: Principal) -> Response:
         _require_superuser(principal)

@@ -15,10 +15,10 @@ from ..catalog import Principal
 from ..checkpoint import Checkpointer, CheckpointResult
 from ..datadir import DataDir
 from ..engine import Engine
-from ..errors import BadRequest, Forbidden
+from ..errors import Forbidden
 from ..wal.format import format_lsn, parse_lsn
 from ..wal.reader import WalCorruption, WalScan, list_segments
-from .http import Request, Response, StreamResponse, json_response
+from .http import Request, Response, StreamResponse, json_response, lsn_from_text
 
 WAL_TAIL_BATCH_RECORDS = 1000
 WAL_TAIL_KEEPALIVE_S = 5.0
@@ -88,12 +88,9 @@ def routes(node: AdminNode) -> dict[tuple[str, str], Handler]:
         """NDJSON records from `from_lsn` (default: now); with follow=true, new ones as they commit."""
         _require_superuser(principal)
         raw_from = request.query.get("from_lsn")
-        try:
-            from_lsn = parse_lsn(raw_from) if raw_from else node.engine.committed_lsn
-        except ValueError as exc:
-            raise BadRequest(str(exc)) from None
+        from_lsn = node.engine.committed_lsn if raw_from is None else lsn_from_text(raw_from, "from_lsn")
         limit = request.query_int("limit", WAL_RECORDS_MAX, 1, WAL_RECORDS_MAX)
-        follow = request.query.get("follow", "false").lower() in ("1", "true", "yes")
+        follow = request.query_bool("follow")
         return StreamResponse(
             200,
             _stream_records(node, from_lsn, limit or WAL_RECORDS_MAX, follow),

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from kvstore.replication import api as replication_api
 
@@ -38,15 +38,37 @@ from ..errors import (
     Unavailable,
 )
 from ..store import EXPIRES_AT_MS, VALUE, VERSION
-from ..wal.format import format_lsn, parse_lsn
+from ..wal.format import format_lsn
 from . import admin, openapi, security
-from .http import JSON_HEADERS, Request, Response, StreamResponse, error_response, json_response
+from .http import (
+    JSON_HEADERS,
+    JSON_INT_MAX,
+    Request,
+    Response,
+    StreamResponse,
+    error_response,
+    json_integer,
+    json_response,
+    lsn_from_text,
+    version_from_etag,
+)
 from .users import CATALOG_PATHS, CatalogAdmin
 
 log = logging.getLogger(__name__)
 
 KV_PREFIX = "/v1/kv/"
 INCR_SUFFIX = "/incr"
+LOGIN_PATH = "/v1/auth/login"
+# Routes answered before authentication: probes and login.
+OPEN_ROUTES: Final = (("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"), ("POST", LOGIN_PATH))
+# The data path, routed by hand. The path of a key that ends in /incr is also the INCR path of
+# the key before it (granian hands over the path decoded, %2F as '/'): POST increments, the
+# other methods act on the whole key.
+_KEY_METHODS: Final = ("DELETE", "GET", "PUT")
+KV_ROUTES: Final = (
+    *((method, "/v1/kv/{key}") for method in _KEY_METHODS),
+    *((method, "/v1/kv/{key}/incr") for method in (*_KEY_METHODS, "POST")),
+)
 _OCTET_HEADERS = ("content-type", "application/octet-stream")
 
 
@@ -73,17 +95,6 @@ def _etag(version: int) -> str:
     return f'"{version}"'
 
 
-def _parse_etag(raw: str, header: str) -> int:
-    text = raw.strip()
-    if text.startswith("W/"):
-        text = text[2:]
-    text = text.strip('"')
-    try:
-        return int(text)
-    except ValueError:
-        raise BadRequest(f"{header} must be a version ETag such as '\"42\"', got {raw!r}") from None
-
-
 def _iso_ms(epoch_ms: int) -> str:
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -105,6 +116,7 @@ class App:
         self.node = node
         self.settings = node.settings
         self._catalog = CatalogAdmin(node)  # type: ignore[arg-type]
+        self._document: tuple[object, bytes] | None = None  # (auth policy, OpenAPI document) served
         self._routes: dict[tuple[str, str], Callable[[Request, Principal], Awaitable[Response | StreamResponse]]] = {
             ("GET", "/v1/kv"): self.list_keys,
             ("POST", "/v1/txn"): self.txn,
@@ -124,6 +136,10 @@ class App:
     def auth(self) -> Authenticator:
         return self.node.auth
 
+    def route_table(self) -> list[tuple[str, str]]:
+        """Every (method, path template) this app serves: what the OpenAPI document must describe."""
+        return [*OPEN_ROUTES, *KV_ROUTES, *self._routes, *self._catalog.route_table()]
+
     # -- entry point ---------------------------------------------------------------
 
     async def handle(self, request: Request) -> Response | StreamResponse:
@@ -139,6 +155,9 @@ class App:
         path = request.path
         if path.startswith(KV_PREFIX) and self.node.ready:
             return await self._kv(request)
+        open_methods = [method for method, open_path in OPEN_ROUTES if open_path == path]
+        if open_methods and request.method not in open_methods:
+            raise MethodNotAllowed(f"{request.method} is not supported on {path}", open_methods)
         if path == "/health":
             return json_response({"status": "ok"})
         if path == "/ready":
@@ -149,9 +168,7 @@ class App:
             return Response(200, metrics.exposition(), [("content-type", "text/plain; version=0.0.4; charset=utf-8")])
         if not self.node.ready:
             raise Unavailable("the node is still recovering; retry when /ready says ready")
-        if path == "/v1/auth/login":
-            if request.method != "POST":
-                raise MethodNotAllowed('use POST /v1/auth/login with {"username", "password"}')
+        if path == LOGIN_PATH:
             return await self.login(request)
         # Authenticated before routing: without credentials, 401 says nothing about which routes exist.
         principal = self.auth.authenticate(request.header("authorization"), request.address)
@@ -159,8 +176,9 @@ class App:
             return await self._catalog.handle(request, principal)
         handler = self._routes.get((request.method, path))
         if handler is None:
-            if any(route_path == path for _, route_path in self._routes):
-                raise MethodNotAllowed(f"{request.method} is not supported on {path}")
+            allowed = [method for method, route_path in self._routes if route_path == path]
+            if allowed:
+                raise MethodNotAllowed(f"{request.method} is not supported on {path}", allowed)
             raise NotFound(f"no route {request.method} {path}")
         return await handler(request, principal)
 
@@ -195,7 +213,8 @@ class App:
         elif method == "POST" and raw.endswith(INCR_SUFFIX):
             op, response = "incr", await self._incr(request, principal, self._key(raw[: -len(INCR_SUFFIX)]))
         else:
-            raise MethodNotAllowed(f"{method} is not supported on /v1/kv/{{key}} (GET, PUT, DELETE, POST .../incr)")
+            allowed = (*_KEY_METHODS, "POST") if raw.endswith(INCR_SUFFIX) else _KEY_METHODS
+            raise MethodNotAllowed(f"{method} is not supported on {request.path}", allowed)
         self._observe(op, response.status, time.perf_counter() - started)
         return response
 
@@ -208,10 +227,7 @@ class App:
         raw = request.header("x-kv-min-lsn")
         if raw is None:
             return
-        try:
-            lsn = parse_lsn(raw)
-        except ValueError:
-            raise BadRequest(f"X-KV-Min-LSN must be an LSN such as 0/1A2B, got {raw!r}") from None
+        lsn = lsn_from_text(raw, "X-KV-Min-LSN")
         if lsn <= self.engine.store.applied_lsn:
             return
         writer = self.engine.writer
@@ -243,7 +259,7 @@ class App:
         if entry[EXPIRES_AT_MS]:
             headers.append(("x-kv-expires-at", _iso_ms(entry[EXPIRES_AT_MS])))
         if_none_match = request.header("if-none-match")
-        if if_none_match is not None and if_none_match.strip() in (etag, f"W/{etag}", "*"):
+        if if_none_match is not None and if_none_match.strip(" \t") in (etag, f"W/{etag}", "*"):
             return Response(304, b"", headers[1:])
         return Response(200, entry[VALUE], headers)
 
@@ -276,17 +292,17 @@ class App:
     def _preconditions(self, request: Request) -> tuple[int | None, bool]:
         if_match = request.header("if-match")
         if_none_match = request.header("if-none-match")
-        if if_none_match is not None and if_none_match.strip() != "*":
+        if if_none_match is not None and if_none_match.strip(" \t") != "*":
             raise BadRequest("on writes, If-None-Match supports only '*' (create only)")
-        if if_match is not None and if_match.strip() == "*":
+        if if_match is not None and if_match.strip(" \t") == "*":
             raise BadRequest("If-Match: * is not supported; send the version ETag you read")
-        if_version = _parse_etag(if_match, "If-Match") if if_match is not None else None
+        if_version = version_from_etag(if_match, "If-Match") if if_match is not None else None
         return if_version, if_none_match is not None
 
     async def _delete(self, request: Request, principal: Principal, key: str) -> Response:
         self._authorize(principal, "delete", key)
         if_match = request.header("if-match")
-        if_version = _parse_etag(if_match, "If-Match") if if_match is not None else None
+        if_version = version_from_etag(if_match, "If-Match") if if_match is not None else None
         try:
             if key.startswith(SYS_PREFIX):
                 result = await self.node.catalog_changes.raw_delete(key, if_version)
@@ -383,13 +399,16 @@ class App:
         for index, raw in enumerate(raw_ops):
             if type(raw) is dict and len(raw) == 3 and raw.get("op") == "set":
                 key, text = raw.get("key"), raw.get("value")
-                if type(key) is str and type(text) is str and 0 < len(key) <= short_key_chars:
-                    value = text.encode()
-                    if len(value) <= max_value_bytes:
-                        if check_grants:
-                            self._authorize(principal, "write", key)
-                        ops.append(TxnOp("set", key, value))
-                        continue
+                if (
+                    type(key) is str
+                    and type(text) is str
+                    and 0 < len(key) <= short_key_chars
+                    and len(value := text.encode()) <= max_value_bytes
+                ):
+                    if check_grants:
+                        self._authorize(principal, "write", key)
+                    ops.append(TxnOp("set", key, value))
+                    continue
             ops.append(self._txn_op(index, raw, principal))
         return ops
 
@@ -406,27 +425,31 @@ class App:
         self._authorize(principal, {"set": "write", "del": "delete", "check": "read"}[kind], key)
         value = b""
         if kind == "set":
-            if isinstance(raw.get("value"), str):
+            if ("value" in raw) == ("value_base64" in raw):
+                raise BadRequest(f"op {index}: set needs one of 'value' (text) or 'value_base64'")
+            if "value" in raw:
+                if not isinstance(raw["value"], str):
+                    raise BadRequest(f"op {index}: value must be text; send bytes as value_base64")
                 value = raw["value"].encode("utf-8")
-            elif isinstance(raw.get("value_base64"), str):
+            else:
                 try:
                     value = base64.b64decode(raw["value_base64"], validate=True)
-                except ValueError:
+                except (TypeError, ValueError):
                     raise BadRequest(f"op {index}: value_base64 is not valid base64") from None
-            else:
-                raise BadRequest(f"op {index}: set needs 'value' (text) or 'value_base64'")
             if len(value) > self.settings.max_value_bytes:
                 raise PayloadTooLarge(
                     f"op {index}: value is {len(value)} bytes; the limit is {self.settings.max_value_bytes}"
                 )
         ttl_s = raw.get("ttl")
-        if ttl_s is not None and (
-            not isinstance(ttl_s, int) or isinstance(ttl_s, bool) or not 1 <= ttl_s <= self.settings.max_ttl_s
-        ):
-            raise BadRequest(f"op {index}: ttl must be an integer 1..{self.settings.max_ttl_s}")
+        if ttl_s is not None:
+            ttl_s = json_integer(ttl_s, 1, self.settings.max_ttl_s)
+            if ttl_s is None:
+                raise BadRequest(f"op {index}: ttl must be an integer 1..{self.settings.max_ttl_s}")
         if_version = raw.get("if_version")
-        if if_version is not None and (not isinstance(if_version, int) or isinstance(if_version, bool)):
-            raise BadRequest(f"op {index}: if_version must be an integer")
+        if if_version is not None:
+            if_version = json_integer(if_version, 0, JSON_INT_MAX)
+            if if_version is None:
+                raise BadRequest(f"op {index}: if_version must be a version: an integer 0..{JSON_INT_MAX}")
         if_absent = raw.get("if_absent", False)
         if not isinstance(if_absent, bool):
             raise BadRequest(f"op {index}: if_absent must be true or false")
@@ -450,4 +473,8 @@ class App:
         return json_response(self.node.status())
 
     async def openapi(self, request: Request, principal: Principal) -> Response:
-        return Response(200, openapi.DOCUMENT, JSON_HEADERS)
+        # Built from this node's limits and the auth policy in force, again only when the policy changes.
+        policy = self.auth.policy()
+        if self._document is None or self._document[0] != policy:
+            self._document = (policy, openapi.document(self.settings, policy))
+        return Response(200, self._document[1], JSON_HEADERS)

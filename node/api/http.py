@@ -7,16 +7,56 @@ adapter in `rsgi.py` maps them onto granian, and tests call the app directly wit
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 from urllib.parse import parse_qsl
 
 import orjson
 
-from ..errors import BadRequest, KvError, Unauthorized
+from ..errors import BadRequest, KvError, MethodNotAllowed, Unauthorized
+from ..wal.format import parse_lsn
 
 JSON_HEADERS = [("content-type", "application/json")]
+# What the OpenAPI document promises for integer and boolean query parameters, and no more:
+# int() alone would also take " 7", "+7", "7_0" and other scripts' digits.
+INTEGER_TEXT: Final = re.compile(r"-?[0-9]+")
+BOOLEANS: Final = {"true": True, "false": False}
+# A version ETag as the node sends it ("42", weak W/"42"), or the bare version.
+_VERSION_ETAG: Final = re.compile(r'(?:W/)?"([0-9]+)"|([0-9]+)')
+VERSION_ETAG_PATTERN: Final = '^(?:(?:W/)?"[0-9]+"|[0-9]+)$'
+# orjson reads integers up to 2**64 - 1 (larger ones become floats): the range of a body's integers.
+JSON_INT_MAX: Final = 2**64 - 1
+# An LSN as the node writes it (`X/Y`, two 32-bit hex halves) or a decimal byte position.
+LSN_PATTERN: Final = r"^(?:[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}|[0-9]{1,18})$"
+_LSN: Final = re.compile(LSN_PATTERN)
+
+
+def version_from_etag(raw: str, header: str) -> int:
+    """The version an If-Match names; a 400 for anything else (never a silent mismatch)."""
+    match = _VERSION_ETAG.fullmatch(raw.strip(" \t"))
+    if match is None:
+        raise BadRequest(f"{header} must be a version ETag such as '\"42\"', got {raw!r}")
+    return int(match.group(1) or match.group(2))
+
+
+def json_integer(value: Any, minimum: int, maximum: int) -> int | None:
+    """`value` as an integer in [minimum, maximum], or None when it is not one. Like JSON Schema,
+    a number with no fraction (3.0) is an integer; true and false are not."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
+        return None
+    return value
+
+
+def lsn_from_text(raw: str, what: str) -> int:
+    """An LSN a client sent (in a header or the query), in the form the OpenAPI document gives."""
+    text = raw.strip(" \t")
+    if _LSN.match(text) is None:
+        raise BadRequest(f"{what} must be an LSN such as 0/1A2B, got {raw!r}")
+    return parse_lsn(text)
 
 
 @dataclass(slots=True)
@@ -53,15 +93,23 @@ class Request:
 
     def query_int(self, name: str, default: int | None, minimum: int, maximum: int) -> int | None:
         raw = self.query.get(name)
-        if raw is None or raw == "":
+        if raw is None:
             return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise BadRequest(f"query parameter {name!r} must be an integer, got {raw!r}") from None
+        if INTEGER_TEXT.fullmatch(raw) is None:
+            raise BadRequest(f"query parameter {name!r} must be an integer, got {raw!r}")
+        value = int(raw)
         if not minimum <= value <= maximum:
             raise BadRequest(f"query parameter {name!r} must be between {minimum} and {maximum}, got {value}")
         return value
+
+    def query_bool(self, name: str) -> bool:
+        """`true` or `false`; absent is false. Anything else is refused rather than read as false."""
+        raw = self.query.get(name)
+        if raw is None:
+            return False
+        if raw not in BOOLEANS:
+            raise BadRequest(f"query parameter {name!r} must be true or false, got {raw!r}")
+        return BOOLEANS[raw]
 
 
 @dataclass(slots=True)
@@ -91,6 +139,8 @@ def error_response(error: KvError) -> Response:
     headers = []
     if isinstance(error, Unauthorized):
         headers.append(("www-authenticate", 'Bearer realm="kvstore"'))  # RFC 9110: name the scheme
+    if isinstance(error, MethodNotAllowed):
+        headers.append(("allow", ", ".join(error.allowed)))
     if "retry_after_s" in error.details:
         headers.append(("retry-after", str(error.details["retry_after_s"])))
     return json_response({"error": body}, error.status, headers)

@@ -24,7 +24,7 @@ from ..auth import Authenticator
 from ..catalog import Principal
 from ..catalog_changes import CatalogChanges, DamagedDocument
 from ..errors import BadRequest, Conflict, Forbidden, PreconditionFailed
-from .http import Request, Response, json_response
+from .http import Request, Response, json_response, version_from_etag
 
 HBA_PATH = "/v1/admin/hba"
 JWT_KEYS_PATH = "/v1/admin/jwt-keys"
@@ -53,10 +53,7 @@ def _if_match(request: Request, path: str, what: str, current_version: int | Non
     raw = request.header("if-match")
     if raw is None:
         return
-    try:
-        expected = int(raw.strip().removeprefix("W/").strip('"'))
-    except ValueError:
-        raise BadRequest(f"If-Match must be the version ETag from GET {path}, got {raw!r}") from None
+    expected = version_from_etag(raw, f"If-Match (the version ETag from GET {path})")
     if expected != current_version:
         raise PreconditionFailed(f"{what} are at version {current_version}, not {expected}; read them again")
 
@@ -95,7 +92,7 @@ def routes(node: SecurityNode) -> dict[tuple[str, str], Handler]:
         except hba.RuleError as error:
             raise BadRequest(str(error)) from None
         decision = hba.decide(rules, request.address, principal.name, principal.roles)
-        force = request.query.get("force", "false").lower() in ("1", "true", "yes")
+        force = request.query_bool("force")
         if not decision.allowed and not force:
             raise WouldLockOut(
                 f"these rules would lock you ({principal.name!r}) out from {request.address} ({decision.reason()}); "

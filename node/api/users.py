@@ -13,22 +13,37 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Protocol
 
 from .. import catalog
 from ..audit import AuditLog
 from ..auth import API_KEY_PREFIX, Authenticator, api_key_digest
 from ..catalog import BUILTIN_ROLES, Principal
 from ..catalog_changes import CatalogChanges
-from ..catalog_documents import MAX_REASON_CHARS, DocumentError, check_cidrs, check_grant, check_grants, check_name
+from ..catalog_documents import (
+    MAX_GRANTS,
+    MAX_REASON_CHARS,
+    NAME_PATTERN,
+    DocumentError,
+    check_cidrs,
+    check_grant,
+    check_grants,
+    check_name,
+)
 from ..errors import BadRequest, Conflict, Forbidden, MethodNotAllowed, NotFound
-from .http import Request, Response, json_response
+from .http import JSON_INT_MAX, Request, Response, json_integer, json_response
 
 USERS_PATH = "/v1/admin/users"
 ROLES_PATH = "/v1/admin/roles"
 APIKEYS_PATH = "/v1/admin/apikeys"
 CATALOG_PATHS = (USERS_PATH, ROLES_PATH, APIKEYS_PATH)
+NAME_SEGMENT: Final = "{name}"
 MAX_PASSWORD_CHARS = 1024
+DEFAULT_LOCK_REASON: Final = "locked by an administrator"
+
+# A route's handler gets the request, who asks, and the {name} of the path (None on a collection).
+Handler = Callable[[Request, Principal, str | None], Awaitable[Response]]
 
 
 class CatalogNode(Protocol):
@@ -39,9 +54,18 @@ class CatalogNode(Protocol):
 
 def _name(raw: Any, what: str) -> str:
     try:
-        return check_name(raw, what)
+        name = check_name(raw, what)
     except DocumentError as error:
         raise BadRequest(str(error)) from None
+    if NAME_PATTERN.fullmatch(name) is None:  # the pattern's `$` would also let a trailing newline through
+        raise BadRequest(f"{what} name {raw!r} must be 1-64 of letters, digits, '_', '.', '@', '-'")
+    return name
+
+
+def _names(raw: Any, field: str) -> list[str]:
+    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+        raise BadRequest(f"{field} must be a list of role names")
+    return raw
 
 
 def _checked(check: Any, *args: Any) -> Any:
@@ -67,26 +91,55 @@ def public_user(user: dict[str, Any]) -> dict[str, Any]:
 class CatalogAdmin:
     def __init__(self, node: CatalogNode) -> None:
         self.node = node
+        user, role, apikey = (
+            f"{USERS_PATH}/{NAME_SEGMENT}",
+            f"{ROLES_PATH}/{NAME_SEGMENT}",
+            f"{APIKEYS_PATH}/{NAME_SEGMENT}",
+        )
+        self._routes: dict[tuple[str, str], Handler] = {
+            ("GET", USERS_PATH): self._list_users,
+            ("POST", USERS_PATH): self._create_user,
+            ("GET", user): self._get_user,
+            ("DELETE", user): self._delete_user,
+            ("PUT", user + "/password"): self._change_user,
+            ("POST", user + "/lock"): self._change_user,
+            ("POST", user + "/unlock"): self._change_user,
+            ("POST", user + "/roles"): self._change_user,
+            ("GET", ROLES_PATH): self._list_roles,
+            ("POST", ROLES_PATH): self._create_role,
+            ("GET", role): self._role,
+            ("PATCH", role): self._role,
+            ("DELETE", role): self._role,
+            ("GET", APIKEYS_PATH): self._list_keys,
+            ("POST", APIKEYS_PATH): self._create_key,
+            ("DELETE", apikey): self._delete_key,
+        }
 
     @property
     def changes(self) -> CatalogChanges:
         return self.node.catalog_changes  # exists once the node has recovered
 
+    def route_table(self) -> list[tuple[str, str]]:
+        return list(self._routes)
+
     async def handle(self, request: Request, principal: Principal) -> Response:
         if not principal.superuser:
             raise Forbidden(f"user {principal.name!r} is not a superuser; catalog changes need the admin role")
-        path, method = request.path, request.method
-        base = next(base for base in CATALOG_PATHS if path == base or path.startswith(base + "/"))
-        parts = [part for part in path[len(base) :].split("/") if part]
-        if base == USERS_PATH:
-            return await self._users(method, parts, request, principal)
-        if base == ROLES_PATH:
-            return await self._roles(method, parts, request, principal)
-        return await self._apikeys(method, parts, request, principal)
+        parts = request.path.split("/")  # an empty {name} (/users/, /users//lock) is a bad name, not another route
+        for template in dict.fromkeys(template for _, template in self._routes):
+            pattern = template.split("/")
+            if len(pattern) != len(parts) or any(p != q and p != NAME_SEGMENT for p, q in zip(pattern, parts)):
+                continue
+            handler = self._routes.get((request.method, template))
+            if handler is None:
+                allowed = [method for method, other in self._routes if other == template]
+                raise MethodNotAllowed(f"{request.method} is not supported on {request.path}", allowed)
+            name = parts[pattern.index(NAME_SEGMENT)] if NAME_SEGMENT in pattern else None
+            return await handler(request, principal, name)
+        raise NotFound(f"no route {request.method} {request.path}")
 
     def _check_roles(self, roles: Any) -> list[str]:
-        if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
-            raise BadRequest("roles must be a list of role names")
+        roles = _names(roles, "roles")
         missing = [role for role in roles if self.changes.read(catalog.role_key(role)) is None]
         if missing:
             raise BadRequest(f"unknown role(s): {', '.join(missing)}")
@@ -105,66 +158,62 @@ class CatalogAdmin:
     def _all(self, prefix: str) -> list[dict[str, Any]]:
         return [document for _, document in self.changes.all(prefix)]
 
-    async def _users(self, method: str, parts: list[str], request: Request, actor: Principal) -> Response:
-        audit = self.node.audit
-        if not parts:
-            if method == "GET":
-                return json_response({"users": [public_user(u) for u in self._all(catalog.USERS_PREFIX)]})
-            if method == "POST":
-                return await self._create_user(request, actor)
-            raise MethodNotAllowed(f"{method} is not supported on {USERS_PATH}")
-        name = _name(parts[0], "user")
-        action = parts[1] if len(parts) > 1 else None
-        if len(parts) > 2:
-            raise NotFound(f"no route {request.path}")
-        if action is None and method == "GET":
-            return json_response(public_user(self.changes.user(name)[1]))
-        if action is None and method == "DELETE":
-            apikeys, _ = await self.changes.delete_user(name)
-            audit.record("user_deleted", user=name, apikeys=apikeys, by=actor.name)
-            return Response(204)
+    async def _list_users(self, request: Request, actor: Principal, _: str | None) -> Response:
+        return json_response({"users": [public_user(u) for u in self._all(catalog.USERS_PREFIX)]})
+
+    async def _get_user(self, request: Request, actor: Principal, raw_name: str | None) -> Response:
+        return json_response(public_user(self.changes.user(_name(raw_name, "user"))[1]))
+
+    async def _delete_user(self, request: Request, actor: Principal, raw_name: str | None) -> Response:
+        name = _name(raw_name, "user")
+        apikeys, _ = await self.changes.delete_user(name)
+        self.node.audit.record("user_deleted", user=name, apikeys=apikeys, by=actor.name)
+        return Response(204)
+
+    async def _change_user(self, request: Request, actor: Principal, raw_name: str | None) -> Response:
+        """PUT .../password, POST .../lock, .../unlock, .../roles: one compare-and-set of the user."""
+        name = _name(raw_name, "user")
+        action = request.path.rsplit("/", 1)[1]
         version, user = self.changes.user(name)
         body = request.json() if request.body else {}
         if not isinstance(body, dict):
             raise BadRequest("body must be a JSON object")
         ends_sessions = True
-        if action == "password" and method == "PUT":
+        if action == "password":
             user["password_hash"] = await self._password_hash(body.get("password"))
             event: dict[str, Any] = {}
-        elif action == "lock" and method == "POST":
-            reason = body.get("reason") or "locked by an administrator"
-            if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
+        elif action == "lock":
+            reason = body.get("reason")
+            if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS):
                 raise BadRequest(f"reason must be text of at most {MAX_REASON_CHARS} characters")
-            user["locked_reason"] = reason
-            event = {"reason": reason}
-        elif action == "unlock" and method == "POST":
+            user["locked_reason"] = reason or DEFAULT_LOCK_REASON
+            event = {"reason": user["locked_reason"]}
+        elif action == "unlock":
             user["locked_reason"] = None
             self.node.auth.clear_lockout(name)
             event, ends_sessions = {}, False  # the lock already ended them
-        elif action == "roles" and method == "POST":
+        else:
             grant = self._check_roles(body.get("grant", []))
-            revoke = body.get("revoke", [])
-            if not isinstance(revoke, list):
-                raise BadRequest("revoke must be a list of role names")
+            revoke = _names(body.get("revoke", []), "revoke")
             user["roles"] = [r for r in dict.fromkeys([*user.get("roles", []), *grant]) if r not in revoke]
             event, ends_sessions = {"granted": grant, "revoked": revoke}, False  # effective on the next request
-        else:
-            raise NotFound(f"no route {method} {request.path}")
         if ends_sessions:
             user["token_generation"] = self.changes.fresh_generation()  # live tokens stop working now
         await self.changes.put(catalog.user_key(name), user, version)
-        audit.record(f"user_{action}", user=name, by=actor.name, **event)
+        self.node.audit.record(f"user_{action}", user=name, by=actor.name, **event)
         return Response(204) if action == "password" else json_response(public_user(user))
 
-    async def _create_user(self, request: Request, actor: Principal) -> Response:
+    async def _create_user(self, request: Request, actor: Principal, _: str | None) -> Response:
         body = request.json()
         if not isinstance(body, dict):
             raise BadRequest('body must be {"name", "password", "roles"}')
         name = _name(body.get("name"), "user")
         roles = self._check_roles(body.get("roles", []))
         valid_until = body.get("valid_until")
-        if valid_until is not None and (not isinstance(valid_until, int) or isinstance(valid_until, bool)):
-            raise BadRequest("valid_until must be epoch seconds (an integer) or null")
+        if valid_until is not None:
+            valid_until = json_integer(valid_until, 0, JSON_INT_MAX)
+            if valid_until is None:
+                raise BadRequest("valid_until must be epoch seconds (an integer from 0) or null")
         if self.changes.read(catalog.user_key(name)) is not None:
             raise Conflict(f"user {name!r} already exists")
         password_hash = await self._password_hash(body.get("password"))
@@ -177,30 +226,24 @@ class CatalogAdmin:
 
     # -- roles -----------------------------------------------------------------------
 
-    async def _roles(self, method: str, parts: list[str], request: Request, actor: Principal) -> Response:
-        if not parts:
-            if method == "GET":
-                return json_response({"roles": self._all(catalog.ROLES_PREFIX)})
-            if method == "POST":
-                return await self._create_role(request, actor)
-            raise MethodNotAllowed(f"{method} is not supported on {ROLES_PATH}")
-        if len(parts) > 1:
-            raise NotFound(f"no route {request.path}")
-        name = _name(parts[0], "role")
+    async def _list_roles(self, request: Request, actor: Principal, _: str | None) -> Response:
+        return json_response({"roles": self._all(catalog.ROLES_PREFIX)})
+
+    async def _role(self, request: Request, actor: Principal, raw_name: str | None) -> Response:
+        """GET, PATCH and DELETE /v1/admin/roles/{name}."""
+        name = _name(raw_name, "role")
         found = self.changes.read(catalog.role_key(name))
         if found is None:
             raise NotFound(f"no role {name!r}")
-        if method == "GET":
+        if request.method == "GET":
             return json_response(found[1])
-        if method == "DELETE":
-            holders, _ = await self.changes.delete_role(name, found[0])
-            self.node.audit.record("role_deleted", role=name, holders=holders, by=actor.name)
-            return Response(204)
-        if method == "PATCH":
+        if request.method == "PATCH":
             return await self._alter_role(request, actor, *found)
-        raise MethodNotAllowed(f"{method} is not supported on {ROLES_PATH}/{{name}} (GET, PATCH, DELETE)")
+        holders, _ = await self.changes.delete_role(name, found[0])
+        self.node.audit.record("role_deleted", role=name, holders=holders, by=actor.name)
+        return Response(204)
 
-    async def _create_role(self, request: Request, actor: Principal) -> Response:
+    async def _create_role(self, request: Request, actor: Principal, _: str | None) -> Response:
         body = request.json()
         if not isinstance(body, dict):
             raise BadRequest('body must be {"name", "grants": [{"actions", "pattern"}]}')
@@ -225,8 +268,8 @@ class CatalogAdmin:
         grants = {grant["pattern"]: list(grant["actions"]) for grant in role["grants"]}
         for what in ("grant", "revoke"):
             changes = body.get(what, [])
-            if not isinstance(changes, list):
-                raise BadRequest(f"{what} must be a list of {{actions, pattern}} objects")
+            if not isinstance(changes, list) or len(changes) > MAX_GRANTS:
+                raise BadRequest(f"{what} must be a list of at most {MAX_GRANTS} {{actions, pattern}} objects")
             for index, raw in enumerate(changes):
                 change = _checked(check_grant, index, raw)
                 held = grants.get(change["pattern"], [])
@@ -260,25 +303,20 @@ class CatalogAdmin:
         shown["last_used_at"] = self.node.auth.key_last_used.get(key["id"])
         return shown
 
-    async def _apikeys(self, method: str, parts: list[str], request: Request, actor: Principal) -> Response:
-        keys = self._all(catalog.APIKEYS_PREFIX)
-        if not parts:
-            if method == "GET":
-                return json_response({"apikeys": [self._public_key(key) for key in keys]})
-            if method == "POST":
-                return await self._create_key(request, actor, keys)
-            raise MethodNotAllowed(f"{method} is not supported on {APIKEYS_PATH}")
-        if len(parts) > 1 or method != "DELETE":
-            raise NotFound(f"no route {method} {request.path}")
-        name = _name(parts[0], "API key")
-        key = next((key for key in keys if key["name"] == name), None)
+    async def _list_keys(self, request: Request, actor: Principal, _: str | None) -> Response:
+        return json_response({"apikeys": [self._public_key(key) for key in self._all(catalog.APIKEYS_PREFIX)]})
+
+    async def _delete_key(self, request: Request, actor: Principal, raw_name: str | None) -> Response:
+        name = _name(raw_name, "API key")
+        key = next((key for key in self._all(catalog.APIKEYS_PREFIX) if key["name"] == name), None)
         if key is None:
             raise NotFound(f"no API key {name!r}")
         await self.changes.raw_delete(catalog.apikey_key(key["id"]), None)
         self.node.audit.record("apikey_revoked", name=name, user=key["user"], by=actor.name)
         return Response(204)
 
-    async def _create_key(self, request: Request, actor: Principal, keys: list[dict[str, Any]]) -> Response:
+    async def _create_key(self, request: Request, actor: Principal, _: str | None) -> Response:
+        keys = self._all(catalog.APIKEYS_PREFIX)
         body = request.json()
         if not isinstance(body, dict):
             raise BadRequest('body must be {"name", "user", "cidrs", "expires_at"}')
@@ -289,10 +327,15 @@ class CatalogAdmin:
         user = self.changes.read(catalog.user_key(username)) if isinstance(username, str) else None
         if user is None:
             raise BadRequest(f"unknown user {username!r}: an API key acts as an existing user")
-        networks = _checked(check_cidrs, body.get("cidrs") or [])
+        cidrs = body.get("cidrs")
+        if cidrs is not None and (not isinstance(cidrs, list) or not all(isinstance(c, str) for c in cidrs)):
+            raise BadRequest('cidrs must be a list of networks such as "10.0.0.0/8", or null')
+        networks = _checked(check_cidrs, cidrs or [])
         expires_at = body.get("expires_at")
-        if expires_at is not None and (not isinstance(expires_at, int) or isinstance(expires_at, bool)):
-            raise BadRequest("expires_at must be epoch seconds (an integer) or null")
+        if expires_at is not None:
+            expires_at = json_integer(expires_at, 0, JSON_INT_MAX)
+            if expires_at is None:
+                raise BadRequest("expires_at must be epoch seconds (an integer from 0) or null")
         key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(24)
         key = {
             "id": key_id,
