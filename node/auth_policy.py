@@ -61,11 +61,15 @@ def from_document(document: Any) -> AuthPolicy:
     unknown = sorted(set(document) - set(FIELDS))
     if unknown:
         raise PolicyError(f"unknown auth setting(s): {', '.join(unknown)} (known: {', '.join(FIELDS)})")
+    values = {}
     for name, value in document.items():
         minimum, maximum = BOUNDS[name]
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # JSON has one number type: 12.0 is the integer 12 (as JSON Schema says)
         if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
             raise PolicyError(f"{name} must be an integer from {minimum} to {maximum}, got {value!r}")
-    policy = AuthPolicy(**document)
+        values[name] = value
+    policy = AuthPolicy(**values)
     if policy.password_hash_memory_kib < 8 * policy.password_hash_parallelism:
         raise PolicyError("password_hash_memory_kib must be at least 8 x password_hash_parallelism (argon2)")
     return policy

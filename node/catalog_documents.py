@@ -19,6 +19,8 @@ import orjson
 
 from . import auth_policy, catalog, hba
 
+# Matched with fullmatch (a `$` alone also lets a trailing newline through); the pattern text
+# doubles as the OpenAPI document's JSON Schema pattern.
 NAME_PATTERN: Final = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 MAX_ROLES_PER_USER: Final = 100
 MAX_GRANTS: Final = 100
@@ -36,7 +38,7 @@ class DocumentError(ValueError):
 
 
 def check_name(raw: Any, what: str) -> str:
-    if not isinstance(raw, str) or not NAME_PATTERN.match(raw):
+    if not isinstance(raw, str) or not NAME_PATTERN.fullmatch(raw):
         raise DocumentError(f"{what} name {raw!r} must be 1-64 of letters, digits, '_', '.', '@', '-'")
     return raw
 
@@ -60,8 +62,8 @@ def check_grant(index: int, raw: Any) -> dict[str, Any]:
 
 
 def check_cidrs(raw: Any) -> list[str]:
-    if not isinstance(raw, list) or len(raw) > MAX_CIDRS:
-        raise DocumentError(f"cidrs must be a list of at most {MAX_CIDRS} networks")
+    if not isinstance(raw, list) or len(raw) > MAX_CIDRS or not all(isinstance(cidr, str) for cidr in raw):
+        raise DocumentError(f"cidrs must be a list of at most {MAX_CIDRS} networks such as 10.0.0.0/8")
     try:
         return [str(ipaddress.ip_network(cidr, strict=False)) for cidr in raw]
     except (TypeError, ValueError) as error:
@@ -130,7 +132,7 @@ def _apikey(key_id: str, document: dict[str, Any]) -> None:
         {"user_created_at_ms"},
         "an API key document",
     )
-    if document["id"] != key_id or not _KEY_ID.match(key_id):
+    if document["id"] != key_id or not _KEY_ID.fullmatch(key_id):
         raise DocumentError(f"id {document['id']!r} is not the key's API key id {key_id!r} (letters and digits)")
     check_name(document["name"], "API key")
     check_name(document["user"], "user")
@@ -138,7 +140,7 @@ def _apikey(key_id: str, document: dict[str, Any]) -> None:
     _int(document, "expires_at", optional=True)
     _int(document, "created_at_ms")
     _int(document, "user_created_at_ms", optional=True)
-    if not isinstance(document["secret_sha256"], str) or not _HEX_64.match(document["secret_sha256"]):
+    if not isinstance(document["secret_sha256"], str) or not _HEX_64.fullmatch(document["secret_sha256"]):
         raise DocumentError("secret_sha256 must be 64 lower-case hex digits")
 
 

@@ -69,7 +69,9 @@ def _parse_rule(index: int, raw: Any) -> HostRule:
     if raw.get("action") not in ACTIONS:
         raise RuleError(f"rule {index}: action must be 'allow' or 'reject'")
     try:
-        network = ipaddress.ip_network(raw.get("cidr"), strict=False)  # type: ignore[arg-type]
+        if not isinstance(raw.get("cidr"), str):  # ip_network(5) would be 0.0.0.5/32
+            raise TypeError
+        network = ipaddress.ip_network(raw["cidr"], strict=False)
     except (TypeError, ValueError):
         raise RuleError(f"rule {index}: cidr {raw.get('cidr')!r} is not a network such as 10.0.0.0/8") from None
     for field in ("user", "role", "comment"):
