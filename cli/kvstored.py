@@ -69,7 +69,7 @@ def kvstored(
         typer.echo(f"kvstored: configuration error: {error}", err=True)
         raise typer.Exit(EXIT_CONFIG) from None
     setup_logging(settings.log_level)
-    node = Node(settings)
+    node = Node(settings, replica_of_flag=replica_of)
     code = _serve(node)
     if code == EXIT_OK and node.restart_requested:
         # Rejoin or a new base backup: start over as this same process (a supervisor keeps

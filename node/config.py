@@ -158,6 +158,12 @@ class Settings:
             raise ConfigError(f"replica_of: {self.replica_of!r} is not an http(s) URL")
         if self.max_body_bytes < self.max_value_bytes:
             raise ConfigError("max_body_bytes must be at least max_value_bytes (a transaction carries values)")
+        if self.peer_urls and not (self.replication_user and self.replication_password):
+            # A primary that cannot ask its peers for a newer timeline cannot be fenced.
+            raise ConfigError(
+                "peers are set but KVSTORE_REPLICATION_USER / KVSTORE_REPLICATION_PASSWORD are not: "
+                "set both (the replication user) so this node can check its peers, or remove peers"
+            )
         return self
 
 

@@ -2,6 +2,7 @@
 
 data/WAL/  data/base/  data/timelines/  data/log/  data/control  data/config.toml
 data/kvstored.pid   held with an exclusive flock while a node runs (postmaster.pid)
+data/replication/   a primary's slots;  data/diverged/   what a rejoin moved aside, kept
 """
 
 from __future__ import annotations
@@ -85,6 +86,18 @@ class DataDirLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def make_root(datadir: DataDir) -> None:
+    """The data directory itself, created if missing."""
+    try:
+        datadir.root.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise DataDirError(
+            f"data directory {datadir.root} is not a directory; give --data-dir a directory (created if missing)"
+        ) from None
+    except NotADirectoryError:
+        raise DataDirError(f"data directory {datadir.root} cannot be created: part of its path is a file") from None
 
 
 def create_layout(datadir: DataDir) -> None:

@@ -30,7 +30,13 @@ from granian.server.embed import Server
 
 from kvstore.replication import failover, timelines
 from kvstore.replication.primary import Primary
-from kvstore.replication.replica import Receiver, ReplicationError, take_base_backup, wipe_for_base_backup
+from kvstore.replication.protocol import ReplicationError
+from kvstore.replication.replica import (
+    Receiver,
+    clear_for_base_backup,
+    drop_wal_before_snapshot,
+    take_base_backup,
+)
 
 from . import auth_policy, catalog, metrics, signing_keys
 from .api.app import App
@@ -42,12 +48,13 @@ from .catalog_health import CatalogHealth
 from .checkpoint import Checkpointer
 from .config import ConfigError, Settings
 from .control import ROLE_PRIMARY, ROLE_REPLICA, STATE_NEEDS_BASE_BACKUP, STATE_RUNNING, STATE_SHUT_DOWN, read_control
-from .datadir import DataDir, DataDirLock, create_layout, initdb
+from .datadir import DataDir, DataDirLock, create_layout, initdb, make_root
 from .engine import Engine, TxnOp, now_ms
 from .errors import Conflict
 from .fsutil import atomic_write
 from .logs import GRANIAN_LOG_CONFIG
 from .recovery import recover
+from .snapshot import SnapshotError
 from .wal.format import format_lsn
 from .wal.reader import list_segments
 from .wal.writer import FsyncPolicy, WalWriter
@@ -61,8 +68,11 @@ RESTART_GRACE_S = 0.3
 
 
 class Node:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, replica_of_flag: str | None = None) -> None:
         self.settings = settings
+        # --replica-of given on the command line: it names the primary even when control
+        # names another (settings.replica_of from the environment or config.toml does not).
+        self._replica_of_flag = replica_of_flag.rstrip("/") if replica_of_flag else None
         self.datadir = DataDir(settings.data_dir)
         self._lock = DataDirLock(self.datadir)
         self.engine: Engine
@@ -87,6 +97,7 @@ class Node:
         self.primary: Primary | None = None  # the replication machinery of the role this node has
         self.receiver: Receiver | None = None
         self.fenced_reason: str | None = None  # a newer timeline exists: writes refused (kept in control)
+        self.peer_watch = failover.PeerWatch(self)
 
     @property
     def ready(self) -> bool:
@@ -107,7 +118,7 @@ class Node:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
-        self.datadir.root.mkdir(parents=True, exist_ok=True)
+        make_root(self.datadir)
         self._lock.acquire()
         try:
             await self._start_http()
@@ -115,7 +126,7 @@ class Node:
                 return  # asked to stop while waiting for a primary
             await self._recover()
             if self.is_replica:
-                self._become_replica()
+                await self._become_replica()
             elif not self._catalog_exists():
                 await self._bootstrap_catalog()
             await self.checkpointer.update_control(state=STATE_RUNNING)
@@ -163,33 +174,46 @@ class Node:
         self._become_primary()
 
     async def _prepare_datadir(self) -> bool:
-        """A new primary is initialised here; a new replica is filled from its primary."""
+        """A new primary is initialised here; a new replica, or one whose control says it
+        needs a base backup, is filled from its primary. False if asked to stop meanwhile."""
         control = read_control(self.datadir.control) if self.datadir.exists() else None
-        replica_of = self.settings.replica_of
-        if control is not None and control.state == STATE_NEEDS_BASE_BACKUP:
-            replica_of = control.primary_url or replica_of
-            wipe_for_base_backup(self.datadir)
-        elif control is not None:
-            if control.role == ROLE_PRIMARY and replica_of:
+        if control is not None and control.state != STATE_NEEDS_BASE_BACKUP:
+            if control.role == ROLE_PRIMARY and self.settings.replica_of:
                 log.warning(
                     "this data directory belongs to a primary (perhaps a promoted replica); ignoring replica_of. "
                     "To make it a replica, use kvctl rejoin",
-                    extra={"replica_of": replica_of},
+                    extra={"replica_of": self.settings.replica_of},
                 )
+            await asyncio.get_running_loop().run_in_executor(None, drop_wal_before_snapshot, self.datadir, control)
             return True
-        if not replica_of:
+        if control is not None:
+            recorded = control.primary_url
+            replica_of = self._replica_of_flag or recorded or self.settings.replica_of
+            if not replica_of:
+                raise ConfigError("this data directory needs a base backup, but names no primary: set --replica-of")
+            if self._replica_of_flag and recorded and self._replica_of_flag != recorded:
+                log.warning(
+                    "taking the base backup from the primary named by --replica-of, not the one in control",
+                    extra={"replica_of": replica_of, "control": recorded},
+                )
+            clear_for_base_backup(self.datadir)
+            return await self._take_base_backup(replica_of, control.system_identifier)
+        if not self.settings.replica_of:
             initdb(self.datadir)
             log.info("initialised a new data directory", extra={"data_dir": str(self.datadir.root)})
             return True
-        if not self.datadir.exists():
-            create_layout(self.datadir)
+        create_layout(self.datadir)
+        return await self._take_base_backup(self.settings.replica_of, None)
+
+    async def _take_base_backup(self, primary_url: str, system_identifier: int | None) -> bool:
+        """Retry, backing off, until the base backup is taken (True) or the node is asked to stop."""
         delay_s = 0.5
         while not self._stop.is_set():
             try:
-                await take_base_backup(self.datadir, self.settings, replica_of)
+                await take_base_backup(self.datadir, self.settings, primary_url, system_identifier)
                 return True
-            except (ReplicationError, httpx.HTTPError, OSError, ValueError, KeyError) as error:
-                log.warning("base backup failed; retrying", extra={"primary": replica_of, "error": str(error)})
+            except (ReplicationError, httpx.HTTPError, OSError, SnapshotError) as error:
+                log.warning("base backup failed; retrying", extra={"primary": primary_url, "error": str(error)})
             try:
                 await asyncio.wait_for(self._stop.wait(), delay_s)
             except TimeoutError:
@@ -361,11 +385,19 @@ class Node:
     def timeline(self) -> int:
         return self.checkpointer.control.timeline
 
-    def _become_replica(self) -> None:
-        control = self.checkpointer.control
-        primary_url = control.primary_url or self.settings.replica_of
+    async def _become_replica(self) -> None:
+        recorded = self.checkpointer.control.primary_url
+        # The command line wins over control; control (where the receiver records a new
+        # primary after a failover) wins over the environment and config.toml.
+        primary_url = self._replica_of_flag or recorded or self.settings.replica_of
         if not primary_url:
             raise ConfigError("this data directory is a replica's, but no primary is known: set --replica-of")
+        if self._replica_of_flag and primary_url != recorded:
+            log.warning(
+                "following the primary named by --replica-of, not the one in control",
+                extra={"replica_of": primary_url, "control": recorded},
+            )
+            await self.checkpointer.update_control(primary_url=primary_url)
         self.engine.refuse_writes(f"this node is a replica of {primary_url}; send writes to the primary")
         self.receiver = Receiver(self, primary_url)
         metrics.REPLICATION_LAG.bind(self.receiver.lag_rows)
@@ -389,13 +421,11 @@ class Node:
         if self.fenced_reason:
             self.engine.refuse_writes(self.fenced_reason)
             log.critical("this node is fenced", extra={"reason": self.fenced_reason})
-        self._spawn("peer-check", lambda: failover.watch_peers(self))
+        self._spawn("peer-check", self.peer_watch.run)
 
     async def _check_peers_before_writes(self) -> None:
         """A restarted former primary must learn of a promotion before it takes any write."""
-        if failover.peers_checkable(self.settings):
-            async with httpx.AsyncClient(timeout=httpx.Timeout(3.0)) as client:
-                await failover.check_peers(self, client)
+        await self.peer_watch.check()
 
     async def rejoin(self, primary_url: str) -> dict[str, Any]:
         return await failover.rejoin(self, primary_url)

@@ -25,7 +25,7 @@ from kvstore.node.engine import Engine
 from kvstore.node.errors import BadRequest, Conflict, Forbidden
 from kvstore.node.store import EXPIRES_AT_MS, VALUE, VERSION
 
-from . import failover
+from . import failover, protocol
 from .primary import Primary
 from .replica import Receiver
 
@@ -82,18 +82,16 @@ def routes(node: ReplicationApiNode) -> dict[tuple[str, str], Handler]:
     async def identify(request: Request, principal: Principal) -> Response:
         _require(principal, "replication")
         if node.primary is not None and not node.is_replica:
-            return json_response(node.primary.identify())
-        control = node.checkpointer.control
-        return json_response(
-            {
-                "system_identifier": str(control.system_identifier),
-                "timeline": node.timeline,
-                "role": "replica",
-                "committed_lsn": node.engine.committed_lsn,
-                "history": [{"parent": s.parent, "switch_lsn": s.switch_lsn} for s in node.history],
-                "fenced": None,
-            }
+            return json_response(node.primary.identify().to_document())
+        identity = protocol.Identity(
+            system_identifier=node.checkpointer.control.system_identifier,
+            timeline=node.timeline,
+            role="replica",
+            committed_lsn=node.engine.committed_lsn,
+            history=tuple(node.history),
+            fenced=None,
         )
+        return json_response(identity.to_document())
 
     async def stream(request: Request, principal: Principal) -> StreamResponse:
         _require(principal, "replication")

@@ -4,7 +4,8 @@
   end of what it received, logs TIMELINE_SWITCH, records `timelines/<tl>.history`, and
   takes writes.
 - fencing: a primary that learns of a newer timeline (a replica or a peer on it) refuses
-  writes from then on, across restarts, until an operator rejoins it.
+  writes from then on, across restarts, until an operator rejoins it. While a peer answers
+  but cannot be checked, writes are held (see PeerWatch).
 - rejoin: a former primary (or a replica) becomes a replica of the new primary. WAL it
   holds beyond the point where the new primary's timeline branched off is moved into
   `diverged/` (kept for inspection, never dropped) and the WAL is cut there (PostgreSQL's
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import shutil
@@ -31,17 +33,19 @@ from kvstore.node.config import Settings
 from kvstore.node.control import ROLE_PRIMARY, ROLE_REPLICA, STATE_NEEDS_BASE_BACKUP, write_control
 from kvstore.node.datadir import DataDir
 from kvstore.node.engine import Engine
-from kvstore.node.errors import BadRequest, Conflict
+from kvstore.node.errors import BadRequest, Conflict, Unavailable
 from kvstore.node.fsutil import fsync_dir
 from kvstore.node.wal.format import format_lsn
 from kvstore.node.wal.reader import WalScan, list_segments
 
-from . import timelines
-from .replica import Receiver, ReplicationError, _login
+from . import peers, timelines
+from .protocol import ReplicationError
+from .replica import Receiver
 
 log = logging.getLogger(__name__)
 
 PEER_CHECK_INTERVAL_S = 5.0
+PEER_CHECK_TIMEOUT_S = 3.0  # each request to a peer; a slower peer counts as not answering
 
 
 class FailoverNode(Protocol):
@@ -53,6 +57,7 @@ class FailoverNode(Protocol):
     is_replica: bool
     history: list[timelines.Switch]
     receiver: Receiver | None
+    fenced_reason: str | None
 
     @property
     def timeline(self) -> int: ...
@@ -70,46 +75,73 @@ def _has_credentials(settings: Settings) -> bool:
     return bool(settings.replication_user and settings.replication_password)
 
 
-async def identify(client: httpx.AsyncClient, url: str, settings: Settings) -> dict[str, Any]:
-    headers = await _login(client, url, settings)
-    response = await client.get(f"{url}/v1/replication/identify", headers=headers)
-    if response.status_code != 200:
-        raise ReplicationError(f"{url} did not identify itself: {response.status_code} {response.text[:200]}")
-    document: dict[str, Any] = response.json()
-    return document
-
-
 # -- fencing ----------------------------------------------------------------------------
 
 
-async def check_peers(node: FailoverNode, client: httpx.AsyncClient) -> bool:
-    """Fence this primary if a peer of the same system is on a newer timeline; True if fenced."""
-    ours = str(node.checkpointer.control.system_identifier)
-    for url in node.settings.peer_urls:
-        try:
-            identity = await identify(client, url, node.settings)
-        except (httpx.HTTPError, ReplicationError, ValueError):
-            continue  # an unreachable peer proves nothing
-        if str(identity.get("system_identifier")) == ours and int(identity["timeline"]) > node.timeline:
-            node.fence(f"peer {url} is on timeline {identity['timeline']}")
-            return True
-    return False
+class PeerWatch:
+    """A primary asks its peers whether a newer timeline of its system exists: once before it
+    first takes writes (Node.run) and every PEER_CHECK_INTERVAL_S after. A peer on a newer
+    timeline fences this node. A peer that answers but cannot be checked (it refuses the
+    replication login, or is not a kvstored node) holds writes, 503 with the reason in
+    /v1/status, until a later check of it succeeds: it may be a promoted node.
 
+    A peer that does not answer at all (refused, reset, timed out, 5xx while it starts or
+    stops) proves nothing and holds nothing. A node that is down takes no writes, and the
+    check after it comes back sees its timeline; holding writes whenever any peer is down
+    would turn every outage of one node into a write outage of the whole cluster, the very
+    thing replicas are for. What asking cannot rule out is a promoted peer behind a network
+    partition: promote a replica only once its old primary is down (or cut off from clients).
+    """
 
-def peers_checkable(settings: Settings) -> bool:
-    if settings.peer_urls and not _has_credentials(settings):
-        log.warning("peers are configured but no replication credentials: cannot check them for newer timelines")
-    return bool(settings.peer_urls) and _has_credentials(settings)
+    def __init__(self, node: FailoverNode) -> None:
+        self._node = node
+        self._logins = peers.PeerLogins(node.settings)
+        self.holding: str | None = None  # why writes are held, while they are
 
-
-async def watch_peers(node: FailoverNode) -> None:
-    """A primary asks its peers every few seconds whether a newer timeline exists (and once
-    before it first accepts writes: see Node)."""
-    if not peers_checkable(node.settings):
-        return
-    async with httpx.AsyncClient(timeout=httpx.Timeout(3.0)) as client:
-        while not node.is_replica and not await check_peers(node, client):
+    async def run(self) -> None:
+        node = self._node
+        while node.settings.peer_urls and not node.is_replica and not node.fenced_reason:
+            await self.check()
             await asyncio.sleep(PEER_CHECK_INTERVAL_S)
+
+    async def check(self) -> None:
+        """Ask every peer once: fence on a newer timeline, hold or release writes."""
+        node = self._node
+        ours = node.checkpointer.control.system_identifier
+        unchecked: list[str] = []
+        async with httpx.AsyncClient(timeout=httpx.Timeout(PEER_CHECK_TIMEOUT_S)) as client:
+            for url in node.settings.peer_urls:
+                try:
+                    identity = await peers.identify(client, url, self._logins)
+                except peers.PeerUnreachable:
+                    continue  # proves nothing (see above)
+                except ReplicationError as error:
+                    unchecked.append(f"peer {url} answers but cannot be checked for a newer timeline: {error}")
+                    continue
+                if identity.system_identifier == ours and identity.timeline > node.timeline:
+                    node.fence(f"peer {url} is on timeline {identity.timeline}")
+                    return
+        reason = None
+        if unchecked:
+            reason = "; ".join(unchecked) + (
+                "; writes are refused until every peer that answers can be checked (or is taken out of peers)"
+            )
+        self._hold(reason)
+
+    def _hold(self, reason: str | None) -> None:
+        """Refuse writes for `reason`, or accept them again (None). Never touches a refusal that
+        is not the hold's own: a fence or a failed WAL says more, and stays."""
+        engine = self._node.engine
+        ours = self.holding is not None and engine.read_only_reason == self.holding
+        if reason is not None and (ours or engine.read_only_reason is None):
+            engine.refuse_writes(reason, Unavailable)
+        elif reason is None and ours:
+            engine.accept_writes()
+        if reason is not None and reason != self.holding:
+            log.error("a peer cannot be checked for a newer timeline; holding writes", extra={"reason": reason})
+        elif reason is None and self.holding is not None:
+            log.warning("every peer that answers was checked; writes are no longer held")
+        self.holding = reason
 
 
 # -- promotion --------------------------------------------------------------------------
@@ -120,20 +152,34 @@ def _records_after(wal_dir: Path, from_lsn: int, until_lsn: int) -> list[tuple[r
 
 
 async def promote(node: FailoverNode) -> dict[str, Any]:
+    """Open a new timeline at the end of what this replica holds, and take writes. The API
+    serves this only once the node is ready: its store is consistent (applied >= the base
+    backup's consistent LSN), whatever state a crash left its WAL in."""
     if not node.is_replica:
         raise Conflict("this node is already a primary")
     started = time.perf_counter()
     receiver = node.receiver
-    node.cancel_task("wal-receiver")
     engine = node.engine
-    writer = engine.writer
+    writer, store = engine.writer, engine.store
     assert writer is not None and receiver is not None
+    if writer.has_segment and writer.end_lsn < store.applied_lsn:
+        raise Conflict(
+            f"this replica's WAL ends at {format_lsn(writer.end_lsn)}, before its base backup's redo LSN "
+            f"{format_lsn(store.applied_lsn)} (it was catching up when its primary went): restart it (the start "
+            "removes that WAL, which its snapshot holds) and promote it then"
+        )
+    node.cancel_task("wal-receiver")
     await writer.sync()  # everything received is durable
-    # The receiver applies after each fsync; one cancelled in between leaves records unapplied.
-    applied = await asyncio.get_running_loop().run_in_executor(
-        None, _records_after, node.datadir.wal, engine.store.applied_lsn, writer.end_lsn
-    )
-    engine.apply_replicated(applied)
+    if writer.end_lsn > store.applied_lsn:
+        # The receiver applies after each fsync; one cancelled in between leaves records unapplied.
+        applied = await asyncio.get_running_loop().run_in_executor(
+            None, _records_after, node.datadir.wal, store.applied_lsn, writer.end_lsn
+        )
+        engine.apply_replicated(applied)
+    if not writer.has_segment:
+        # No WAL of its own yet (killed before its first stream, say): its snapshot holds
+        # everything to the applied LSN, so the new timeline's WAL begins there.
+        writer.start_at(store.applied_lsn)
     switch_lsn = writer.end_lsn
     parent = node.timeline
     existing = [int(p.name.split(".")[0]) for p in node.datadir.timelines.glob("*.history")]
@@ -201,6 +247,33 @@ def rewind_wal(wal_dir: Path, switch_lsn: int, keep_dir: Path) -> int:
     return moved
 
 
+def keep_data(datadir: DataDir, keep_dir: Path) -> None:
+    """Keep the WAL, the snapshots and control in `keep_dir` as they are, before a new base
+    backup replaces them: hard links, so nothing is copied and nothing in the data directory
+    changes yet (a copy where links cannot cross file systems)."""
+    for folder in (datadir.wal, datadir.base):
+        target = keep_dir / folder.name
+        target.mkdir(parents=True, exist_ok=True)
+        for path in folder.iterdir():
+            if path.is_file():
+                _link_or_copy(path, target / path.name)
+        fsync_dir(target)
+    _link_or_copy(datadir.control, keep_dir / "control")  # control is replaced by rename: the link keeps this one
+    fsync_dir(keep_dir)
+    fsync_dir(keep_dir.parent)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+        shutil.copy2(source, target)
+        with open(target, "rb") as copy:
+            os.fsync(copy.fileno())
+
+
 async def rejoin(node: FailoverNode, primary_url: str) -> dict[str, Any]:
     """Plan how this node follows `primary_url`, answer with the plan, then carry it out and restart."""
     settings = node.settings
@@ -209,16 +282,17 @@ async def rejoin(node: FailoverNode, primary_url: str) -> dict[str, Any]:
     url = primary_url.rstrip("/")
     try:
         async with httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as client:
-            identity = await identify(client, url, settings)
-    except (httpx.HTTPError, ReplicationError, ValueError) as error:
-        # Some httpx errors have no text (a timeout): the class is then all there is to say.
-        raise BadRequest(f"cannot reach the new primary at {url}: {error or type(error).__name__}") from None
+            identity = await peers.identify(client, url, peers.PeerLogins(settings))
+    except peers.PeerUnreachable as error:
+        raise BadRequest(f"cannot reach the new primary at {url}: {error}") from None
+    except ReplicationError as error:
+        raise BadRequest(f"cannot follow {url}: {error}") from None
     control = node.checkpointer.control
-    if str(identity.get("system_identifier")) != str(control.system_identifier):
-        raise BadRequest(f"{url} belongs to another system ({identity.get('system_identifier')})")
-    if identity.get("role") != "primary" or identity.get("fenced"):
-        raise BadRequest(f"{url} is not an unfenced primary ({identity.get('role')}, {identity.get('fenced')})")
-    theirs, ours = int(identity["timeline"]), node.timeline
+    if identity.system_identifier != control.system_identifier:
+        raise BadRequest(f"{url} belongs to another system ({identity.system_identifier})")
+    if not identity.takes_writes:
+        raise BadRequest(f"{url} is not an unfenced primary ({identity.role}, {identity.fenced})")
+    theirs, ours = identity.timeline, node.timeline
     writer = node.engine.writer
     assert writer is not None
     end_lsn = writer.end_lsn
@@ -227,8 +301,7 @@ async def rejoin(node: FailoverNode, primary_url: str) -> dict[str, Any]:
     elif theirs <= ours:
         raise BadRequest(f"{url} is on timeline {theirs}, not newer than this node's {ours}")
     else:
-        history = [timelines.Switch(item["parent"], item["switch_lsn"], 0) for item in identity.get("history", [])]
-        ended = timelines.end_of(history, ours)
+        ended = timelines.end_of(list(identity.history), ours)
         if ended is None:
             raise BadRequest(f"{url}'s timeline {theirs} does not descend from this node's timeline {ours}")
         switch_lsn = ended
@@ -257,12 +330,13 @@ async def rejoin(node: FailoverNode, primary_url: str) -> dict[str, Any]:
             moved = rewind_wal(datadir.wal, switch_lsn, keep_dir)
             log.warning("divergent WAL moved aside", extra={"bytes": moved, "kept_in": str(keep_dir)})
         elif action == "rebootstrap":
-            keep_dir.mkdir(parents=True, exist_ok=True)
-            for name in ("WAL", "base"):
-                shutil.move(datadir.root / name, keep_dir / name)
-                (datadir.root / name).mkdir(mode=0o700)
-            shutil.copy2(datadir.control, keep_dir / "control")
-            new_control = new_control.replace(state=STATE_NEEDS_BASE_BACKUP, snapshot=None, redo_lsn=0)
+            keep_data(datadir, keep_dir)
+            new_control = new_control.replace(
+                state=STATE_NEEDS_BASE_BACKUP, snapshot=None, redo_lsn=0, consistent_lsn=0, replica_start_lsn=None
+            )
+            log.warning("data directory kept aside for a new base backup", extra={"kept_in": str(keep_dir)})
+        # For a rebootstrap, the point of no return: from here every start, even after a
+        # crash, clears WAL/ and base/ (kept in keep_dir) and takes the base backup.
         write_control(datadir.control, new_control)
 
     log.warning("rejoining as a replica", extra=plan)

@@ -52,6 +52,9 @@ class ReplicationNode(Protocol):
     @property
     def history(self) -> list[timelines.Switch]: ...
 
+    @property
+    def fenced_reason(self) -> str | None: ...
+
     def fence(self, reason: str) -> None: ...
 
 
@@ -211,16 +214,25 @@ class Primary:
 
     # -- requests from replicas -----------------------------------------------------------
 
-    def identify(self) -> dict[str, Any]:
+    def not_to_follow(self) -> str | None:
+        """Why replicas must not follow this node: fenced, or its WAL failed. Writes held while a
+        peer cannot be checked (failover.PeerWatch) are not a reason: the node is still the
+        primary of its timeline, and its replicas keep what it has."""
         node = self.node
-        return {
-            "system_identifier": str(node.checkpointer.control.system_identifier),
-            "timeline": node.timeline,
-            "role": "primary",
-            "committed_lsn": node.engine.committed_lsn,
-            "history": [{"parent": s.parent, "switch_lsn": s.switch_lsn} for s in node.history],
-            "fenced": node.engine.read_only_reason,
-        }
+        if node.fenced_reason is not None:
+            return node.fenced_reason
+        return node.engine.read_only_reason if node.engine.wal_failed else None
+
+    def identify(self) -> protocol.Identity:
+        node = self.node
+        return protocol.Identity(
+            system_identifier=node.checkpointer.control.system_identifier,
+            timeline=node.timeline,
+            role="primary",
+            committed_lsn=node.engine.committed_lsn,
+            history=tuple(node.history),
+            fenced=self.not_to_follow(),
+        )
 
     def feedback(self, document: dict[str, Any], address: str) -> dict[str, Any]:
         node = self.node
@@ -249,8 +261,9 @@ class Primary:
         if timeline > node.timeline:
             node.fence(f"a replica streams on timeline {timeline}, newer than this node's {node.timeline}")
             raise StreamRefused("fenced", f"this node's timeline {node.timeline} was superseded by {timeline}")
-        if node.engine.read_only_reason is not None:
-            raise StreamRefused("not_primary", f"this node does not accept writes: {node.engine.read_only_reason}")
+        refusal = self.not_to_follow()
+        if refusal is not None:
+            raise StreamRefused("not_primary", f"this node is not a primary to follow: {refusal}")
         if timeline < node.timeline:
             ended = timelines.end_of(node.history, timeline)
             if ended is None or from_lsn > ended:
@@ -291,8 +304,9 @@ class Primary:
             if slot.lost:
                 yield protocol.encode_end("slot_lost", "this replica's slot was lost; take a base backup")
                 return
-            if engine.read_only_reason is not None:
-                yield protocol.encode_end("not_primary", engine.read_only_reason)
+            refusal = self.not_to_follow()
+            if refusal is not None:
+                yield protocol.encode_end("not_primary", refusal)
                 return
             next_commit = engine.next_commit()  # taken before reading: no commit slips by unseen
             limit = engine.committed_lsn

@@ -13,11 +13,19 @@ the wire is caught before anything of it is used. Payloads:
     ["e", code, message]              the primary ends the stream with a reason
 
 HTTP chunks never line up with messages: feed any split, messages come out whole.
+
+`GET /v1/replication/identify` answers a JSON document (PostgreSQL's IDENTIFY_SYSTEM),
+built and parsed only here, as `Identity`:
+
+    {"system_identifier": "<decimal>", "timeline": 2, "role": "primary" | "replica",
+     "committed_lsn": 1234, "history": [{"parent": 1, "switch_lsn": 1000}, ...],
+     "fenced": null | "why this primary must not be followed"}
 """
 
 from __future__ import annotations
 
-from typing import Final, NamedTuple
+from dataclasses import dataclass
+from typing import Any, Final, NamedTuple
 
 import msgpack
 
@@ -29,6 +37,8 @@ from kvstore.node.wal.format import (
     FrameDecoder,
     crc32c,
 )
+
+from .timelines import Switch
 
 # A `w` message carries at most this much WAL, unless a single record is bigger.
 BATCH_BYTES: Final = 1024 * 1024
@@ -65,6 +75,10 @@ Message = SegmentStart | WalData | Keepalive | StreamEnd
 
 class StreamError(Exception):
     """The stream is damaged or not ours: drop the connection and reconnect; apply nothing of it."""
+
+
+class ReplicationError(Exception):
+    """Replication with a peer cannot go on from here; the message says why and what to do."""
 
 
 def _frame(payload: bytes) -> bytes:
@@ -147,3 +161,85 @@ def split_frames(data: WalData) -> list[Frame]:
             raise StreamError(f"WAL data ends inside a record at {decoder.lsn}")
         else:
             return frames
+
+
+# -- IDENTIFY ------------------------------------------------------------------------------
+
+ROLES: Final = ("primary", "replica")
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What a node says about itself to the replication user."""
+
+    system_identifier: int
+    timeline: int
+    role: str  # one of ROLES
+    committed_lsn: int
+    history: tuple[Switch, ...]  # how its timeline descends from timeline 1, oldest first
+    fenced: str | None  # a primary that must not be followed says why
+
+    @property
+    def takes_writes(self) -> bool:
+        return self.role == "primary" and self.fenced is None
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            # A string: 64-bit integers lose precision in JSON readers that use doubles.
+            "system_identifier": str(self.system_identifier),
+            "timeline": self.timeline,
+            "role": self.role,
+            "committed_lsn": self.committed_lsn,
+            "history": [{"parent": s.parent, "switch_lsn": s.switch_lsn} for s in self.history],
+            "fenced": self.fenced,
+        }
+
+
+def parse_identity(url: str, document: object) -> Identity:
+    """`document` (decoded JSON) as an Identity; ReplicationError naming `url` when it is not one."""
+    try:
+        return _identity(document)
+    except ValueError as error:
+        raise ReplicationError(
+            f"{url} answered the identify request with something that is not a kvstored node: {error}"
+        ) from None
+
+
+def _identity(document: object) -> Identity:
+    system_identifier = _field(document, "system_identifier")
+    if not isinstance(system_identifier, str) or not system_identifier.isdigit():
+        raise ValueError(f"system_identifier {_preview(system_identifier)} is not a decimal string")
+    role, fenced, history = _field(document, "role"), _field(document, "fenced"), _field(document, "history")
+    if role not in ROLES:
+        raise ValueError(f"role {_preview(role)} is not one of {', '.join(ROLES)}")
+    if fenced is not None and not isinstance(fenced, str):
+        raise ValueError(f"fenced {_preview(fenced)} is neither null nor a reason")
+    if not isinstance(history, list):
+        raise ValueError(f"history {_preview(history)} is not a list")
+    return Identity(
+        system_identifier=int(system_identifier),
+        timeline=_count(document, "timeline", minimum=1),
+        role=role,
+        committed_lsn=_count(document, "committed_lsn"),
+        history=tuple(Switch(_count(item, "parent", 1), _count(item, "switch_lsn"), 0) for item in history),
+        fenced=fenced,
+    )
+
+
+def _field(document: object, name: str) -> object:
+    if not isinstance(document, dict):
+        raise ValueError(f"expected a JSON object, got {_preview(document)}")
+    if name not in document:
+        raise ValueError(f"no {name!r} in {_preview(document)}")
+    return document[name]
+
+
+def _count(document: object, name: str, minimum: int = 0) -> int:
+    value = _field(document, name)
+    if type(value) is not int or value < minimum:
+        raise ValueError(f"{name} {_preview(value)} is not an integer >= {minimum}")
+    return value
+
+
+def _preview(value: object) -> str:
+    return repr(value)[:80]

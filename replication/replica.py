@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import random
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -33,10 +34,13 @@ from kvstore.node.control import ROLE_REPLICA, STATE_NEEDS_BASE_BACKUP, STATE_SH
 from kvstore.node.datadir import DataDir
 from kvstore.node.engine import Engine
 from kvstore.node.errors import KvError
+from kvstore.node.fsutil import fsync_dir
 from kvstore.node.snapshot import SnapshotReader
 from kvstore.node.wal.format import format_lsn
+from kvstore.node.wal.reader import list_segments
 
-from . import protocol, timelines
+from . import peers, protocol, timelines
+from .protocol import ReplicationError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,7 @@ BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 10.0
 FEEDBACK_INTERVAL_S = 1.0
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
+SNAPSHOT_NAME = re.compile(r"snapshot_[0-9A-F]{16}\.chk")
 
 
 class ReplicaNode(Protocol):
@@ -63,114 +68,105 @@ class ReplicaNode(Protocol):
     async def rejoin(self, primary_url: str) -> dict[str, Any]: ...
 
 
-class ReplicationError(Exception):
-    """Streaming cannot go on from here; the message says why and what to do."""
-
-
 class Refused(ReplicationError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
 
 
-def _credentials(settings: Settings) -> dict[str, str]:
-    if not settings.replication_user or not settings.replication_password:
-        raise ReplicationError(
-            "a replica needs KVSTORE_REPLICATION_USER and KVSTORE_REPLICATION_PASSWORD "
-            "(a user with the replication role on the primary)"
-        )
-    return {"username": settings.replication_user, "password": settings.replication_password}
-
-
-async def _login(client: httpx.AsyncClient, url: str, settings: Settings) -> dict[str, str]:
-    response = await client.post(f"{url}/v1/auth/login", json=_credentials(settings))
-    if response.status_code != 200:
-        raise ReplicationError(f"login to {url} as {settings.replication_user!r} failed: {_error_text(response)}")
-    return {"authorization": f"Bearer {response.json()['token']}"}
-
-
-class PeerLogins:
-    """The replication user's headers for each node URL the receiver talks to. A login costs
-    the peer an argon2 hash, so it is made once per URL and again only after a 401 (an expired
-    or unknown token), not on every reconnect or every look for a new primary."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._headers: dict[str, dict[str, str]] = {}
-
-    async def headers(self, client: httpx.AsyncClient, url: str) -> dict[str, str]:
-        if url not in self._headers:
-            self._headers[url] = await _login(client, url, self._settings)
-        return self._headers[url]
-
-    def check(self, response: httpx.Response, url: str) -> None:
-        """Forget the token a peer answered 401 to: the next request logs in again."""
-        if response.status_code == 401:
-            self._headers.pop(url, None)
-
-
-def _error_text(response: httpx.Response) -> str:
-    try:
-        error = response.json()["error"]
-        return f"{response.status_code} {error['code']}: {error['message']}"
-    except (ValueError, KeyError, TypeError):
-        return f"{response.status_code} {response.text[:200]}"
-
-
 # -- base backup ------------------------------------------------------------------------
 
 
-async def take_base_backup(datadir: DataDir, settings: Settings, primary_url: str) -> Control:
-    """Fill an empty data directory from the primary: its snapshot, control, timeline history.
+@dataclass(frozen=True, slots=True)
+class _BackupHeaders:
+    """What a base backup response says about its snapshot, in its X-KV-* headers."""
+
+    system_identifier: int
+    timeline: int
+    redo_lsn: int
+    start_lsn: int
+    consistent_lsn: int
+    snapshot: str
+    snapshot_bytes: int
+
+
+def _backup_headers(url: str, headers: httpx.Headers) -> _BackupHeaders:
+    try:
+        parsed = _BackupHeaders(
+            system_identifier=int(headers["x-kv-system-identifier"]),
+            timeline=int(headers["x-kv-timeline"]),
+            redo_lsn=int(headers["x-kv-redo-lsn"]),
+            start_lsn=int(headers["x-kv-start-lsn"]),
+            consistent_lsn=int(headers["x-kv-consistent-lsn"]),
+            snapshot=headers["x-kv-snapshot"],
+            snapshot_bytes=int(headers["x-kv-snapshot-bytes"]),
+        )
+    except KeyError as missing:
+        raise ReplicationError(f"{url} answered the base backup request without the {missing} header") from None
+    except ValueError as error:
+        raise ReplicationError(f"{url} answered the base backup request with a bad header: {error}") from None
+    if not SNAPSHOT_NAME.fullmatch(parsed.snapshot):  # it becomes a file name here
+        raise ReplicationError(f"{url} named its snapshot {parsed.snapshot[:80]!r}, not like snapshot_<LSN>.chk")
+    return parsed
+
+
+async def take_base_backup(
+    datadir: DataDir, settings: Settings, primary_url: str, system_identifier: int | None = None
+) -> Control:
+    """Fill a data directory from the primary: its snapshot, control, timeline history.
 
     The snapshot is downloaded to a temporary name, fsynced and checked frame by frame
-    (CRCs and its trailer) before control names it; a crash in between leaves a data
-    directory without control, which the next start treats as empty again.
+    (CRCs and its trailer) before control names it. Control is written last, atomically:
+    until then the data directory is what it was, empty (a new replica: the next start
+    with --replica-of begins again) or marked `needs base backup` (see
+    `clear_for_base_backup`). With `system_identifier` (a data directory that belonged to
+    a system), only a node of that system is accepted.
     """
     url = primary_url.rstrip("/")
     timeout = httpx.Timeout(30.0, read=300.0)
+    logins = peers.PeerLogins(settings)
     async with httpx.AsyncClient(timeout=timeout) as client:
-        headers = await _login(client, url, settings)
-        identity = (await client.get(f"{url}/v1/replication/identify", headers=headers)).json()
+        identity = await peers.identify(client, url, logins)
+        if system_identifier is not None and identity.system_identifier != system_identifier:
+            raise ReplicationError(
+                f"{url} belongs to system {identity.system_identifier}, this data directory to {system_identifier}; "
+                "start this node with --replica-of naming a node of its own system"
+            )
         started = time.perf_counter()
         params = {"slot": settings.node_name}
+        headers = await logins.headers(client, url)
         async with client.stream("GET", f"{url}/v1/replication/basebackup", params=params, headers=headers) as response:
             if response.status_code != 200:
                 await response.aread()
-                raise ReplicationError(f"base backup from {url} refused: {_error_text(response)}")
-            meta = response.headers
-            name = meta["x-kv-snapshot"]
-            expected = int(meta["x-kv-snapshot-bytes"])
-            partial = datadir.base / f".{name}.partial"
+                raise ReplicationError(f"base backup from {url} refused: {peers.error_text(response)}")
+            meta = _backup_headers(url, response.headers)
+            partial = datadir.base / f".{meta.snapshot}.partial"
             received = await _download(response, partial)
-    if received != expected:
-        raise ReplicationError(f"base backup cut short: {received} of {expected} bytes")
+    if received != meta.snapshot_bytes:
+        raise ReplicationError(f"base backup cut short: {received} of {meta.snapshot_bytes} bytes")
     loop = asyncio.get_running_loop()
     info = await loop.run_in_executor(None, _verify_snapshot, partial)
-    final = datadir.base / name
-    os.replace(partial, final)
-    history = [timelines.Switch(**item, time_ms=0) for item in identity.get("history", [])]
-    timeline = int(meta["x-kv-timeline"])
-    if history:
-        timelines.write_history(datadir.timelines, timeline, history)
+    os.replace(partial, datadir.base / meta.snapshot)
+    if identity.history:
+        timelines.write_history(datadir.timelines, meta.timeline, list(identity.history))
     control = Control(
-        system_identifier=int(meta["x-kv-system-identifier"]),
-        timeline=timeline,
-        redo_lsn=int(meta["x-kv-redo-lsn"]),
-        snapshot=name,
+        system_identifier=meta.system_identifier,
+        timeline=meta.timeline,
+        redo_lsn=meta.redo_lsn,
+        snapshot=meta.snapshot,
         checkpoint_at_ms=int(time.time() * 1000),
         state=STATE_SHUT_DOWN,
         role=ROLE_REPLICA,
         primary_url=url,
-        replica_start_lsn=int(meta["x-kv-start-lsn"]),
-        consistent_lsn=int(meta["x-kv-consistent-lsn"]),
+        replica_start_lsn=meta.start_lsn,
+        consistent_lsn=meta.consistent_lsn,
     )
     write_control(datadir.control, control)
     log.info(
         "base backup taken",
         extra={
             "primary": url,
-            "snapshot": name,
+            "snapshot": meta.snapshot,
             "bytes": received,
             "keys": info,
             "redo_lsn": format_lsn(control.redo_lsn),
@@ -198,12 +194,39 @@ def _verify_snapshot(path: Path) -> int:
     return sum(1 for _ in reader.entries())
 
 
-def wipe_for_base_backup(datadir: DataDir) -> None:
-    """Make the data directory empty again for a new base backup (control first: crash-safe)."""
-    datadir.control.unlink(missing_ok=True)
+def clear_for_base_backup(datadir: DataDir) -> None:
+    """Empty WAL/ and base/ for a new base backup. Control already says `needs base backup`
+    (with the primary's URL) and keeps saying it until the base backup replaces it, so a
+    crash anywhere in between makes the next start clear and begin again, never initdb."""
     for folder in (datadir.base, datadir.wal):
         shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir()
+        folder.mkdir(mode=0o700)
+    fsync_dir(datadir.root)
+
+
+def drop_wal_before_snapshot(datadir: DataDir, control: Control) -> int:
+    """A replica killed while catching up after its base backup can hold WAL that ends before
+    its snapshot's redo LSN. Recovery cannot start from the redo LSN in it, and the snapshot
+    already holds all of it: remove it, and the replica streams it again from the primary
+    (`replica_start_lsn`) as it did after the base backup. Returns the segments removed."""
+    segments = list_segments(datadir.wal)
+    if control.role != ROLE_REPLICA or control.replica_start_lsn is None or not segments:
+        return 0
+    if segments[-1].end_lsn >= control.redo_lsn:
+        return 0
+    for segment in segments:
+        segment.path.unlink()
+    fsync_dir(datadir.wal)
+    log.warning(
+        "this replica's WAL ends before its snapshot's redo LSN; removed it (the snapshot holds all of it) "
+        "and will stream again from the primary",
+        extra={
+            "wal_end_lsn": format_lsn(segments[-1].end_lsn),
+            "redo_lsn": format_lsn(control.redo_lsn),
+            "segments": len(segments),
+        },
+    )
+    return len(segments)
 
 
 # -- streaming --------------------------------------------------------------------------
@@ -227,7 +250,7 @@ class Receiver:
         self.node = node
         self.status = ReceiverStatus(primary_url=primary_url.rstrip("/"))
         self._feedback_due = asyncio.Event()
-        self._logins = PeerLogins(node.settings)
+        self._logins = peers.PeerLogins(node.settings)
 
     # -- what /v1/status shows ---------------------------------------------------------------
 
@@ -277,7 +300,8 @@ class Receiver:
                     self.status.reconnects += 1
                     await self._sleep(delay * random.uniform(0.5, 1.0))
                     delay = min(delay * 2, BACKOFF_MAX_S)
-                    await self._find_primary(client)
+                    if not self.node.stopping.is_set():  # no new requests while the node shuts down
+                        await self._find_primary(client)
             finally:
                 feedback.cancel()
 
@@ -335,14 +359,10 @@ class Receiver:
             "system_identifier": str(node.checkpointer.control.system_identifier),
         }
         async with client.stream("GET", f"{url}/v1/replication/stream", params=params, headers=headers) as response:
-            if response.status_code == 409:
-                await response.aread()
-                error = response.json()["error"]
-                raise Refused(error["code"], error["message"])
             if response.status_code != 200:
                 await response.aread()
                 self._logins.check(response, url)
-                raise ReplicationError(f"stream from {url} refused: {_error_text(response)}")
+                raise _refusal(url, response)
             status.state, status.connected_since, status.last_error = "streaming", time.time(), None
             log.info("streaming from the primary", extra={"primary": url, "from_lsn": format_lsn(writer.end_lsn)})
             decoder = protocol.StreamDecoder()
@@ -416,35 +436,46 @@ class Receiver:
             url = self.status.primary_url
             try:
                 headers = await self._logins.headers(client, url)
-                response = await client.post(f"{url}/v1/replication/feedback", json=body, headers=headers)
+                response = await peers.request(
+                    client, "POST", f"{url}/v1/replication/feedback", json=body, headers=headers
+                )
                 self._logins.check(response, url)
-            except (httpx.HTTPError, ReplicationError) as error:
+            except ReplicationError as error:
                 log.debug("feedback failed", extra={"error": str(error)})
 
     async def _find_primary(self, client: httpx.AsyncClient) -> None:
         """After a failure: follow whichever known node is now the unfenced primary on the newest timeline."""
         settings = self.node.settings
         candidates = dict.fromkeys([self.status.primary_url, *settings.peer_urls])
+        ours = self.node.checkpointer.control.system_identifier
         best: tuple[int, str] | None = None
         for url in candidates:
             try:
-                response = await client.get(
-                    f"{url}/v1/replication/identify", headers=await self._logins.headers(client, url)
-                )
-                self._logins.check(response, url)
-                identity = response.json()
-            except (httpx.HTTPError, ReplicationError, ValueError):
+                identity = await peers.identify(client, url, self._logins)
+            except ReplicationError as error:
+                log.debug("not a primary to follow", extra={"url": url, "error": str(error)})
                 continue
-            if identity.get("role") != "primary" or identity.get("fenced"):
+            if not identity.takes_writes or identity.system_identifier != ours:
                 continue
-            if str(identity.get("system_identifier")) != str(self.node.checkpointer.control.system_identifier):
-                continue
-            timeline = int(identity["timeline"])
-            if timeline >= self.node.timeline and (best is None or timeline > best[0]):
-                best = (timeline, url)
+            if identity.timeline >= self.node.timeline and (best is None or identity.timeline > best[0]):
+                best = (identity.timeline, url)
         if best is not None and best[1] != self.status.primary_url:
             log.warning(
                 "following a new primary", extra={"old_primary": self.status.primary_url, "new_primary": best[1]}
             )
             self.status.primary_url = best[1]
             await self.node.checkpointer.update_control(primary_url=best[1])
+
+
+def _refusal(url: str, response: httpx.Response) -> ReplicationError:
+    """What a refused stream request means: a primary's 409 says what to do (see `_on_refused`)."""
+    if response.status_code == 409:
+        try:
+            error = response.json()["error"]
+            code, message = error["code"], error["message"]
+        except (ValueError, KeyError, TypeError):
+            pass
+        else:
+            if isinstance(code, str) and isinstance(message, str):
+                return Refused(code, message)
+    return ReplicationError(f"stream from {url} refused: {peers.error_text(response)}")

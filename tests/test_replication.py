@@ -351,39 +351,3 @@ def test_synchronous_commit_waits_for_the_named_replica(node_factory) -> None:  
     with primary.client() as writer:
         assert writer.put("/v1/kv/sync:back", content=b"1").status_code == 201
     assert_converged(primary, replica)
-
-
-def test_rejoin_rewinds_the_divergent_wal_into_diverged_and_keeps_it(node_factory) -> None:  # type: ignore[no-untyped-def]
-    """The old primary wrote what its replica never got; after the replica's promotion those
-    writes must leave the old primary's state, but their WAL is kept, byte for byte."""
-    primary = make(node_factory, "p")
-    replica = make(node_factory, "r1")
-    primary.extra_args += ["--peers", replica.url]
-    replica.extra_args += ["--replica-of", primary.url, "--peers", primary.url]
-    primary.start()
-    replica.start()
-    with primary.client() as client:
-        for n in range(100):
-            assert client.put(f"/v1/kv/shared:{n}", content=VALUE).status_code == 201
-    assert_converged(primary, replica)
-    replica.kill()
-    with primary.client() as client:  # acknowledged by an asynchronous primary alone
-        for n in range(50):
-            assert client.put(f"/v1/kv/lost:{n}", content=VALUE).status_code == 201
-    primary.kill()
-    replica.restart()
-    with replica.client() as client:
-        assert client.post("/v1/admin/promote").status_code == 200
-        assert client.put("/v1/kv/new-timeline", content=b"1").status_code == 201
-    primary.restart()
-    assert admin_get(primary, "/v1/status")["state"] == "fenced"
-    with primary.client() as client:
-        plan = client.post("/v1/admin/rejoin", json={"primary": replica.url}).json()
-    assert plan["action"] == "rewind" and plan["divergent_bytes"] > 50 * len(VALUE)
-    wait_until(lambda: admin_get(primary, "/v1/status")["role"] == "replica", 60, "the rejoin restart")
-    assert_converged(replica, primary)
-    with primary.client() as client:
-        assert client.get("/v1/kv/lost:0").status_code == 404
-        assert client.get("/v1/kv/new-timeline").text == "1"
-    kept = sum(path.stat().st_size for path in Path(plan["kept_in"]).iterdir())
-    assert kept == plan["divergent_bytes"]

@@ -166,6 +166,19 @@ class WalWriter:
         self._after_append()
         return self.end_lsn
 
+    @property
+    def has_segment(self) -> bool:
+        return self._segment_start_lsn is not None
+
+    def start_at(self, lsn: int) -> None:
+        """A replica with no WAL of its own (fresh from a base backup, whose snapshot holds
+        everything up to `lsn`) is promoted: its WAL begins at `lsn` (switch_timeline next)."""
+        if self.has_segment or self._pending or lsn < self.end_lsn:
+            raise ValueError(
+                f"cannot start the WAL at {format_lsn(lsn)}: it already ends at {format_lsn(self.end_lsn)}"
+            )
+        self.end_lsn = self.flushed_lsn = self.synced_lsn = lsn
+
     def switch_timeline(self, timeline: int) -> None:
         """Promotion: the new timeline starts in a new segment at the current end."""
         self._timeline = timeline
