@@ -1,7 +1,7 @@
 """The `process` backend: every node a kvstored child process on 127.0.0.1.
 
 Node-to-node traffic goes through one LinkProxy per ordered pair of nodes: a replica's
-`--replica-of` and every `--peers` URL point at the proxy for that link, so a partition
+`KVSTORE_REPLICA_OF` and every `--peers` URL point at the proxy for that link, so a partition
 cuts exactly the links between two nodes while the clients still reach both directly.
 Data directories and logs live under the run's directory (`<node>/`, `<node>.log`). The
 nodes inherit this process's environment, so any KVSTORE_* setting set there applies to all.
@@ -55,8 +55,8 @@ class ProcessBackend(Backend):
         for name, node in self._nodes.items():
             peers = ",".join(self._links[name, other].url for other in spec.nodes if other != name)
             node.extra_args = ["--name", name, "--peers", peers]
-            if name != spec.primary:
-                node.extra_args += ["--replica-of", self._links[name, spec.primary].url]
+            if name != spec.primary:  # a default that control outranks after a failover, as in compose
+                node.extra_env["KVSTORE_REPLICA_OF"] = self._links[name, spec.primary].url
         if spec.synchronous_replica:
             self._nodes[spec.primary].extra_env |= {
                 "KVSTORE_SYNCHRONOUS_COMMIT": "remote_apply",

@@ -8,8 +8,8 @@ kvstored children, each with its data directory DATA_DIR/<name> and its log
 DATA_DIR/<name>.log, and every node names the other two as `--peers`. It stays in the
 foreground until Ctrl-C or SIGTERM, then stops all three (SIGTERM, wait for their final
 checkpoints). A later `start` restarts the same cluster from its data directories, and
-whoever is primary by then (after a promotion) stays primary: a node's control file
-outranks `--replica-of`. The superuser's and the replication user's passwords are made on
+whoever is primary by then (after a promotion) stays primary, and the replicas follow it:
+a node's control file outranks the replicas' `KVSTORE_REPLICA_OF`. The superuser's and the replication user's passwords are made on
 the first start and kept in DATA_DIR (mode 0600): the primary takes them only when it
 creates its catalog, and the replicas need the replication one on every start.
 
@@ -114,9 +114,10 @@ def plan_nodes(root: Path, port: int, admin_password: str, replication_password:
     nodes = []
     for index, name in enumerate(NODE_NAMES):
         args = ["--name", name, "--peers", ",".join(url for other, url in urls.items() if other != name)]
-        if name != PRIMARY_NAME:
-            args += ["--replica-of", urls[PRIMARY_NAME]]
-        nodes.append(NodeLauncher(root / name, admin_password, env=env, args=args, port=port + index))
+        # In the environment, not a flag: a flag would outrank the primary control records
+        # after a promotion; the environment only names it for a new replica.
+        node_env = env if name == PRIMARY_NAME else {**env, "KVSTORE_REPLICA_OF": urls[PRIMARY_NAME]}
+        nodes.append(NodeLauncher(root / name, admin_password, env=node_env, args=args, port=port + index))
     return nodes
 
 
