@@ -89,7 +89,9 @@ def _serve(node: Node) -> int:
         log.error(str(error))
         return EXIT_CONFIG
     except (WalCorruption, SnapshotError, ControlError) as error:
-        log.critical(f"refusing to start: {error}; run `kvctl wal verify --data-dir DIR` and see the docs on recovery")
+        log.critical(
+            f"refusing to start: {error}; run `kvctl wal verify --data-dir DIR` and see docs/recovery.md (do not restart in a loop)"
+        )
         return EXIT_CORRUPTION
     except OSError as error:
         log.error(f"cannot start: {error}")
