@@ -63,7 +63,7 @@ def test_an_old_primary_restarted_with_peers_but_no_replication_credentials_refu
 
 def test_a_peer_refusing_the_replication_login_holds_writes_until_a_check_succeeds(node_factory: MakeNode) -> None:
     # Throttling off on the peer: the primary's failed logins must not lock the user out there.
-    peer = make(node_factory, "q", **CHEAP_HASHING, KVSTORE_LOGIN_MAX_FAILURES="100000").start()
+    peer = make(node_factory, "q", **CHEAP_HASHING, KVSTORE_LOGIN_MAX_FAILURES="1000").start()
     primary = make(node_factory, "p", KVSTORE_REPLICATION_PASSWORD="not-the-password-q-has")
     primary.extra_args += ["--peers", peer.url]
     primary.start()
