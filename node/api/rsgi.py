@@ -62,6 +62,10 @@ class RsgiAdapter:
             if rejection is not None:
                 if declared is not None and declared.isdigit() and int(declared) <= MAX_DRAIN_BYTES:
                     await self._discard_body(proto)
+                else:
+                    # The body stays unread, so this connection cannot carry another request:
+                    # say so (RFC 9112 9.6), or a client reusing it races the server's close.
+                    rejection.headers.append(("connection", "close"))
                 proto.response_bytes(rejection.status, rejection.headers, rejection.body)
                 return
             try:
