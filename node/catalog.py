@@ -146,20 +146,6 @@ class Principal:
         """Holds `action` on some pattern (for actions that are not about keys: replication)."""
         return action in self._match
 
-    def may_read_under(self, prefix: str) -> bool:
-        """Could any key starting with `prefix` be readable? False only when none can (a listing
-        that can show nothing is refused before it costs anything)."""
-        if self.superuser:
-            return True
-        if prefix.startswith(SYS_PREFIX):
-            return False
-        for grant in self.grants:
-            if "read" in grant.actions:
-                head = literal_head(grant.pattern)
-                if head.startswith(prefix) or prefix.startswith(head):
-                    return True
-        return False
-
     def can(self, action: str, key: str) -> bool:
         if self.superuser:
             return True

@@ -44,6 +44,10 @@ class Settings:
     max_body_bytes: int = 8 * 1024 * 1024
     max_txn_ops: int = 1000
     max_scan_limit: int = 10_000
+    # Keys one listing may examine (shown or hidden from the caller by its grants), then it
+    # answers with what it found and a cursor; and how many such cursors a node keeps.
+    max_scan_examined_keys: int = 20_000
+    listing_cursors_max: int = 10_000
     max_requests_in_flight: int = 4096
     max_ttl_s: int = 10 * 365 * 24 * 3600
     expire_interval_ms: int = 100
@@ -120,6 +124,7 @@ class Settings:
             "max_body_bytes": 1024,
             "max_txn_ops": 1,
             "max_scan_limit": 1,
+            "listing_cursors_max": 1,
             "max_requests_in_flight": 1,
             "max_ttl_s": 1,
             "expire_interval_ms": 1,
@@ -156,6 +161,8 @@ class Settings:
             raise ConfigError(f"name: {self.name!r} must be 1-64 of letters, digits, '_', '.', '-'")
         if self.replica_of is not None and not self.replica_of.startswith(("http://", "https://")):
             raise ConfigError(f"replica_of: {self.replica_of!r} is not an http(s) URL")
+        if self.max_scan_examined_keys < self.max_scan_limit:
+            raise ConfigError("max_scan_examined_keys must be at least max_scan_limit (a full page must be reachable)")
         if self.max_body_bytes < self.max_value_bytes:
             raise ConfigError("max_body_bytes must be at least max_value_bytes (a transaction carries values)")
         if self.peer_urls and not (self.replication_user and self.replication_password):

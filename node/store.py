@@ -128,21 +128,20 @@ class Store:
         if entry is not None and entry[EXPIRES_AT_MS]:
             heapq.heappush(self._expiry_heap, (max(entry[EXPIRES_AT_MS], now_ms), key, entry[VERSION]))
 
-    def scan(
-        self, prefix: str, after: str | None, limit: int, now_ms: int, visible: Callable[[str], bool] | None = None
-    ) -> tuple[list[tuple[str, Entry]], bool]:
-        """Live entries with `prefix`, in key order, strictly after `after`; (page, more).
-
-        Keys failing `visible` are skipped without counting, so they can neither fill a
-        page nor become the cursor a caller sees.
-        """
+    def entries_from(self, prefix: str, after: str | None) -> Iterator[tuple[str, Entry]]:
+        """Every entry with `prefix` in key order, strictly after `after`, expired ones included."""
         start = prefix if after is None or after < prefix else after
-        page: list[tuple[str, Entry]] = []
+        shards = self._shards
         for key in self._keys.irange(minimum=start, inclusive=(after is None or after < prefix, True)):
             if not key.startswith(prefix):
-                break
-            entry = self._shards[hash(key) & _SHARD_MASK][key]
-            if not is_live(entry, now_ms) or (visible is not None and not visible(key)):
+                return
+            yield key, shards[hash(key) & _SHARD_MASK][key]
+
+    def scan(self, prefix: str, after: str | None, limit: int, now_ms: int) -> tuple[list[tuple[str, Entry]], bool]:
+        """Live entries with `prefix`, in key order, strictly after `after`; (page, more)."""
+        page: list[tuple[str, Entry]] = []
+        for key, entry in self.entries_from(prefix, after):
+            if not is_live(entry, now_ms):
                 continue
             if len(page) == limit:
                 return page, True

@@ -1,15 +1,19 @@
-"""The catalog document checks and the auth policy, directly (pure: no node)."""
+"""The catalog document checks, the auth policy and listing ranges, directly (pure: no node)."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from kvstore.node import auth_policy, catalog, catalog_documents, hba
+from kvstore.node import auth_policy, catalog, catalog_documents, hba, listing
 from kvstore.node.auth_policy import AuthPolicy
 from kvstore.node.catalog_documents import DocumentError
+from kvstore.node.errors import BadRequest
+from kvstore.node.store import Store
 
 HASH = "$argon2id$v=19$m=8192,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2g"
 USER = catalog.user_document("alice", HASH, ["reader"], 1_000)
@@ -114,11 +118,47 @@ def test_the_auth_policy_checks_bounds_and_takes_integral_numbers() -> None:
         auth_policy.changed(AuthPolicy(), {})
 
 
-def test_a_listing_prefix_is_refused_only_when_no_read_grant_can_cover_it() -> None:
-    role = {"superuser": False, "grants": [{"actions": ["read"], "pattern": "app:*"}]}
+def test_a_listing_walks_only_the_ranges_the_read_grants_can_match() -> None:
+    role = {
+        "superuser": False,
+        "grants": [
+            {"actions": ["read"], "pattern": "app:*"},
+            {"actions": ["read"], "pattern": "app:x:*"},  # inside app:, walked once
+            {"actions": ["read"], "pattern": "pub[0-9]*"},
+            {"actions": ["read"], "pattern": "_sys.*"},  # catalogs are never for non-superusers
+        ],
+    }
     writer = {"superuser": False, "grants": [{"actions": ["write"], "pattern": "*"}]}
-    user = {"name": "u", "roles": ["r", "w"]}
-    principal = catalog.resolve_principal(user, {"r": role, "w": writer})
-    assert principal.may_read_under("") and principal.may_read_under("app") and principal.may_read_under("app:x")
-    assert not principal.may_read_under("other") and not principal.may_read_under("_sys.")
+    principal = catalog.resolve_principal({"name": "u", "roles": ["r", "w"]}, {"r": role, "w": writer})
+    assert listing.read_ranges(principal, "") == ["app:", "pub"]
+    assert listing.read_ranges(principal, "app:x:1") == ["app:x:1"]
+    assert listing.read_ranges(principal, "other") == [] and listing.read_ranges(principal, "_sys.") == []
+    admin = catalog.resolve_principal({"name": "a", "roles": ["admin"]}, {"admin": catalog.BUILTIN_ROLES["admin"]})
+    assert listing.read_ranges(admin, "any") == ["any"]
     assert catalog.literal_head("app:[ab]*") == "app:" and catalog.literal_head("exact") == "exact"
+
+
+def test_a_listing_stops_at_its_examined_bound_and_never_names_a_hidden_key() -> None:
+    store = Store()
+    hidden = [f"app:{n:05}:private" for n in range(50)]
+    shown = ["app:99999:public"]
+    store.bulk_load((key, (b"v", 1, 0, 0)) for key in [*hidden, *shown])
+    visible = fnmatch_visible("app:*:public")
+    page = listing.list_page(store, ["app:"], None, 10, 20, visible, now_ms=1)
+    assert page.entries == [] and page.next_after is None and page.stopped_after == hidden[19]
+    cursors = listing.ListingCursors(max_cursors=2)
+    token = cursors.issue("u", "", page.stopped_after)
+    assert token.startswith(listing.CURSOR_PREFIX) and "app:" not in token
+    after = cursors.resolve(token, "u", "")
+    pages = [listing.list_page(store, ["app:"], after, 10, 40, visible, now_ms=1)]
+    assert [key for key, _ in pages[0].entries] == shown and pages[0].next_after is None
+    with pytest.raises(BadRequest, match="unknown or expired"):
+        cursors.resolve(token, "u", "")  # used once
+    foreign = cursors.issue("u", "", "app:")
+    with pytest.raises(BadRequest):
+        cursors.resolve(foreign, "someone-else", "")
+    assert cursors.resolve("app:1", "u", "") == "app:1"  # a plain key is a key
+
+
+def fnmatch_visible(pattern: str) -> Callable[[str], bool]:
+    return lambda key: fnmatch.fnmatchcase(key, pattern)

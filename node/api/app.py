@@ -18,7 +18,7 @@ from typing import Any, Final, Protocol
 
 from kvstore.replication import api as replication_api
 
-from .. import metrics
+from .. import listing, metrics
 from ..audit import AuditLog
 from ..auth import Authenticator
 from ..catalog import SYS_PREFIX, Principal
@@ -117,6 +117,7 @@ class App:
         self.settings = node.settings
         self._catalog = CatalogAdmin(node)  # type: ignore[arg-type]
         self._document: tuple[object, bytes] | None = None  # (auth policy, OpenAPI document) served
+        self._cursors = listing.ListingCursors(node.settings.listing_cursors_max)
         self._routes: dict[tuple[str, str], Callable[[Request, Principal], Awaitable[Response | StreamResponse]]] = {
             ("GET", "/v1/kv"): self.list_keys,
             ("POST", "/v1/txn"): self.txn,
@@ -344,22 +345,34 @@ class App:
         after = request.query.get("after") or None
         limit = request.query_int("limit", 100, 1, self.settings.max_scan_limit)
         assert limit is not None
-        if not principal.may_read_under(prefix):
+        ranges = listing.read_ranges(principal, prefix)
+        if not ranges:
             metrics.AUTH_FAILURES.labels("forbidden").inc()
             raise Forbidden(
                 f"user {principal.name!r} may read no key starting with {prefix!r}: no read grant covers it"
             )
+        after = self._cursors.resolve(after, principal.name, prefix)
         # Listing shows only what the caller may read (catalogs only to superusers).
         visible = None if principal.superuser else lambda key: principal.can("read", key)
         await self._wait_for_lsn(request)
-        page, more = self.engine.store.scan(prefix, after, limit, int(time.time() * 1000), visible)
+        page = listing.list_page(
+            self.engine.store,
+            ranges,
+            after,
+            limit,
+            self.settings.max_scan_examined_keys,
+            visible,
+            int(time.time() * 1000),
+        )
         keys = []
-        for key, entry in page:
+        for key, entry in page.entries:
             item: dict[str, Any] = {"key": key, "version": entry[VERSION], "value_bytes": len(entry[VALUE])}
             if entry[EXPIRES_AT_MS]:
                 item["expires_at"] = _iso_ms(entry[EXPIRES_AT_MS])
             keys.append(item)
-        next_after = page[-1][0] if more and page else None
+        next_after = page.next_after
+        if page.stopped_after is not None:  # never name a key the caller may not read
+            next_after = self._cursors.issue(principal.name, prefix, page.stopped_after)
         return json_response({"keys": keys, "next_after": next_after})
 
     async def txn(self, request: Request, principal: Principal) -> Response:

@@ -271,7 +271,12 @@ def paths(settings: Settings, policy: AuthPolicy) -> dict[str, dict[str, Any]]:
                 "summary": "List the keys the caller may read, in order, a page at a time",
                 "parameters": [
                     query_param("prefix", {"type": "string"}, "only keys starting with this"),
-                    query_param("after", {"type": "string"}, "start after this key: the next_after of a page"),
+                    query_param(
+                        "after",
+                        {"type": "string"},
+                        "start after this key: the next_after of a page (a key, or a `~cursor:` token where a "
+                        "walk stopped on keys the caller may not read)",
+                    ),
                     query_param("limit", integer(1, settings.max_scan_limit), "page size (default 100)"),
                     min_lsn,
                 ],
