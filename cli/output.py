@@ -1,5 +1,10 @@
 """How kvctl prints: aligned tables and field lists for people, JSON for scripts, and errors.
 
+Text for people never carries a key's control characters to the terminal: escape sequences,
+carriage returns, bidi overrides and the like are shown escaped (`\x1b`, `\u202e`), so a key
+can neither rewrite the screen nor disguise itself. Raw values (`kvctl get`) and JSON are
+for scripts and stay exact.
+
 Results go to stdout and are flushed, so a pipe sees each line as it is made; a reader
 that has gone away (`kvctl keys | head`) raises `StdoutClosed`. Errors go to stderr as
 `kvctl: <message>`, or with `--format json` as one JSON document (`emit_error`);
@@ -9,6 +14,7 @@ that has gone away (`kvctl keys | head`) raises `StdoutClosed`. Errors go to std
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -17,6 +23,9 @@ from enum import StrEnum
 from typing import Any
 
 COLUMN_GAP = "  "
+# C0 and C1 controls (tab and newline too: they would break a table), DEL, and the Unicode
+# marks and overrides that reorder text (Trojan Source, CVE-2021-42574).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 FORMAT_FLAG = "--format"
 
 
@@ -77,7 +86,12 @@ def json_text(value: object) -> str:
 
 def emit_line(text: str) -> None:
     with _stdout():
-        print(text, flush=True)
+        print(printable(text), flush=True)
+
+
+def printable(text: str) -> str:
+    """`text` with every character that could act on a terminal written as an escape."""
+    return _UNPRINTABLE.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def emit_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
@@ -93,6 +107,7 @@ def emit_fields(fields: Iterable[tuple[str, object]]) -> None:
 def _emit_aligned(cells: list[list[str]]) -> None:
     if not cells:
         return
+    cells = [[printable(text) for text in row] for row in cells]  # widths of what is shown
     widths = [max(len(row[column]) for row in cells) for column in range(len(cells[0]))]
     for row in cells:
         padded = [text.ljust(width) for text, width in zip(row[:-1], widths[:-1], strict=True)]

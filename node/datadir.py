@@ -8,14 +8,18 @@ data/replication/   a primary's slots;  data/diverged/   what a rejoin moved asi
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import secrets
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .control import STATE_SHUT_DOWN, Control, write_control
-from .fsutil import fsync_dir
+from .fsutil import PRIVATE_DIR_MODE, fsync_dir, private_dirs
+
+log = logging.getLogger(__name__)
 
 LOCK_FILE = "kvstored.pid"
 
@@ -89,22 +93,36 @@ class DataDirLock:
 
 
 def make_root(datadir: DataDir) -> None:
-    """The data directory itself, created if missing."""
+    """The data directory itself, created 0700 if missing. One that others may enter (created by
+    an older version, or by hand) is made private, as PostgreSQL insists (0750 is allowed too:
+    a group that only reads, for backups); it holds password hashes and signing keys."""
     try:
-        datadir.root.mkdir(parents=True, exist_ok=True)
+        private_dirs(datadir.root)
+        if not datadir.root.is_dir():
+            raise FileExistsError
     except FileExistsError:
         raise DataDirError(
             f"data directory {datadir.root} is not a directory; give --data-dir a directory (created if missing)"
         ) from None
     except NotADirectoryError:
         raise DataDirError(f"data directory {datadir.root} cannot be created: part of its path is a file") from None
+    mode = stat.S_IMODE(datadir.root.stat().st_mode)
+    if mode & 0o027:  # group may write, or others may do anything
+        try:
+            datadir.root.chmod(PRIVATE_DIR_MODE)
+        except PermissionError:
+            raise DataDirError(
+                f"data directory {datadir.root} has mode {mode:04o} and this user cannot change it; "
+                f"run chmod 700 {datadir.root}"
+            ) from None
+        log.warning("data directory made private", extra={"data_dir": str(datadir.root), "was": f"{mode:04o}"})
 
 
 def create_layout(datadir: DataDir) -> None:
     """The folders of a new data directory, refusing to mix with unknown files."""
     if datadir.exists():
         raise DataDirError(f"{datadir.root} already holds a data directory")
-    datadir.root.mkdir(parents=True, exist_ok=True)
+    private_dirs(datadir.root)
     folders = (datadir.wal, datadir.base, datadir.timelines, datadir.log)
     known = {LOCK_FILE, "config.toml", *(folder.name for folder in folders)}
     leftovers = [p.name for p in datadir.root.iterdir() if p.name not in known]
@@ -122,7 +140,7 @@ def create_layout(datadir: DataDir) -> None:
             "refusing to initialise over unknown files"
         )
     for folder in folders:
-        folder.mkdir(mode=0o700, exist_ok=True)
+        folder.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
 
 
 def initdb(datadir: DataDir) -> Control:

@@ -34,7 +34,7 @@ from kvstore.node.control import ROLE_PRIMARY, ROLE_REPLICA, STATE_NEEDS_BASE_BA
 from kvstore.node.datadir import DataDir
 from kvstore.node.engine import Engine
 from kvstore.node.errors import BadRequest, Conflict, Unavailable
-from kvstore.node.fsutil import fsync_dir
+from kvstore.node.fsutil import fsync_dir, private_dirs
 from kvstore.node.wal.format import format_lsn
 from kvstore.node.wal.reader import WalScan, list_segments
 
@@ -225,7 +225,7 @@ def _diverged_dir(datadir: DataDir, timeline: int, lsn: int) -> Path:
 
 def rewind_wal(wal_dir: Path, switch_lsn: int, keep_dir: Path) -> int:
     """Move the WAL beyond `switch_lsn` into `keep_dir` and cut it there; returns the bytes moved."""
-    keep_dir.mkdir(parents=True, exist_ok=True)
+    private_dirs(keep_dir)
     moved = 0
     for segment in list_segments(wal_dir):
         if segment.start_lsn >= switch_lsn:
@@ -253,7 +253,7 @@ def keep_data(datadir: DataDir, keep_dir: Path) -> None:
     changes yet (a copy where links cannot cross file systems)."""
     for folder in (datadir.wal, datadir.base):
         target = keep_dir / folder.name
-        target.mkdir(parents=True, exist_ok=True)
+        private_dirs(target)
         for path in folder.iterdir():
             if path.is_file():
                 _link_or_copy(path, target / path.name)

@@ -34,7 +34,7 @@ from kvstore.node.control import ROLE_REPLICA, STATE_NEEDS_BASE_BACKUP, STATE_SH
 from kvstore.node.datadir import DataDir
 from kvstore.node.engine import Engine
 from kvstore.node.errors import KvError
-from kvstore.node.fsutil import fsync_dir
+from kvstore.node.fsutil import PRIVATE_DIR_MODE, fsync_dir
 from kvstore.node.snapshot import SnapshotReader
 from kvstore.node.wal.format import format_lsn
 from kvstore.node.wal.reader import list_segments
@@ -200,7 +200,7 @@ def clear_for_base_backup(datadir: DataDir) -> None:
     crash anywhere in between makes the next start clear and begin again, never initdb."""
     for folder in (datadir.base, datadir.wal):
         shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(mode=0o700)
+        folder.mkdir(mode=PRIVATE_DIR_MODE)
     fsync_dir(datadir.root)
 
 

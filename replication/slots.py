@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kvstore.node.fsutil import atomic_write
+from kvstore.node.fsutil import atomic_write, private_dirs
 from kvstore.node.wal.format import format_lsn
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class SlotRegistry:
                 self.slots[name] = Slot(name, int(saved["restart_lsn"]), bool(saved["lost"]))
 
     def save(self) -> None:
-        self._path.parent.mkdir(exist_ok=True)
+        private_dirs(self._path.parent)
         document = {name: slot.saved() for name, slot in sorted(self.slots.items())}
         atomic_write(self._path, json.dumps(document, indent=2).encode() + b"\n")
 

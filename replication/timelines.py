@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from kvstore.node.fsutil import atomic_write
+from kvstore.node.fsutil import atomic_write, private_dirs
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,7 @@ def read_history(timelines_dir: Path, timeline: int) -> list[Switch]:
 
 
 def write_history(timelines_dir: Path, timeline: int, history: list[Switch]) -> None:
-    timelines_dir.mkdir(exist_ok=True)
+    private_dirs(timelines_dir)
     atomic_write(history_path(timelines_dir, timeline), json.dumps([asdict(s) for s in history]).encode() + b"\n")
 
 

@@ -19,6 +19,7 @@ import tty
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+from urllib.parse import quote
 
 import pytest
 
@@ -298,6 +299,23 @@ def test_keys_follows_pages_and_filters_by_pattern(shared: NodeProcess, config: 
     assert lines[0].split() == ["KEY", "VERSION", "BYTES", "EXPIRES"]
     assert [line.split()[0] for line in lines[1:]] == [f"page:{index:02d}" for index in range(5)]
     assert "--limit" in first.stderr
+
+
+def test_keys_shows_control_characters_escaped_never_raw(shared: NodeProcess, config: Path) -> None:
+    """A key may hold escape sequences or bidi overrides: a table shows them escaped, so listing
+    keys cannot rewrite the admin's terminal; JSON keeps them exact for scripts."""
+    nasty = "esc:\x1b[2J\x1b]0;pwned\x07\r\u202etxt.exe\tend"
+    with shared.client() as client:
+        assert client.put("/v1/kv/" + quote(nasty, safe=""), content=b"v").status_code == 201
+    env = as_env(shared)
+    table = ok(kvctl("keys", "--pattern", "esc:*", config=config, env=env))
+    assert "\x1b" not in table and "\r" not in table and "\u202e" not in table and "\x07" not in table
+    assert "esc:\\x1b[2J\\x1b]0;pwned\\x07\\r\\u202etxt.exe\\tend" in table
+    assert len(table.splitlines()) == 2  # the header and one row: no line broken by the key
+    listed = kvctl_json("keys", "--pattern", "esc:*", config=config, env=env)
+    # (the runner reads kvctl's output as latin-1: undo that to compare the UTF-8 kvctl wrote)
+    assert [item["key"].encode("latin-1").decode() for item in listed["keys"]] == [nasty]
+    assert "\\x1b" in ok(kvctl("del", nasty, config=config, env=env))
 
 
 # -- admin commands -----------------------------------------------------------------------

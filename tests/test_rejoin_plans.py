@@ -5,6 +5,7 @@ before its base backup resumes it at the next start, whatever that start's flags
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,9 @@ def test_rejoin_ends_streaming_from_the_new_primary_with_the_divergent_data_kept
         return
     kept = Path(answer["kept_in"])
     assert kept.parent == old_primary.data_dir / "diverged"
+    # What was moved aside is as private as the rest of the data directory.
+    kept_folders = [kept.parent, kept, *(path for path in kept.rglob("*") if path.is_dir())]
+    assert {oct(stat.S_IMODE(folder.stat().st_mode)) for folder in kept_folders} == {"0o700"}
     assert divergent_keys_in(old_primary.data_dir / "WAL") == set()  # its own WAL is the new primary's now
     if plan == "rewind":
         # Whole segments past the branch point, and the tail cut off the one it lies in.
