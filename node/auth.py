@@ -37,6 +37,7 @@ from . import auth_policy, catalog, catalog_documents, hba, metrics, signing_key
 from .audit import AuditLog
 from .auth_policy import AuthPolicy
 from .catalog_documents import DocumentError
+from .cluster_key import ClusterKey, ClusterKeyError
 from .errors import Forbidden, KvError, TooManyRequests, Unauthorized
 from .passwords import HashParameters, Passwords
 from .store import VALUE, VERSION, Store
@@ -94,9 +95,13 @@ def _may_log_in(user: dict[str, Any]) -> bool:
 
 
 class Authenticator:
-    def __init__(self, store: Store, seed_policy: AuthPolicy, audit: AuditLog, rewrite: CatalogRewrite) -> None:
-        """`seed_policy`: the node's configured policy, used only while the catalog holds none."""
+    def __init__(
+        self, store: Store, seed_policy: AuthPolicy, audit: AuditLog, rewrite: CatalogRewrite, cluster_key: ClusterKey
+    ) -> None:
+        """`seed_policy`: the node's configured policy, used only while the catalog holds none;
+        `cluster_key` opens the signing secrets sealed in the catalog (cluster_key.py)."""
         self._store = store
+        self.cluster_key = cluster_key
         self._audit = audit
         self._rewrite = rewrite
         self._token_cache: dict[str, Verified] = {}  # by Authorization header value
@@ -104,7 +109,8 @@ class Authenticator:
         self._principals: dict[str, tuple[int, int, catalog.Principal]] = {}  # user -> (epoch, version, p)
         self._host_rules: tuple[int, tuple[hba.HostRule, ...]] | None = None  # (epoch, rules)
         self._host_decisions: dict[tuple[str, str], hba.Decision] = {}
-        self._signing: tuple[int, dict[str, Any]] | None = None  # (epoch, last good signing keys)
+        # (epoch, (current kid, kid -> opened secret)) of the last good signing keys
+        self._signing: tuple[int, tuple[str, dict[str, str]]] | None = None
         self._seed_policy = seed_policy
         self._policy = (-1, seed_policy)  # (epoch, policy in force)
         self._throttle = LoginThrottle(_throttle_policy(seed_policy))
@@ -167,32 +173,39 @@ class Authenticator:
         self._principals[name] = (epoch, version, principal)
         return principal
 
-    def _signing_keys(self) -> dict[str, Any]:
+    def _signing_keys(self) -> tuple[str, dict[str, str]]:
+        """(current kid, kid -> secret): the catalog's keys opened with the cluster key."""
         epoch = self._store.catalog_epoch
         if self._signing is not None and self._signing[0] == epoch:
             return self._signing[1]
         try:
             found = self._document(catalog.JWT_KEYS_KEY)
+            opened = (
+                None if found is None else (found[1]["current"], signing_keys.open_secrets(found[1], self.cluster_key))
+            )
         except DocumentError:
             # Keep the last good keys. With none (damaged since before this start), sign with a
             # key of this node's own, so an administrator can log in here and repair the
             # document (`kvctl jwt-key rotate`); its tokens are valid on this node only.
-            keys = (
-                self._signing[1]
-                if self._signing is not None
-                else signing_keys.initial_document(*signing_keys.new_key(), time.time_ns() // 1_000_000)
-            )
             if self._signing is None:
                 log.critical(
                     "the signing keys in %s are damaged; signing with a temporary key of this node until an "
                     "administrator runs kvctl jwt-key rotate",
                     catalog.JWT_KEYS_KEY,
                 )
-            found = (0, keys)
-        if found is None:
+            kid, secret = signing_keys.new_key()
+            opened = self._signing[1] if self._signing is not None else (kid, {kid: secret})
+        except ClusterKeyError as error:
+            # Sealed under another key than this node's (the start checks this, so only a key
+            # written since): its tokens are refused here, never accepted unchecked.
+            log.critical("%s; tokens signed with it are refused on this node", error)
+            if self._signing is None:
+                raise Unauthorized("this node cannot open the cluster's token signing keys; see its log") from None
+            opened = self._signing[1]
+        if opened is None:
             raise Unauthorized("this node has no token signing key yet (catalog not bootstrapped)")
-        self._signing = (epoch, found[1])
-        return found[1]
+        self._signing = (epoch, opened)
+        return opened
 
     def host_rules(self) -> tuple[hba.HostRule, ...]:
         epoch = self._store.catalog_epoch
@@ -290,12 +303,11 @@ class Authenticator:
         self._throttle.unlock(f"user:{username}")
 
     def issue_token(self, username: str, token_generation: int) -> tuple[str, int]:
-        keys = self._signing_keys()
-        kid = keys["current"]
+        kid, secrets_by_kid = self._signing_keys()
         now = int(time.time())
         expires_at = now + self.policy().token_ttl_s
         claims = {"sub": username, "gen": token_generation, "iat": now, "exp": expires_at}
-        token = jwt.encode(claims, keys["keys"][kid]["secret"], algorithm=JWT_ALGORITHM, headers={"kid": kid})
+        token = jwt.encode(claims, secrets_by_kid[kid], algorithm=JWT_ALGORITHM, headers={"kid": kid})
         return token, expires_at
 
     # -- every request ---------------------------------------------------------------
@@ -364,11 +376,11 @@ class Authenticator:
     def _verify_jwt(self, token: str) -> Verified:
         try:
             kid = jwt.get_unverified_header(token).get("kid")
-            key = self._signing_keys()["keys"].get(kid)
-            if key is None:
+            secret = self._signing_keys()[1].get(kid) if isinstance(kid, str) else None
+            if secret is None:
                 raise jwt.InvalidTokenError("unknown signing key")
             claims = jwt.decode(
-                token, key["secret"], algorithms=[JWT_ALGORITHM], options={"require": ["exp", "iat", "sub", "gen"]}
+                token, secret, algorithms=[JWT_ALGORITHM], options={"require": ["exp", "iat", "sub", "gen"]}
             )
         except jwt.ExpiredSignatureError:
             metrics.AUTH_FAILURES.labels("expired").inc()

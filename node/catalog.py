@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import orjson
 
-from . import auth_policy, hba, signing_keys
+from . import auth_policy, hba
 from .control import CATALOG_VERSION
 
 SYS_PREFIX: Final = "_sys."
@@ -86,8 +86,7 @@ def user_document(name: str, password_hash: str, roles: list[str], now_ms: int) 
 
 def bootstrap_documents(
     admin_password_hash: str,
-    jwt_kid: str,
-    jwt_secret: str,
+    jwt_keys: dict[str, Any],  # signing_keys.initial_document: sealed under the cluster key
     now_ms: int,
     policy: auth_policy.AuthPolicy,
     replication_user: tuple[str, str] | None = None,  # (name, password hash)
@@ -98,7 +97,7 @@ def bootstrap_documents(
     if replication_user is not None:
         name, password_hash = replication_user
         pairs.append((user_key(name), encode(user_document(name, password_hash, ["replication"], now_ms))))
-    pairs.append((JWT_KEYS_KEY, encode(signing_keys.initial_document(jwt_kid, jwt_secret, now_ms))))
+    pairs.append((JWT_KEYS_KEY, encode(jwt_keys)))
     pairs.append((HBA_KEY, encode({"rules": hba.DEFAULT_RULES})))
     pairs.append((AUTH_KEY, encode(policy.to_document())))
     pairs.append((CATALOG_MARKER_KEY, encode({"catalog_version": CATALOG_VERSION})))

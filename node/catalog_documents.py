@@ -154,9 +154,13 @@ def _signing_keys(document: dict[str, Any]) -> None:
     for kid, key in keys.items():
         if not isinstance(key, dict):
             raise DocumentError(f"key {kid!r} must be an object")
-        _fields(key, {"secret", "created_at_ms"}, {"retired_at_ms"}, f"key {kid!r}")
-        if not isinstance(key["secret"], str) or len(key["secret"]) < MIN_SECRET_CHARS:
-            raise DocumentError(f"key {kid!r}: secret must be text of at least {MIN_SECRET_CHARS} characters")
+        # `sealed` (encrypted under the cluster key) or, in a catalog made before sealing, `secret`.
+        private = [name for name in ("sealed", "secret") if name in key]
+        if len(private) != 1:
+            raise DocumentError(f"key {kid!r} must have exactly one of sealed (or, before sealing, secret)")
+        _fields(key, {private[0], "created_at_ms"}, {"retired_at_ms"}, f"key {kid!r}")
+        if not isinstance(key[private[0]], str) or len(key[private[0]]) < MIN_SECRET_CHARS:
+            raise DocumentError(f"key {kid!r}: {private[0]} must be text of at least {MIN_SECRET_CHARS} characters")
         _int(key, "created_at_ms")
         _int(key, "retired_at_ms", optional=True)
 

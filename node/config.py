@@ -21,7 +21,7 @@ from .wal.writer import FsyncPolicy
 
 ENV_PREFIX = "KVSTORE_"
 # Secrets are read from the environment or a file only, never from flags or config.toml.
-_SECRET_FIELDS = {"admin_password", "replication_password"}
+_SECRET_FIELDS = {"admin_password", "replication_password", "cluster_key"}
 SYNCHRONOUS_COMMIT_MODES = ("local", "remote_write", "remote_apply")
 
 
@@ -81,6 +81,12 @@ class Settings:
     replication_keepalive_s: float = 1.0
     min_lsn_wait_s: float = 5.0  # how long a read with X-KV-Min-LSN may wait on a replica
     shutdown_timeout_s: float = 30.0
+    # The cluster key (node/cluster_key.py): 32 random bytes, hex or base64, the same on every
+    # node; it seals the token signing secrets the catalog replicates. KVSTORE_CLUSTER_KEY
+    # (environment only) or a file of mode 0600; with neither, <data_dir>/cluster.key, which a
+    # primary generates when it is missing.
+    cluster_key: str | None = field(default=None, repr=False)
+    cluster_key_file: Path | None = None
     log_level: str = "info"
 
     @property

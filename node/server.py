@@ -38,12 +38,12 @@ from kvstore.replication.replica import (
     take_base_backup,
 )
 
-from . import auth_policy, catalog, metrics, signing_keys
+from . import auth_policy, catalog, cluster_key, metrics, signing_keys
 from .api.app import App
 from .api.rsgi import RsgiAdapter
 from .audit import AuditLog
 from .auth import Authenticator
-from .catalog_changes import CatalogChanges
+from .catalog_changes import CatalogChanges, DamagedDocument
 from .catalog_health import CatalogHealth
 from .checkpoint import Checkpointer
 from .config import ConfigError, Settings
@@ -125,6 +125,7 @@ class Node:
             if not await self._prepare_datadir():
                 return  # asked to stop while waiting for a primary
             await self._recover()
+            sealed_upgrade = self._check_signing_keys()
             if self.is_replica:
                 await self._become_replica()
             elif not self._catalog_exists():
@@ -136,6 +137,8 @@ class Node:
                 await self._check_peers_before_writes()
                 self._become_primary()
             self._complete_catalog()
+            if sealed_upgrade is not None and not self.is_replica and self.engine.read_only_reason is None:
+                self._spawn("catalog-seal", lambda: self._seal_signing_keys(*sealed_upgrade))
             self._ready = True
             log.info(
                 "ready", extra={"url": self.url, "fsync": self.settings.fsync.value, "keys": len(self.engine.store)}
@@ -289,8 +292,14 @@ class Node:
         async def rewrite(key: str, value: bytes, version: int) -> object:
             return await engine.put(key, value, if_version=version)
 
+        try:
+            sealer = cluster_key.load(
+                settings.cluster_key, settings.cluster_key_file, self.datadir.root, may_generate=not self.is_replica
+            )
+        except cluster_key.ClusterKeyError as error:
+            raise ConfigError(str(error)) from None
         self.auth = await loop.run_in_executor(
-            None, Authenticator, engine.store, settings.initial_auth_policy, self.audit, rewrite
+            None, Authenticator, engine.store, settings.initial_auth_policy, self.audit, rewrite, sealer
         )
         store = self.engine.store
         # Every catalog document is checked now and again whenever it changes: a damaged one is
@@ -317,14 +326,14 @@ class Node:
             # superuser whose password nobody ever saw.
             path = self.datadir.root / INITIAL_PASSWORD_FILE
             await loop.run_in_executor(None, atomic_write, path, (password + "\n").encode())
-        kid, secret = signing_keys.new_key()
         replication_user = None
         settings = self.settings
         if settings.replication_user and settings.replication_password:  # as PostgreSQL's images do
             replication_hash = await loop.run_in_executor(None, self.auth.passwords.hash, settings.replication_password)
             replication_user = (settings.replication_user, replication_hash)
+        jwt_keys = signing_keys.initial_document(self.auth.cluster_key, now_ms())
         documents = catalog.bootstrap_documents(
-            password_hash, kid, secret, now_ms(), settings.initial_auth_policy, replication_user
+            password_hash, jwt_keys, now_ms(), settings.initial_auth_policy, replication_user
         )
         await self.engine.txn([TxnOp("set", key, value) for key, value in documents])
         await self.checkpointer.checkpoint("initdb")
@@ -338,6 +347,35 @@ class Node:
                 flush=True,
             )
         log.info("catalog bootstrapped", extra={"superuser": catalog.ADMIN_USER, "password_source": source})
+
+    def _check_signing_keys(self) -> tuple[dict[str, Any], int] | None:
+        """A node given another cluster's key refuses to start: it could verify no token, and
+        a promoted one would sign tokens no other node takes. Returns the sealed document
+        (and the version it replaces) when the catalog, made before sealing, holds clear
+        secrets: a primary writes it once it takes writes."""
+        try:
+            found = self.catalog_changes.read(catalog.JWT_KEYS_KEY)
+        except DamagedDocument:
+            return None  # catalog_health reports it; a rotation repairs it
+        if found is None:
+            return None
+        try:
+            signing_keys.open_secrets(found[1], self.auth.cluster_key)
+        except cluster_key.ClusterKeyError as error:
+            raise ConfigError(str(error)) from None
+        sealed = signing_keys.seal_plaintext(found[1], self.auth.cluster_key)
+        return None if sealed is None else (sealed, found[0])
+
+    async def _seal_signing_keys(self, sealed: dict[str, Any], version: int) -> None:
+        try:
+            await self.catalog_changes.put(catalog.JWT_KEYS_KEY, sealed, version)
+        except Conflict:
+            return  # rotated meanwhile: the rotation wrote sealed keys
+        log.warning(
+            "token signing secrets sealed under the cluster key (they were in the catalog in the clear); "
+            "rotate them (kvctl jwt-key rotate) if a replication user may have read them",
+            extra={"key": catalog.JWT_KEYS_KEY},
+        )
 
     def _complete_catalog(self) -> None:
         """A catalog made before `_sys.settings:auth` existed gets it from this node's settings

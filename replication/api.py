@@ -1,5 +1,6 @@
 """HTTP routes of replication.
 
+    GET  /v1/replication/system        {"system_identifier"}, without credentials (see below)
     GET  /v1/replication/identify      system id, role, timeline, history (IDENTIFY_SYSTEM)
     GET  /v1/replication/stream        ?from_lsn=&timeline=&slot=&system_identifier= -> WAL stream
     GET  /v1/replication/basebackup    ?slot= -> a snapshot, its LSNs in X-KV-* headers
@@ -9,7 +10,9 @@
     GET  /v1/admin/digest              SHA-256 over every key, value, version and expiry
 
 The replication routes need the `replication` action (the built-in role of that name)
-or a superuser; the admin ones a superuser.
+or a superuser; the admin ones a superuser. `/v1/replication/system` needs nothing: a node
+asks it of a URL before it sends that URL its replication credentials (rejoin), and the
+system identifier is no credential (it is in every replica's control file and status).
 """
 
 from __future__ import annotations
@@ -56,6 +59,10 @@ def _lsn_param(request: Request, name: str) -> int:
     if value is None:
         raise BadRequest(f"query parameter {name!r} is required")
     return value
+
+
+def system_document(node: ReplicationApiNode) -> dict[str, str]:
+    return {"system_identifier": str(node.checkpointer.control.system_identifier)}
 
 
 def digest(engine: Engine) -> dict[str, Any]:

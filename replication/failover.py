@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 PEER_CHECK_INTERVAL_S = 5.0
 PEER_CHECK_TIMEOUT_S = 3.0  # each request to a peer; a slower peer counts as not answering
+REJOIN_REQUEST_TIMEOUT_S = 10.0
 
 
 class FailoverNode(Protocol):
@@ -274,20 +276,73 @@ def _link_or_copy(source: Path, target: Path) -> None:
             os.fsync(copy.fileno())
 
 
+class NotAClusterNode(BadRequest):
+    code = "not_a_cluster_node"
+
+
+def rejoin_target(text: str) -> str:
+    """`scheme://host[:port]` of a rejoin target; anything more (a path, a query, `user:pw@`,
+    which httpx would send as Basic auth) is refused: the node sends its replication
+    credentials there, to `/v1/auth/login` of a node and nowhere else."""
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port  # ValueError when it is not a port number
+    except ValueError:
+        parts, port = None, None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or parts.password is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or "@" in parts.netloc
+    ):
+        raise BadRequest('primary must be a node\'s base URL, http(s)://HOST:PORT, without a path, query or "user@"')
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}" + ("" if port is None else f":{port}")
+
+
+async def confirm_cluster_node(client: httpx.AsyncClient, url: str, system_identifier: int) -> None:
+    """Before any credential goes to `url`: its unauthenticated system identifier must be this
+    node's. Errors name the status code only, never what the target answered (a rejoin must
+    not become a way to read an internal URL's answers)."""
+    refused = f"{url} is not a node of this cluster"
+    try:
+        response = await client.get(f"{url}{peers.SYSTEM_PATH}")
+    except httpx.HTTPError as error:
+        raise BadRequest(f"cannot reach the new primary at {url}: {type(error).__name__}") from None
+    if response.status_code != 200:
+        raise NotAClusterNode(f"{refused}: it answered {peers.SYSTEM_PATH} with status {response.status_code}")
+    try:
+        theirs = response.json()["system_identifier"]
+    except (ValueError, KeyError, TypeError):
+        theirs = None
+    if theirs != str(system_identifier):
+        raise NotAClusterNode(f"{refused}: its answer to {peers.SYSTEM_PATH} does not carry this system's identifier")
+
+
 async def rejoin(node: FailoverNode, primary_url: str) -> dict[str, Any]:
     """Plan how this node follows `primary_url`, answer with the plan, then carry it out and restart."""
     settings = node.settings
     if not _has_credentials(settings):
         raise BadRequest("rejoin needs KVSTORE_REPLICATION_USER and KVSTORE_REPLICATION_PASSWORD on this node")
-    url = primary_url.rstrip("/")
-    try:
-        async with httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as client:
-            identity = await peers.identify(client, url, peers.PeerLogins(settings))
-    except peers.PeerUnreachable as error:
-        raise BadRequest(f"cannot reach the new primary at {url}: {error}") from None
-    except ReplicationError as error:
-        raise BadRequest(f"cannot follow {url}: {error}") from None
+    url = rejoin_target(primary_url)
     control = node.checkpointer.control
+    async with httpx.AsyncClient(timeout=httpx.Timeout(REJOIN_REQUEST_TIMEOUT_S), follow_redirects=False) as client:
+        await confirm_cluster_node(client, url, control.system_identifier)
+        try:
+            identity = await peers.identify(client, url, peers.PeerLogins(settings))
+        except ReplicationError as error:
+            # The detail (which may quote the answer) goes to this node's log, not to the caller.
+            log.warning(
+                "rejoin: the new primary's login or identify failed", extra={"primary": url, "error": str(error)}
+            )
+            raise BadRequest(
+                f"cannot follow {url}: its replication login or IDENTIFY failed (the reason is in this node's log)"
+            ) from None
     if identity.system_identifier != control.system_identifier:
         raise BadRequest(f"{url} belongs to another system ({identity.system_identifier})")
     if not identity.takes_writes:

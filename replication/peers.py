@@ -19,6 +19,9 @@ from kvstore.node.config import Settings
 from .protocol import Identity, ReplicationError, parse_identity
 
 PREVIEW_CHARS = 120
+# Answered without credentials: only the system identifier, so a node can tell a node of its
+# own cluster before it sends the replication user's password anywhere (rejoin).
+SYSTEM_PATH = "/v1/replication/system"
 
 
 class PeerUnreachable(ReplicationError):

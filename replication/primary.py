@@ -25,7 +25,7 @@ from kvstore.node.checkpoint import Checkpointer
 from kvstore.node.config import Settings
 from kvstore.node.datadir import DataDir
 from kvstore.node.engine import Engine
-from kvstore.node.errors import Conflict, GatewayTimeout, Unavailable
+from kvstore.node.errors import BadRequest, Conflict, GatewayTimeout, Unavailable
 from kvstore.node.wal.format import FRAME_HEADER, SEGMENT_HEADER_BYTES, SegmentHeader, format_lsn
 from kvstore.node.wal.reader import Segment, list_segments
 
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 LAG_SAMPLE_INTERVAL_S = 0.01
 KEEPALIVE_MIN_INTERVAL_S = 0.1  # when caught up under load, at most this often
 BASE_BACKUP_CHUNK_BYTES = 1024 * 1024
+FEEDBACK_LSNS = ("write_lsn", "flush_lsn", "apply_lsn")
 
 
 class ReplicationNode(Protocol):
@@ -64,6 +65,14 @@ class StreamRefused(Conflict):
     def __init__(self, code: str, message: str, **details: object) -> None:
         super().__init__(message, **details)
         self.code = code
+
+
+class FeedbackBeyondWalEnd(BadRequest):
+    """A replica cannot have received what this node never wrote: such a position would show
+    in the slot, hold synchronous commits as confirmed and stop WAL recycling decisions from
+    meaning anything."""
+
+    code = "lsn_beyond_wal_end"
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +248,17 @@ class Primary:
         timeline = int(document["timeline"])
         if timeline > node.timeline:
             node.fence(f"replica {document['slot']!r} reports timeline {timeline}, newer than this node's")
+        writer = node.engine.writer
+        assert writer is not None
+        end_lsn = writer.end_lsn
+        beyond = [
+            f"{name} {format_lsn(int(document[name]))}" for name in FEEDBACK_LSNS if int(document[name]) > end_lsn
+        ]
+        if beyond:
+            raise FeedbackBeyondWalEnd(
+                f"feedback for slot {document['slot']!r} reports {', '.join(beyond)}, beyond this primary's WAL end "
+                f"{format_lsn(end_lsn)}; the slot is unchanged"
+            )
         slot = self.slots.feedback(
             str(document["slot"]),
             timeline,

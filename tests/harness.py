@@ -10,6 +10,9 @@ import httpx
 from kvstore.cli.launcher import NodeLauncher, free_port
 
 ADMIN_PASSWORD = "test-admin-password"
+# Every node a test starts gets this cluster key (node/cluster_key.py), as a real cluster's
+# nodes all get theirs: replicas then open the signing secrets their primary sealed.
+CLUSTER_KEY = "5e" * 32
 # Argon2 parameters that make a login cost the nodes next to nothing (the defaults cost ~50 ms).
 CHEAP_HASHING = {
     "KVSTORE_PASSWORD_HASH_TIME_COST": "1",
@@ -17,12 +20,12 @@ CHEAP_HASHING = {
     "KVSTORE_PASSWORD_HASH_PARALLELISM": "1",
 }
 
-__all__ = ["ADMIN_PASSWORD", "NodeProcess", "free_port"]
+__all__ = ["ADMIN_PASSWORD", "CLUSTER_KEY", "NodeProcess", "free_port"]
 
 
 class NodeProcess(NodeLauncher):
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
-        super().__init__(data_dir, ADMIN_PASSWORD, env=env, args=args)
+        super().__init__(data_dir, ADMIN_PASSWORD, env={"KVSTORE_CLUSTER_KEY": CLUSTER_KEY, **(env or {})}, args=args)
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(

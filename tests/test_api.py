@@ -26,6 +26,7 @@ from urllib.parse import quote
 import httpx
 import jwt
 import pytest
+from tokens import signing_secret
 
 from harness import ADMIN_PASSWORD, NodeProcess
 
@@ -651,9 +652,7 @@ def test_requests_without_valid_credentials_are_401(api_node: NodeProcess) -> No
     kid = jwt.get_unverified_header(good)["kid"]
     claims = jwt.decode(good, options={"verify_signature": False})
     now = int(time.time())
-    with api_node.client() as admin:
-        keys = json.loads(admin.get(kv("_sys.settings:jwt_keys")).content)
-    secret = keys["keys"][kid]["secret"]
+    secret = signing_secret(api_node, kid)
     bad_headers = {
         "none": {},
         "empty": {"authorization": ""},

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from kvstore.node import auth_policy, catalog, catalog_documents, hba, listing
+from kvstore.node import auth_policy, catalog, catalog_documents, hba, listing, signing_keys
 from kvstore.node.auth_policy import AuthPolicy
 from kvstore.node.catalog_documents import DocumentError
+from kvstore.node.cluster_key import ClusterKey
 from kvstore.node.errors import BadRequest
 from kvstore.node.store import Store
 
@@ -40,7 +41,8 @@ def refused(key: str, document: Any, why: str) -> None:
 
 
 def test_what_initdb_writes_passes_its_own_checks() -> None:
-    documents = catalog.bootstrap_documents(HASH, "kid", "s" * 48, 1_000, AuthPolicy(), ("replicator", HASH))
+    jwt_keys = signing_keys.initial_document(ClusterKey(bytes(32)), 1_000)
+    documents = catalog.bootstrap_documents(HASH, jwt_keys, 1_000, AuthPolicy(), ("replicator", HASH))
     for key, value in documents:
         assert catalog_documents.parse(key, value) == json.loads(value)
 

@@ -11,6 +11,7 @@ import pytest
 
 from harness import ADMIN_PASSWORD, CHEAP_HASHING, NodeProcess
 from kvstore.node import hba, signing_keys
+from kvstore.node.cluster_key import ClusterKey
 
 PASSWORD = "a-user-password"
 
@@ -82,16 +83,19 @@ def test_bad_rules_are_refused_naming_the_rule(rules: object, message: str) -> N
 
 
 def test_rotation_retires_keys_and_drops_them_once_their_tokens_expired() -> None:
-    document = signing_keys.initial_document("k1", "s1", now_ms=0)
-    once = signing_keys.rotate(document, now_ms=1_000, token_ttl_s=60, drop_old=False)
-    assert once["current"] != "k1" and once["keys"]["k1"]["retired_at_ms"] == 1_000
-    still = signing_keys.rotate(once, now_ms=60_999, token_ttl_s=60, drop_old=False)
-    assert "k1" in still["keys"]  # a token signed at 999 ms may live until 60 999 ms
-    later = signing_keys.rotate(still, now_ms=61_000, token_ttl_s=60, drop_old=False)
-    assert "k1" not in later["keys"] and once["current"] in later["keys"] and len(later["keys"]) == 3
-    dropped = signing_keys.rotate(later, now_ms=61_001, token_ttl_s=60, drop_old=True)
+    sealer = ClusterKey(bytes(32))
+    document = signing_keys.initial_document(sealer, now_ms=0)
+    k1 = document["current"]
+    once = signing_keys.rotate(document, now_ms=1_000, token_ttl_s=60, drop_old=False, sealer=sealer)
+    assert once["current"] != k1 and once["keys"][k1]["retired_at_ms"] == 1_000
+    still = signing_keys.rotate(once, now_ms=60_999, token_ttl_s=60, drop_old=False, sealer=sealer)
+    assert k1 in still["keys"]  # a token signed at 999 ms may live until 60 999 ms
+    later = signing_keys.rotate(still, now_ms=61_000, token_ttl_s=60, drop_old=False, sealer=sealer)
+    assert k1 not in later["keys"] and once["current"] in later["keys"] and len(later["keys"]) == 3
+    dropped = signing_keys.rotate(later, now_ms=61_001, token_ttl_s=60, drop_old=True, sealer=sealer)
     assert list(dropped["keys"]) == [dropped["current"]]
-    assert "secret" not in json.dumps(signing_keys.public(later))
+    public = json.dumps(signing_keys.public(later))
+    assert "secret" not in public and "sealed" not in public
 
 
 # -- host rules on a node --------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import secrets
 import statistics
 import tempfile
 import time
@@ -28,10 +29,11 @@ from pathlib import Path
 import httpx
 
 from kvstore.cli.launcher import NodeLauncher
-from kvstore.node import catalog
+from kvstore.node import catalog, signing_keys
 from kvstore.node.audit import AuditLog
 from kvstore.node.auth import API_KEY_PREFIX, Authenticator, api_key_digest
 from kvstore.node.auth_policy import AuthPolicy
+from kvstore.node.cluster_key import ClusterKey
 from kvstore.node.passwords import HashParameters, Passwords
 from kvstore.node.store import Store
 
@@ -104,7 +106,10 @@ def bench_in_process(workdir: Path) -> dict[str, float]:
     now_ms = int(time.time() * 1000)
     policy = AuthPolicy(password_hash_time_cost=1, password_hash_memory_kib=8, password_hash_parallelism=1)
     passwords = Passwords(HashParameters(time_cost=1, memory_kib=8, parallelism=1))
-    documents = catalog.bootstrap_documents(passwords.hash("x"), "kid", "secret-" * 8, now_ms, policy)
+    sealer = ClusterKey(secrets.token_bytes(32))
+    documents = catalog.bootstrap_documents(
+        passwords.hash("x"), signing_keys.initial_document(sealer, now_ms), now_ms, policy
+    )
     app = catalog.user_document("app", passwords.hash("x"), ["bench-app"], now_ms)
     documents += [
         (catalog.role_key("bench-app"), catalog.encode(ROLE)),
@@ -129,7 +134,7 @@ def bench_in_process(workdir: Path) -> dict[str, float]:
         raise AssertionError("no rehash expected")
 
     audit = AuditLog(workdir / "audit.jsonl", 1 << 20, 1)
-    auth = Authenticator(store, policy, audit, rewrite)
+    auth = Authenticator(store, policy, audit, rewrite, sealer)
     headers = {
         "superuser (off)": "Bearer " + auth.issue_token("admin", 1)[0],
         "role, JWT (on)": "Bearer " + auth.issue_token("app", 1)[0],

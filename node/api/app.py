@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 from kvstore.replication import api as replication_api
+from kvstore.replication.peers import SYSTEM_PATH
 
 from .. import listing, metrics
 from ..audit import AuditLog
@@ -60,7 +61,13 @@ KV_PREFIX = "/v1/kv/"
 INCR_SUFFIX = "/incr"
 LOGIN_PATH = "/v1/auth/login"
 # Routes answered before authentication: probes and login.
-OPEN_ROUTES: Final = (("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"), ("POST", LOGIN_PATH))
+OPEN_ROUTES: Final = (
+    ("GET", "/health"),
+    ("GET", "/ready"),
+    ("GET", "/metrics"),
+    ("POST", LOGIN_PATH),
+    ("GET", SYSTEM_PATH),  # the system identifier only: see replication/api.py
+)
 # The data path, routed by hand. The path of a key that ends in /incr is also the INCR path of
 # the key before it (granian hands over the path decoded, %2F as '/'): POST increments, the
 # other methods act on the whole key.
@@ -171,6 +178,8 @@ class App:
             raise Unavailable("the node is still recovering; retry when /ready says ready")
         if path == LOGIN_PATH:
             return await self.login(request)
+        if path == SYSTEM_PATH:
+            return json_response(replication_api.system_document(self.node))
         # Authenticated before routing: without credentials, 401 says nothing about which routes exist.
         principal = self.auth.authenticate(request.header("authorization"), request.address)
         if any(path == base or path.startswith(base + "/") for base in CATALOG_PATHS):

@@ -125,7 +125,7 @@ def routes(node: SecurityNode) -> dict[tuple[str, str], Handler]:
         if document is None or version is None:
             raise Conflict("this node has no signing keys yet (catalog not bootstrapped)")
         token_ttl_s = node.auth.policy().token_ttl_s
-        rotated = signing_keys.rotate(document, int(time.time() * 1000), token_ttl_s, drop_old)
+        rotated = signing_keys.rotate(document, int(time.time() * 1000), token_ttl_s, drop_old, node.auth.cluster_key)
         await write(catalog.JWT_KEYS_KEY, rotated, version)
         dropped = sorted(set(document["keys"]) - set(rotated["keys"]))
         node.audit.record("jwt_key_rotated", kid=rotated["current"], dropped=dropped, by=principal.name)

@@ -18,7 +18,13 @@ from ...config import Settings
 from . import admin, data
 from .parts import components, finish
 
-_OPEN_OPERATIONS = {("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics"), ("POST", "/v1/auth/login")}
+_OPEN_OPERATIONS = {
+    ("GET", "/health"),
+    ("GET", "/ready"),
+    ("GET", "/metrics"),
+    ("POST", "/v1/auth/login"),
+    ("GET", "/v1/replication/system"),
+}
 
 
 def spec(settings: Settings, policy: AuthPolicy) -> dict[str, Any]:

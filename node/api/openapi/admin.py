@@ -506,6 +506,18 @@ def _replication() -> dict[str, dict[str, Any]]:
         )
     }
     return {
+        "/v1/replication/system": {
+            "get": {
+                "operationId": "systemIdentifier",
+                "summary": "This node's system identifier, without credentials: how a node checks that a URL is a "
+                "node of its cluster before sending it the replication user's password (rejoin)",
+                "responses": {
+                    "200": ok(
+                        obj({"system_identifier": {"type": "string"}}, ("system_identifier",)), "the system identifier"
+                    )
+                },
+            }
+        },
         "/v1/replication/identify": {
             "get": {
                 "operationId": "identifySystem",
@@ -566,7 +578,8 @@ def _replication() -> dict[str, dict[str, Any]]:
         "/v1/replication/feedback": {
             "post": {
                 "operationId": "replicationFeedback",
-                "summary": "A replica reports its positions (byte positions); a newer timeline fences this node",
+                "summary": "A replica reports its positions (byte positions); a newer timeline fences this node; a "
+                "position beyond this node's WAL end is refused (400 lsn_beyond_wal_end), the slot unchanged",
                 "requestBody": json_body(feedback, "the replica's slot, timeline and LSNs"),
                 "responses": {
                     "200": ok(
@@ -591,7 +604,9 @@ def _replication() -> dict[str, dict[str, Any]]:
             "post": {
                 "operationId": "rejoin",
                 "summary": "Follow the primary at this URL: divergent WAL is moved into diverged/ (or the data, for a "
-                "new base backup); the node restarts as its replica",
+                "new base backup); the node restarts as its replica. The URL is a node's base URL (no path, query "
+                "or user@); it must answer /v1/replication/system with this node's system identifier before the "
+                "replication credentials are sent to it (400 not_a_cluster_node otherwise)",
                 "requestBody": json_body(
                     obj({"primary": {"type": "string", "pattern": "^https?://"}}, ("primary",)), "the new primary"
                 ),
