@@ -158,6 +158,8 @@ class DockerBackend(Backend):
             f"KVSTORE_ADMIN_PASSWORD={self._password}\n"
             "KVSTORE_REPLICATION_USER=replicator\n"
             f"KVSTORE_REPLICATION_PASSWORD={secrets.token_urlsafe(18)}\n"
+            # One key for the whole cluster: the replicas open the signing secrets the primary sealed.
+            f"KVSTORE_CLUSTER_KEY={secrets.token_hex(32)}\n"
         )
         return path
 

@@ -44,6 +44,8 @@ class ProcessBackend(Backend):
             "KVSTORE_FSYNC": "always",
             "KVSTORE_REPLICATION_USER": REPLICATION_USER,
             "KVSTORE_REPLICATION_PASSWORD": secrets.token_urlsafe(18),
+            # One key for the whole cluster: the replicas open the signing secrets the primary sealed.
+            "KVSTORE_CLUSTER_KEY": secrets.token_hex(32),
             **spec.settings,
         }
         for name in spec.nodes:

@@ -11,7 +11,11 @@ checkpoints). A later `start` restarts the same cluster from its data directorie
 whoever is primary by then (after a promotion) stays primary, and the replicas follow it:
 a node's control file outranks the replicas' `KVSTORE_REPLICA_OF`. The superuser's and the replication user's passwords are made on
 the first start and kept in DATA_DIR (mode 0600): the primary takes them only when it
-creates its catalog, and the replicas need the replication one on every start.
+creates its catalog, and the replicas need the replication one on every start. So is the
+cluster key (DATA_DIR/cluster.key, see node/cluster_key.py), which every node is given as
+`cluster_key_file`: the primary seals the token signing secrets with it, and the replicas
+open them with it. A cluster made before there was one gets it on its next start (the
+primary then seals the secrets its catalog holds in the clear).
 
 `stop`, from another terminal, stops the cluster by the PIDs `start` recorded in
 DATA_DIR/cluster.json, after checking each PID still runs what was recorded.
@@ -34,6 +38,7 @@ from typing import Annotated
 
 import typer
 
+from kvstore.node import cluster_key
 from kvstore.node.fsutil import atomic_write
 
 from .launcher import NodeLauncher
@@ -45,6 +50,7 @@ DEFAULT_PORT = 8080
 REPLICATION_USER = "replicator"
 ADMIN_PASSWORD_FILE = "admin-password"
 REPLICATION_PASSWORD_FILE = "replication-password"
+CLUSTER_KEY_FILE = "cluster.key"
 PIDS_FILE = "cluster.json"
 DATA_DIR_MODE = 0o700
 SECRET_FILE_MODE = 0o600
@@ -81,6 +87,9 @@ def start(
     created = not any((root / name).exists() for name in NODE_NAMES)
     admin_password = _secret(root / ADMIN_PASSWORD_FILE, created, os.environ.get("KVSTORE_ADMIN_PASSWORD"))
     replication_password = _secret(root / REPLICATION_PASSWORD_FILE, created, None)
+    key_file = root / CLUSTER_KEY_FILE
+    if not key_file.exists():
+        atomic_write(key_file, (cluster_key.generate_text() + "\n").encode(), SECRET_FILE_MODE)
     nodes = plan_nodes(root, port, admin_password, replication_password)
     # Ctrl-C and `make stop` end it the same way, even where SIGINT came ignored (a shell's `cmd &`):
     # the nodes stop on SIGINT regardless, so the launcher must too.
@@ -110,7 +119,11 @@ def start(
 
 def plan_nodes(root: Path, port: int, admin_password: str, replication_password: str) -> list[NodeLauncher]:
     urls = {name: f"http://127.0.0.1:{port + index}" for index, name in enumerate(NODE_NAMES)}
-    env = {"KVSTORE_REPLICATION_USER": REPLICATION_USER, "KVSTORE_REPLICATION_PASSWORD": replication_password}
+    env = {
+        "KVSTORE_REPLICATION_USER": REPLICATION_USER,
+        "KVSTORE_REPLICATION_PASSWORD": replication_password,
+        "KVSTORE_CLUSTER_KEY_FILE": str(root / CLUSTER_KEY_FILE),
+    }
     nodes = []
     for index, name in enumerate(NODE_NAMES):
         args = ["--name", name, "--peers", ",".join(url for other, url in urls.items() if other != name)]

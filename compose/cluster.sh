@@ -31,19 +31,29 @@ COMPOSE+=(--project-name "$PROJECT" --file docker-compose.yml)
 
 log() { echo "cluster.sh: $*"; }
 
-# The passwords, made once; the nodes take them when their volumes are first initialised, so
-# this file must stay as long as the volumes do (`down -v` and then delete it to start afresh).
+# The passwords and the cluster key, made once; the nodes take the passwords when their volumes
+# are first initialised and the key (node/cluster_key.py) on every start, so this file must stay
+# as long as the volumes do (`down -v` and then delete it to start afresh).
 ensure_env_file() {
-  [[ -e $ENV_FILE ]] && return
-  local admin replication
+  if [[ -e $ENV_FILE ]]; then
+    # Made before there was a cluster key: add one (the primary seals the signing secrets with it).
+    if ! grep -q '^KVSTORE_CLUSTER_KEY=' "$ENV_FILE"; then
+      printf 'KVSTORE_CLUSTER_KEY=%s\n' "$("$PYTHON" -c 'import secrets; print(secrets.token_hex(32))')" >>"$ENV_FILE"
+      log "added a cluster key to compose/$ENV_FILE"
+    fi
+    return
+  fi
+  local admin replication key
   admin=$("$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(18))')
   replication=$("$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(18))')
+  key=$("$PYTHON" -c 'import secrets; print(secrets.token_hex(32))')
   (
     umask 077
     printf '%s\n' "# Made by compose/cluster.sh; never commit it." \
       "KVSTORE_ADMIN_PASSWORD=$admin" \
       "KVSTORE_REPLICATION_USER=replicator" \
-      "KVSTORE_REPLICATION_PASSWORD=$replication" >"$ENV_FILE"
+      "KVSTORE_REPLICATION_PASSWORD=$replication" \
+      "KVSTORE_CLUSTER_KEY=$key" >"$ENV_FILE"
   )
   log "wrote compose/$ENV_FILE (superuser admin's password is in it)"
 }
