@@ -26,6 +26,7 @@ class FakePeer:
         self.answers: dict[str, Answer] = {}  # path without the query -> answer
         self.headers: dict[str, list[tuple[str, str]]] = {}  # path -> more headers for its answer
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request answered
+        self.received: list[tuple[str, str, dict[str, str], bytes]] = []  # (method, raw path, headers, body)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         peer = self
@@ -33,9 +34,10 @@ class FakePeer:
         class Handler(BaseHTTPRequestHandler):
             def _answer(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
-                self.rfile.read(length)
+                body = self.rfile.read(length)
                 path = self.path.split("?")[0]
                 peer.requests.append((self.command, path))
+                peer.received.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                 status, content_type, body = peer.answers.get(path, peer.default)
                 self.send_response(status)
                 self.send_header("content-type", content_type)

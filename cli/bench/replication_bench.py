@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import platform
+import secrets
 import tempfile
 import threading
 import time
@@ -40,7 +41,11 @@ LOAD_CONCURRENCY = 4
 ADMIN_PASSWORD = "bench-password"
 LAG_SAMPLE_S = 0.02
 RESULTS_PATH = Path(__file__).with_name("RESULTS-replication.md")
-REPLICATION_ENV = {"KVSTORE_REPLICATION_USER": "replicator", "KVSTORE_REPLICATION_PASSWORD": "replicator-password"}
+REPLICATION_ENV = {
+    "KVSTORE_REPLICATION_USER": "replicator",
+    "KVSTORE_REPLICATION_PASSWORD": "replicator-password",
+    "KVSTORE_CLUSTER_KEY": secrets.token_hex(32),  # one for every node of the benchmark's clusters
+}
 
 
 class Cluster:
