@@ -13,6 +13,10 @@ never a flag or config.toml), the `cluster_key_file` setting, `<data_dir>/cluste
 primary that finds none generates `<data_dir>/cluster.key` (mode 0600) and logs where it is:
 copy it to every replica. A replica that finds none refuses to start (it could neither verify
 tokens nor take over as primary). A key file must be private (no group or other access).
+
+Rotating the key: every node gets the new key and, in `KVSTORE_CLUSTER_KEY_PREVIOUS`, the
+old one; a node opens secrets sealed under either, and a primary re-seals the old ones under
+the new key at its start. Once it has, the previous key can go.
 """
 
 from __future__ import annotations
@@ -87,12 +91,17 @@ def read_file(path: Path) -> bytes:
     return parse(path.read_text(), f"cluster key file {path}")
 
 
-class ClusterKey:
-    """Seals and opens signing secrets; `sealed` text is base64url(nonce || ciphertext+tag)."""
+def _aead(key: bytes) -> AESGCM:
+    return AESGCM(HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=_SIGNING_SECRETS_INFO).derive(key))
 
-    def __init__(self, key: bytes) -> None:
-        derived = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=_SIGNING_SECRETS_INFO).derive(key)
-        self._aead = AESGCM(derived)
+
+class ClusterKey:
+    """Seals and opens signing secrets; `sealed` text is base64url(nonce || ciphertext+tag).
+    Seals with the current key; opens with it or, during a rotation, the previous one."""
+
+    def __init__(self, key: bytes, previous: bytes | None = None) -> None:
+        self._aead = _aead(key)
+        self._previous = None if previous is None else _aead(previous)
 
     def __repr__(self) -> str:
         return "ClusterKey(<hidden>)"
@@ -104,25 +113,41 @@ class ClusterKey:
         return base64.urlsafe_b64encode(sealed).decode()
 
     def open(self, kid: str, sealed: str) -> str:
-        try:
-            raw = base64.urlsafe_b64decode(sealed.encode())
-            return self._aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], kid.encode()).decode()
-        except (InvalidTag, binascii.Error, ValueError):
-            raise ClusterKeyError(
-                f"the cluster key does not open signing key {kid!r}: this node was given another cluster's key "
-                "(or the sealed secret is damaged); give it the key every node of this cluster has"
-            ) from None
+        for aead in (self._aead, self._previous):
+            secret = None if aead is None else _open(aead, kid, sealed)
+            if secret is not None:
+                return secret
+        raise ClusterKeyError(
+            f"the cluster key does not open signing key {kid!r}: this node was given another cluster's key "
+            "(or the sealed secret is damaged); give it the key every node of this cluster has (during a key "
+            "rotation, the old one in KVSTORE_CLUSTER_KEY_PREVIOUS)"
+        )
+
+    def is_current(self, kid: str, sealed: str) -> bool:
+        """Sealed under the current key (not the previous one): nothing to re-seal."""
+        return _open(self._aead, kid, sealed) is not None
 
 
-def load(env_text: str | None, key_file: Path | None, data_dir: Path, may_generate: bool) -> ClusterKey:
+def _open(aead: AESGCM, kid: str, sealed: str) -> str | None:
+    try:
+        raw = base64.urlsafe_b64decode(sealed.encode())
+        return aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], kid.encode()).decode()
+    except (InvalidTag, binascii.Error, ValueError):
+        return None
+
+
+def load(
+    env_text: str | None, key_file: Path | None, previous_text: str | None, data_dir: Path, may_generate: bool
+) -> ClusterKey:
     """The node's cluster key (see the module docstring for where it is looked for)."""
+    previous = parse(previous_text, "KVSTORE_CLUSTER_KEY_PREVIOUS") if previous_text else None
     if env_text:
-        return ClusterKey(parse(env_text, "KVSTORE_CLUSTER_KEY"))
+        return ClusterKey(parse(env_text, "KVSTORE_CLUSTER_KEY"), previous)
     if key_file is not None:
-        return ClusterKey(read_file(key_file))
+        return ClusterKey(read_file(key_file), previous)
     own = data_dir / DATA_DIR_KEY_FILE
     if own.exists():
-        return ClusterKey(read_file(own))
+        return ClusterKey(read_file(own), previous)
     if not may_generate:
         raise ClusterKeyError(
             "this replica has no cluster key: give it the key of its cluster (the primary's "

@@ -21,7 +21,7 @@ from .wal.writer import FsyncPolicy
 
 ENV_PREFIX = "KVSTORE_"
 # Secrets are read from the environment or a file only, never from flags or config.toml.
-_SECRET_FIELDS = {"admin_password", "replication_password", "cluster_key"}
+_SECRET_FIELDS = {"admin_password", "replication_password", "cluster_key", "cluster_key_previous"}
 SYNCHRONOUS_COMMIT_MODES = ("local", "remote_write", "remote_apply")
 
 
@@ -84,9 +84,11 @@ class Settings:
     # The cluster key (node/cluster_key.py): 32 random bytes, hex or base64, the same on every
     # node; it seals the token signing secrets the catalog replicates. KVSTORE_CLUSTER_KEY
     # (environment only) or a file of mode 0600; with neither, <data_dir>/cluster.key, which a
-    # primary generates when it is missing.
+    # primary generates when it is missing. During a key rotation, the old key in
+    # KVSTORE_CLUSTER_KEY_PREVIOUS (environment only) still opens secrets sealed under it.
     cluster_key: str | None = field(default=None, repr=False)
     cluster_key_file: Path | None = None
+    cluster_key_previous: str | None = field(default=None, repr=False)
     log_level: str = "info"
 
     @property

@@ -294,7 +294,11 @@ class Node:
 
         try:
             sealer = cluster_key.load(
-                settings.cluster_key, settings.cluster_key_file, self.datadir.root, may_generate=not self.is_replica
+                settings.cluster_key,
+                settings.cluster_key_file,
+                settings.cluster_key_previous,
+                self.datadir.root,
+                may_generate=not self.is_replica,
             )
         except cluster_key.ClusterKeyError as error:
             raise ConfigError(str(error)) from None
@@ -350,9 +354,10 @@ class Node:
 
     def _check_signing_keys(self) -> tuple[dict[str, Any], int] | None:
         """A node given another cluster's key refuses to start: it could verify no token, and
-        a promoted one would sign tokens no other node takes. Returns the sealed document
-        (and the version it replaces) when the catalog, made before sealing, holds clear
-        secrets: a primary writes it once it takes writes."""
+        a promoted one would sign tokens no other node takes. Returns the re-sealed document
+        (and the version it replaces) when the catalog holds clear secrets (made before
+        sealing) or secrets sealed under the previous key: a primary writes it once it takes
+        writes."""
         try:
             found = self.catalog_changes.read(catalog.JWT_KEYS_KEY)
         except DamagedDocument:
@@ -363,7 +368,7 @@ class Node:
             signing_keys.open_secrets(found[1], self.auth.cluster_key)
         except cluster_key.ClusterKeyError as error:
             raise ConfigError(str(error)) from None
-        sealed = signing_keys.seal_plaintext(found[1], self.auth.cluster_key)
+        sealed = signing_keys.reseal(found[1], self.auth.cluster_key)
         return None if sealed is None else (sealed, found[0])
 
     async def _seal_signing_keys(self, sealed: dict[str, Any], version: int) -> None:
@@ -372,8 +377,9 @@ class Node:
         except Conflict:
             return  # rotated meanwhile: the rotation wrote sealed keys
         log.warning(
-            "token signing secrets sealed under the cluster key (they were in the catalog in the clear); "
-            "rotate them (kvctl jwt-key rotate) if a replication user may have read them",
+            "token signing secrets sealed under the cluster key (they were in the clear, or under the previous "
+            "key); older WAL and snapshots still hold the old form: rotate them (kvctl jwt-key rotate --drop-old) "
+            "if they may have been read",
             extra={"key": catalog.JWT_KEYS_KEY},
         )
 

@@ -6,7 +6,8 @@
 is replicated like the rest of the catalog, and whoever reads it without the key (a
 replication user's base backup, a raw GET by a superuser) finds no usable secret. Catalogs
 made before sealing hold `secret` in the clear instead; such keys still verify, and a
-primary with a cluster key seals them at its start (`seal_plaintext`).
+primary with a cluster key seals them at its start (`reseal`, which also moves secrets
+sealed under the previous cluster key to the current one during a key rotation).
 
 New tokens are signed with the current key; a token names its key (`kid`), so after a
 rotation tokens signed with a retired key stay valid until they expire. A retired key
@@ -62,17 +63,17 @@ def open_secrets(document: dict[str, Any], sealer: ClusterKey) -> dict[str, str]
     }
 
 
-def seal_plaintext(document: dict[str, Any], sealer: ClusterKey) -> dict[str, Any] | None:
-    """The document with every clear `secret` sealed (an upgrade); None when there is none."""
-    if not any("secret" in key for key in document["keys"].values()):
-        return None
-    keys = {}
+def reseal(document: dict[str, Any], sealer: ClusterKey) -> dict[str, Any] | None:
+    """The document with every secret sealed under the current cluster key, when one is in the
+    clear (an upgrade) or sealed under the previous key (a key rotation); else None."""
+    keys, changed = {}, False
     for kid, key in document["keys"].items():
-        if "secret" in key:
-            rest = {name: value for name, value in key.items() if name != "secret"}
-            key = {**rest, "sealed": sealer.seal(kid, key["secret"])}
+        if "secret" in key or not sealer.is_current(kid, key["sealed"]):
+            secret = key["secret"] if "secret" in key else sealer.open(kid, key["sealed"])
+            rest = {name: value for name, value in key.items() if name not in PRIVATE_FIELDS}
+            key, changed = {**rest, "sealed": sealer.seal(kid, secret)}, True
         keys[kid] = key
-    return {**document, "keys": keys}
+    return {**document, "keys": keys} if changed else None
 
 
 def public(document: dict[str, Any]) -> dict[str, Any]:

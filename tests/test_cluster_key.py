@@ -19,6 +19,7 @@ import jwt
 import pytest
 
 from harness import CLUSTER_KEY, NodeProcess
+from kvstore.node.cluster_key import ClusterKey
 
 REPLICATION_ENV = {"KVSTORE_REPLICATION_USER": "replicator", "KVSTORE_REPLICATION_PASSWORD": "replicator-password"}
 DOCUMENT_START = b'{"current":'
@@ -199,3 +200,30 @@ def test_clear_secrets_of_an_older_catalog_are_sealed_at_the_next_start(node_fac
     # Sealing keeps the secret: tokens signed before the upgrade stay valid until they expire.
     assert httpx.get(f"{node.url}/v1/admin/jwt-keys", headers={"authorization": f"Bearer {old_token}"}).is_success
     assert "token signing secrets sealed under the cluster key" in node.log()
+
+
+def test_a_cluster_key_rotation_reseals_the_secrets_and_keeps_tokens(node_factory: MakeNode) -> None:
+    node = node_factory("n").start()
+    token = {"authorization": f"Bearer {node.token()}"}
+    new_key = "c3" * 32
+    node.stop()
+    node.extra_env |= {"KVSTORE_CLUSTER_KEY": new_key, "KVSTORE_CLUSTER_KEY_PREVIOUS": CLUSTER_KEY}
+    node.restart()
+    assert httpx.get(f"{node.url}/v1/admin/jwt-keys", headers=token).is_success
+
+    new = ClusterKey(bytes.fromhex(new_key))
+
+    def resealed() -> bool:
+        with node.client() as admin:
+            document = json.loads(admin.get("/v1/kv/_sys.settings:jwt_keys").content)
+        return all(new.is_current(kid, key["sealed"]) for kid, key in document["keys"].items())
+
+    deadline = time.monotonic() + 30
+    while not resealed() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert resealed()
+    node.stop()
+    node.extra_env.pop("KVSTORE_CLUSTER_KEY_PREVIOUS")
+    node.restart()  # the new key alone opens everything now
+    assert httpx.get(f"{node.url}/v1/admin/jwt-keys", headers=token).is_success
+    assert CLUSTER_KEY not in node.log() and new_key not in node.log()
