@@ -22,8 +22,9 @@ from __future__ import annotations
 import time
 from typing import Any, Final
 
-from . import catalog, catalog_documents
+from . import catalog, catalog_documents, signing_keys
 from .catalog_documents import DocumentError
+from .cluster_key import ClusterKey, ClusterKeyError
 from .engine import Engine, TxnOp, WriteResult
 from .errors import BadRequest, Conflict, NotFound, PreconditionFailed
 from .store import VALUE, VERSION
@@ -48,9 +49,10 @@ class DamagedDocument(Conflict):
 
 
 class CatalogChanges:
-    def __init__(self, engine: Engine, max_scan_limit: int) -> None:
+    def __init__(self, engine: Engine, max_scan_limit: int, cluster_key: ClusterKey) -> None:
         self._engine = engine
         self._page_keys = max_scan_limit
+        self._cluster_key = cluster_key
 
     # -- reads -------------------------------------------------------------------------
 
@@ -166,10 +168,21 @@ class CatalogChanges:
 
     # -- raw writes through the data API -------------------------------------------------
 
+    def _sealed(self, document: dict[str, Any]) -> dict[str, Any]:
+        """Signing keys a superuser writes raw are stored sealed under this node's cluster key
+        (a secret in the clear is sealed, so no raw write puts one in the replicated catalog);
+        one sealed under a key this node lacks is refused: no node could use it."""
+        try:
+            return signing_keys.reseal(document, self._cluster_key) or document
+        except ClusterKeyError as error:
+            raise InvalidDocument(f"{catalog.JWT_KEYS_KEY}: {error}", key=catalog.JWT_KEYS_KEY) from None
+
     def raw_value(self, key: str, value: bytes) -> bytes:
         """What a raw PUT of `value` at `key` stores: checked, and for a user whose password,
         lock or login right changes, with a token generation that ends its sessions."""
         value = self.checked(key, value)
+        if key == catalog.JWT_KEYS_KEY:
+            return catalog.encode(self._sealed(catalog.decode(value)))
         if not key.startswith(catalog.USERS_PREFIX):
             return value
         document = catalog.decode(value)

@@ -287,11 +287,6 @@ class Node:
         self.checkpointer = Checkpointer(self.engine, self.datadir, control, settings.snapshots_keep)
         self.audit = AuditLog(self.datadir.log / "audit.jsonl", settings.audit_log_max_bytes, settings.audit_log_keep)
         engine = self.engine
-        self.catalog_changes = CatalogChanges(engine, settings.max_scan_limit)
-
-        async def rewrite(key: str, value: bytes, version: int) -> object:
-            return await engine.put(key, value, if_version=version)
-
         try:
             sealer = cluster_key.load(
                 settings.cluster_key,
@@ -302,6 +297,11 @@ class Node:
             )
         except cluster_key.ClusterKeyError as error:
             raise ConfigError(str(error)) from None
+        self.catalog_changes = CatalogChanges(engine, settings.max_scan_limit, sealer)
+
+        async def rewrite(key: str, value: bytes, version: int) -> object:
+            return await engine.put(key, value, if_version=version)
+
         self.auth = await loop.run_in_executor(
             None, Authenticator, engine.store, settings.initial_auth_policy, self.audit, rewrite, sealer
         )
