@@ -10,9 +10,11 @@ them; a replication user holding the base backup has ciphertext only.
 
 Where a node finds the key, first found wins: `KVSTORE_CLUSTER_KEY` (the environment only,
 never a flag or config.toml), the `cluster_key_file` setting, `<data_dir>/cluster.key`. A
-primary that finds none generates `<data_dir>/cluster.key` (mode 0600) and logs where it is:
-copy it to every replica. A replica that finds none refuses to start (it could neither verify
-tokens nor take over as primary). A key file must be private (no group or other access).
+primary that finds none generates `<data_dir>/cluster.key` (mode 0600) and logs where it is
+(copy it to every replica), unless its catalog already holds secrets sealed under a key: a
+new one could not open them. Any other node that finds none refuses to start (a replica
+could neither verify tokens nor take over as primary). A key file must be private (no group
+or other access).
 
 Rotating the key: every node gets the new key and, in `KVSTORE_CLUSTER_KEY_PREVIOUS`, the
 old one; a node opens secrets sealed under either, and a primary re-seals the old ones under
@@ -150,9 +152,10 @@ def load(
         return ClusterKey(read_file(own), previous)
     if not may_generate:
         raise ClusterKeyError(
-            "this replica has no cluster key: give it the key of its cluster (the primary's "
-            f"{DATA_DIR_KEY_FILE} in its data directory, or the one the cluster was started with) in "
-            "KVSTORE_CLUSTER_KEY or a file named by cluster_key_file (mode 0600)"
+            "this node has no cluster key, and it is a replica or its catalog's signing secrets are sealed under "
+            f"one: give it the key of its cluster (the {DATA_DIR_KEY_FILE} in the data directory of the node that "
+            "generated it, or the one the cluster was started with) in KVSTORE_CLUSTER_KEY or a file named by "
+            "cluster_key_file (mode 0600)"
         )
     atomic_write(own, (generate_text() + "\n").encode())  # mode 0600
     log.warning(

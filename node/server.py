@@ -55,6 +55,7 @@ from .fsutil import atomic_write
 from .logs import GRANIAN_LOG_CONFIG
 from .recovery import recover
 from .snapshot import SnapshotError
+from .store import VALUE
 from .wal.format import format_lsn
 from .wal.reader import list_segments
 from .wal.writer import FsyncPolicy, WalWriter
@@ -293,7 +294,7 @@ class Node:
                 settings.cluster_key_file,
                 settings.cluster_key_previous,
                 self.datadir.root,
-                may_generate=not self.is_replica,
+                may_generate=not self.is_replica and not self._signing_keys_sealed(),
             )
         except cluster_key.ClusterKeyError as error:
             raise ConfigError(str(error)) from None
@@ -317,6 +318,11 @@ class Node:
         metrics.bind_gauge(metrics.WAL_END_LSN, lambda: writer.end_lsn)
         metrics.WAL_WRITTEN_BYTES.bind(lambda: writer.written_bytes)
         metrics.bind_gauge(metrics.WAL_SIZE_BYTES, lambda: sum(s.size_bytes for s in list_segments(self.datadir.wal)))
+
+    def _signing_keys_sealed(self) -> bool:
+        """The catalog holds signing secrets sealed under some cluster key (a new one cannot open them)."""
+        entry = self.engine.get(catalog.JWT_KEYS_KEY)
+        return entry is not None and b'"sealed"' in entry[VALUE]
 
     def _catalog_exists(self) -> bool:
         return self.engine.get(catalog.CATALOG_MARKER_KEY) is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,13 @@ __all__ = ["ADMIN_PASSWORD", "CLUSTER_KEY", "NodeProcess", "free_port"]
 
 class NodeProcess(NodeLauncher):
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
-        super().__init__(data_dir, ADMIN_PASSWORD, env={"KVSTORE_CLUSTER_KEY": CLUSTER_KEY, **(env or {})}, args=args)
+        super().__init__(data_dir, ADMIN_PASSWORD, env=env, args=args)
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        # Here, not in __init__: tests replace extra_env between starts. KVSTORE_CLUSTER_KEY=""
+        # in extra_env starts a node without it.
+        self.extra_env = {"KVSTORE_CLUSTER_KEY": CLUSTER_KEY, **self.extra_env}
+        return super().spawn()
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(

@@ -149,7 +149,7 @@ def test_a_replica_with_another_key_or_none_refuses_to_start(primary: NodeProces
     none = node_factory("none", env={**REPLICATION_ENV, "KVSTORE_CLUSTER_KEY": ""}, args=args)
     none.spawn()
     assert wait_for_exit(none) != 0
-    assert "this replica has no cluster key" in none.log()
+    assert "this node has no cluster key, and it is a replica" in none.log()
 
 
 def test_a_key_file_others_may_read_is_refused_and_a_private_one_works(node_factory: MakeNode, tmp_path: Path) -> None:
@@ -223,3 +223,13 @@ def test_a_cluster_key_rotation_reseals_the_secrets_and_keeps_tokens(node_factor
     node.restart()  # the new key alone opens everything now
     assert httpx.get(f"{node.url}/v1/admin/jwt-keys", headers=token).is_success
     assert CLUSTER_KEY not in node.log() and new_key not in node.log()
+
+
+def test_a_primary_whose_catalog_is_sealed_makes_no_new_key_and_refuses_to_start(node_factory: MakeNode) -> None:
+    node = node_factory("n").start()  # the harness's key seals its signing secrets
+    node.stop()
+    node.extra_env["KVSTORE_CLUSTER_KEY"] = ""
+    node.spawn()
+    assert wait_for_exit(node) == 2
+    assert "this node has no cluster key, and it is a replica or its catalog's signing secrets are sealed" in node.log()
+    assert not (node.data_dir / "cluster.key").exists()
