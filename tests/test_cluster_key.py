@@ -19,6 +19,7 @@ import jwt
 import pytest
 
 from harness import CLUSTER_KEY, NodeProcess
+from kvstore.node import cluster_key
 from kvstore.node.cluster_key import ClusterKey
 
 REPLICATION_ENV = {"KVSTORE_REPLICATION_USER": "replicator", "KVSTORE_REPLICATION_PASSWORD": "replicator-password"}
@@ -233,3 +234,19 @@ def test_a_primary_whose_catalog_is_sealed_makes_no_new_key_and_refuses_to_start
     assert wait_for_exit(node) == 2
     assert "this node has no cluster key, and it is a replica or its catalog's signing secrets are sealed" in node.log()
     assert not (node.data_dir / "cluster.key").exists()
+
+
+def test_a_key_is_32_bytes_in_hex_or_base64_and_a_bad_one_is_never_echoed() -> None:
+    key = bytes(range(32))
+    for text in (key.hex(), base64.b64encode(key).decode(), base64.urlsafe_b64encode(key).decode().rstrip("=")):
+        assert cluster_key.parse(f" {text}\n", "test") == key
+    for bad in ("ab" * 31, "zz" * 32, base64.b64encode(bytes(31)).decode(), "secret-looking-text"):
+        with pytest.raises(cluster_key.ClusterKeyError) as refused:
+            cluster_key.parse(bad, "KVSTORE_CLUSTER_KEY")
+        assert bad not in str(refused.value) and "openssl rand -hex 32" in str(refused.value)
+    sealer = ClusterKey(key)
+    sealed = sealer.seal("kid1", "the secret")
+    assert sealer.open("kid1", sealed) == "the secret"
+    with pytest.raises(cluster_key.ClusterKeyError):
+        sealer.open("kid2", sealed)  # bound to its kid: it cannot be moved to another
+    assert "the secret" not in repr(sealer) and key.hex() not in repr(sealer)
