@@ -109,8 +109,8 @@ class Authenticator:
         self._principals: dict[str, tuple[int, int, catalog.Principal]] = {}  # user -> (epoch, version, p)
         self._host_rules: tuple[int, tuple[hba.HostRule, ...]] | None = None  # (epoch, rules)
         self._host_decisions: dict[tuple[str, str], hba.Decision] = {}
-        # (epoch, (current kid, kid -> opened secret)) of the last good signing keys
-        self._signing: tuple[int, tuple[str, dict[str, str]]] | None = None
+        # (epoch, version, (current kid, kid -> opened secret)) of the last good signing keys
+        self._signing: tuple[int, int, tuple[str, dict[str, str]]] | None = None
         self._seed_policy = seed_policy
         self._policy = (-1, seed_policy)  # (epoch, policy in force)
         self._throttle = LoginThrottle(_throttle_policy(seed_policy))
@@ -177,12 +177,17 @@ class Authenticator:
         """(current kid, kid -> secret): the catalog's keys opened with the cluster key."""
         epoch = self._store.catalog_epoch
         if self._signing is not None and self._signing[0] == epoch:
-            return self._signing[1]
+            return self._signing[2]
+        version = -1
         try:
             found = self._document(catalog.JWT_KEYS_KEY)
-            opened = (
-                None if found is None else (found[1]["current"], signing_keys.open_secrets(found[1], self.cluster_key))
-            )
+            if found is not None and self._signing is not None and self._signing[1] == found[0]:
+                opened = self._signing[2]  # another catalog document changed: nothing to open again
+            elif found is not None:
+                opened = (found[1]["current"], signing_keys.open_secrets(found[1], self.cluster_key))
+            else:
+                opened = None
+            version = -1 if found is None else found[0]
         except DocumentError:
             # Keep the last good keys. With none (damaged since before this start), sign with a
             # key of this node's own, so an administrator can log in here and repair the
@@ -194,17 +199,17 @@ class Authenticator:
                     catalog.JWT_KEYS_KEY,
                 )
             kid, secret = signing_keys.new_key()
-            opened = self._signing[1] if self._signing is not None else (kid, {kid: secret})
+            opened = self._signing[2] if self._signing is not None else (kid, {kid: secret})
         except ClusterKeyError as error:
             # Sealed under another key than this node's (the start checks this, so only a key
             # written since): its tokens are refused here, never accepted unchecked.
             log.critical("%s; tokens signed with it are refused on this node", error)
             if self._signing is None:
                 raise Unauthorized("this node cannot open the cluster's token signing keys; see its log") from None
-            opened = self._signing[1]
+            opened = self._signing[2]
         if opened is None:
             raise Unauthorized("this node has no token signing key yet (catalog not bootstrapped)")
-        self._signing = (epoch, opened)
+        self._signing = (epoch, version, opened)
         return opened
 
     def host_rules(self) -> tuple[hba.HostRule, ...]:
