@@ -19,7 +19,7 @@ import jwt
 import pytest
 
 from harness import CLUSTER_KEY, NodeProcess
-from kvstore.node import cluster_key
+from kvstore.node import cluster_key, signing_keys
 from kvstore.node.cluster_key import ClusterKey
 
 REPLICATION_ENV = {"KVSTORE_REPLICATION_USER": "replicator", "KVSTORE_REPLICATION_PASSWORD": "replicator-password"}
@@ -250,3 +250,23 @@ def test_a_key_is_32_bytes_in_hex_or_base64_and_a_bad_one_is_never_echoed() -> N
     with pytest.raises(cluster_key.ClusterKeyError):
         sealer.open("kid2", sealed)  # bound to its kid: it cannot be moved to another
     assert "the secret" not in repr(sealer) and key.hex() not in repr(sealer)
+
+
+def test_reseal_seals_clear_secrets_and_moves_previous_ones_to_the_current_key() -> None:
+    old, new = ClusterKey(bytes(32)), ClusterKey(bytes([1] * 32), previous=bytes(32))
+    document = {
+        "current": "b",
+        "keys": {
+            "a": {"secret": "a-clear-secret-from-an-older-catalog-0123", "created_at_ms": 1, "retired_at_ms": 2},
+            "b": {"sealed": old.seal("b", "b-secret-sealed-under-the-previous-key-01"), "created_at_ms": 2},
+        },
+    }
+    resealed = signing_keys.reseal(document, new)
+    assert resealed is not None
+    assert set(resealed["keys"]["a"]) == {"sealed", "created_at_ms", "retired_at_ms"}
+    assert all(new.is_current(kid, key["sealed"]) for kid, key in resealed["keys"].items())
+    assert signing_keys.open_secrets(resealed, ClusterKey(bytes([1] * 32))) == {
+        "a": "a-clear-secret-from-an-older-catalog-0123",
+        "b": "b-secret-sealed-under-the-previous-key-01",
+    }
+    assert signing_keys.reseal(resealed, new) is None  # nothing left to do
