@@ -68,7 +68,7 @@ class Settings:
     audit_log_keep: int = 5
     # -- login defences (issue 10); this node's resources, so node settings, not the auth policy --
     login_hash_threads: int = 2  # threads of the password hashing pool (never the default executor)
-    login_queue_max: int = 32  # hashes that may wait for a thread; beyond it a login gets 429 at once
+    login_queue_max: int = 8  # hashes that may wait for a thread (~1 s of work); beyond it 429 at once
     audit_refusal_window_s: float = 10.0  # refusals (bad logins, throttled, host rules) aggregated per window
     audit_refusal_window_max_lines: int = 20  # refusals written in full per window; the rest only counted
     admin_password: str | None = field(default=None, repr=False)
