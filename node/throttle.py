@@ -7,9 +7,9 @@ Three counters, each of failures within `window_s`:
   address lock that user out of that address only.
 - per address (every user name): `max_failures` lock the address for `lockout_s`, so one
   address cannot spray guesses over many user names.
-- per user (every address): from `user_slowdown_after_failures` on, each further attempt
-  for the user must wait a growing interval (1 s, doubling, capped at `user_slowdown_max_s`)
-  after the previous one. A guesser with many addresses is slowed down; the real user is
+- per user (every address): from `user_slowdown_after_failures` on, the user's attempts
+  go one at a time, each after a growing interval (1 s, doubling, capped at
+  `user_slowdown_max_s`) counted from the end of the previous one. A guesser with many addresses is slowed down; the real user is
   never locked out, and one address cannot get there alone while that threshold is above
   `max_failures` (its own pair lock stops it first).
 
@@ -78,6 +78,7 @@ class LoginThrottle:
         self._locked_until: dict[Key, float] = {}
         self._in_flight: Counter[Key] = Counter()
         self._user_next_at: dict[Key, float] = {}  # the slowdown: when the user's next attempt may start
+        self._user_slot_taken: set[Key] = set()  # slowed-down users with their one attempt in flight
 
     def reserve(self, user: str, address: str, now: float) -> Attempt | float:
         """An Attempt, or the seconds to wait before trying again."""
@@ -89,11 +90,13 @@ class LoginThrottle:
                 wait = max(wait, until - now)
             elif len(self._recent(key, now)) + self._in_flight[key] >= self.policy.max_failures:
                 wait = max(wait, IN_FLIGHT_RETRY_S)
-        user_wait = self._slowdown_s(attempt.user_key, now)
+        slowed, user_wait = self._slowdown_s(attempt.user_key, now)
         if wait > 0 or user_wait > 0:
             return max(wait, user_wait)
         for key in (attempt.pair, attempt.address_key):
             self._in_flight[key] += 1
+        if slowed:
+            self._user_slot_taken.add(attempt.user_key)
         return attempt
 
     def _recent(self, key: Key, now: float) -> deque[float]:
@@ -102,17 +105,13 @@ class LoginThrottle:
             times.popleft()
         return times
 
-    def _slowdown_s(self, key: Key, now: float) -> float:
-        """Seconds this user must still wait; when none, the attempt takes the next slot."""
-        excess = len(self._recent(key, now)) - self.policy.user_slowdown_after_failures
-        if excess < 0:
-            return 0.0
-        next_at = self._user_next_at.get(key, 0.0)
-        if next_at > now:
-            return next_at - now
-        self._user_next_at[key] = now + min(SLOWDOWN_FIRST_S * 2.0**excess, self.policy.user_slowdown_max_s)
-        self._bound(self._user_next_at)
-        return 0.0
+    def _slowdown_s(self, key: Key, now: float) -> tuple[bool, float]:
+        """(whether the user is slowed down, seconds it must still wait)."""
+        if len(self._recent(key, now)) < self.policy.user_slowdown_after_failures:
+            return False, 0.0
+        if key in self._user_slot_taken:
+            return True, IN_FLIGHT_RETRY_S
+        return True, max(0.0, self._user_next_at.get(key, 0.0) - now)
 
     def failed(self, attempt: Attempt, now: float) -> list[Key]:
         """Count a failure of a reserved attempt; returns the keys it locked."""
@@ -122,6 +121,8 @@ class LoginThrottle:
             times = self._recent(key, now)
             self._failures.pop(key, None)
             times.append(now)
+            if key[0] == "user":
+                self._slow_down(key, len(times), now)
             if key[0] != "user" and len(times) >= self.policy.max_failures:
                 self._locked_until[key] = now + self.policy.lockout_s
                 times.clear()
@@ -133,6 +134,13 @@ class LoginThrottle:
         self._bound(self._locked_until)
         return locked
 
+    def _slow_down(self, key: Key, failures: int, now: float) -> None:
+        self._user_slot_taken.discard(key)
+        excess = failures - self.policy.user_slowdown_after_failures
+        if excess >= 0:
+            self._user_next_at[key] = now + min(SLOWDOWN_FIRST_S * 2.0**excess, self.policy.user_slowdown_max_s)
+            self._bound(self._user_next_at)
+
     def succeeded(self, attempt: Attempt) -> None:
         """The right password: the pair and the user start afresh (the address does not, or a
         guesser with one account of its own could reset its address between guesses)."""
@@ -140,10 +148,12 @@ class LoginThrottle:
         for key in (attempt.pair, attempt.user_key):
             self._failures.pop(key, None)
         self._user_next_at.pop(attempt.user_key, None)
+        self._user_slot_taken.discard(attempt.user_key)
 
     def released(self, attempt: Attempt) -> None:
         """The attempt ended without a password check (refused for another reason)."""
         self._finish(attempt)
+        self._user_slot_taken.discard(attempt.user_key)
 
     def _finish(self, attempt: Attempt) -> None:
         for key in (attempt.pair, attempt.address_key):
@@ -158,6 +168,7 @@ class LoginThrottle:
                 del table[key]
         self._failures.pop(("user", user), None)
         self._user_next_at.pop(("user", user), None)
+        self._user_slot_taken.discard(("user", user))
 
     def _bound(self, table: dict[Key, float]) -> None:
         """Forget the oldest entries beyond max_tracked_keys (most will have ended long ago)."""

@@ -61,15 +61,16 @@ def test_many_addresses_slow_a_user_down_with_growing_capped_waits_never_a_locko
     throttle = LoginThrottle(policy)
     for index in range(4):  # four addresses, one guess each: below every per-address limit
         fail(throttle, "admin", f"10.0.0.{index}", 0)
-    waits = []
-    now = 0.0
+    waits, now = [], 0.0
     for index in range(6):
-        assert isinstance(throttle.reserve("admin", f"10.1.0.{index}", now), Attempt)
-        wait = throttle.reserve("admin", "10.9.9.9", now)  # the next one, at once, must wait
+        wait = throttle.reserve("admin", "10.9.9.9", now)
         assert isinstance(wait, float)
         waits.append(wait)
-        throttle.failed(Attempt("admin", f"10.1.0.{index}"), now)
-        now += wait
+        now += wait  # counted from the end of the previous attempt
+        attempt = throttle.reserve("admin", f"10.1.0.{index}", now)
+        assert isinstance(attempt, Attempt)
+        assert throttle.reserve("admin", "10.9.9.9", now) == IN_FLIGHT_RETRY_S  # one at a time
+        throttle.failed(attempt, now)
     assert waits == [1, 2, 4, 8, 8, 8]
     assert isinstance(throttle.reserve("other", "10.9.9.9", now), Attempt)  # other users are not slowed
     throttle.unlock("admin")  # an administrator's unlock ends the slowdown
