@@ -32,7 +32,10 @@ from . import metrics
 
 log = logging.getLogger(__name__)
 # An aggregated line names at most this many of the user names that were tried.
-AGGREGATED_USERS_MAX = 10
+AGGREGATED_USERS_MAX = 5
+# A refused login's user name as written: real names are at most 64 characters (catalog
+# documents), so a longer one is an attacker's string and its first 64 say enough.
+REFUSED_USER_MAX_CHARS = 64
 
 
 def _timestamp(epoch_s: float) -> str:
@@ -71,15 +74,16 @@ class AuditLog:
         if self._window_started is None:
             self._start_window()
         key = (event, address)
+        user = fields.get("user")
+        if isinstance(user, str):
+            user = fields["user"] = user[:REFUSED_USER_MAX_CHARS]
         repeats = self._repeats.get(key)
         if repeats is not None:
             repeats.count += 1
-            user = fields.get("user")
             if isinstance(user, str) and user not in repeats.users and len(repeats.users) < AGGREGATED_USERS_MAX:
                 repeats.users.append(user)
             metrics.AUDIT_REFUSALS.labels("aggregated").inc()
         elif len(self._repeats) < self._window_max_lines:
-            user = fields.get("user")
             self._repeats[key] = _Repeats(users=[user] if isinstance(user, str) else [])
             metrics.AUDIT_REFUSALS.labels("line").inc()
             self._write(event, {"address": address, **fields})

@@ -101,8 +101,8 @@ def test_refusals_are_aggregated_per_address_and_window_and_beyond_the_budget_on
     audit = AuditLog(tmp_path / "audit.jsonl", max_bytes=1 << 20, keep=1, refusal_window_max_lines=5)
     for i in range(1000):  # 1,000 addresses: five written in full, the rest only counted
         audit.refused("login_failed", f"10.0.{i // 250}.{i % 250}", user="admin")
-    for _ in range(100):  # one address written in full above: its repeats are counted on its line
-        audit.refused("login_failed", "10.0.0.0", user="root")
+    for i in range(100):  # one address written in full above: its repeats are counted on its line
+        audit.refused("login_failed", "10.0.0.0", user="r" * 300 if i == 0 else f"root{i % 10}")
     audit.record("login_ok", user="admin", address="127.0.0.1")  # authenticated events are always written
     audit.close()
     events = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
@@ -111,7 +111,7 @@ def test_refusals_are_aggregated_per_address_and_window_and_beyond_the_budget_on
         "refusals_unlogged",
     ]
     assert events[-2]["address"] == "10.0.0.0" and events[-2]["count"] == 101
-    assert events[-2]["users"] == ["admin", "root"]
+    assert events[-2]["users"] == ["admin", "r" * 64, "root1", "root2", "root3"]  # five, cut to 64 characters
     assert events[-1]["count"] == 995
 
 
