@@ -4,9 +4,9 @@ Passwords are verified in the hashing pool (passwords.py: argon2 takes ~100 ms, 
 run on the event loop, and its queue is bounded); a login is checked against the host
 rules first and reserves its throttle attempt before any hash (throttle.py), so neither a
 rejected address nor a throttled guess costs a hash. Verified tokens are cached, so the
-request path pays a dict lookup instead of an HMAC (~27 us). A token names its signing key (`kid`) and the user's
-`token_generation`; bumping the generation (password change, lock, delete) invalidates
-every token the user holds on its next use. Privileges are not in the token: they are
+request path pays a dict lookup instead of an HMAC (~27 us). A token names its signing
+key (`kid`) and the user's `token_generation`; bumping the generation (password change,
+lock, delete) invalidates every token the user holds on its next use. Privileges are not in the token: they are
 resolved from the catalog (cached until it changes), so a grant or revoke works on the
 next request with the same token. Host rules are checked at login and on every request
 (an API key or token may travel); their decisions are cached per (address, user) until
