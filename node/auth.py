@@ -1,10 +1,12 @@
 """Authentication: passwords, JWT login tokens, API keys, host rules: who a request is.
 
-Passwords are verified in a thread (argon2 takes ~100 ms and must never run on the
-event loop); verified tokens are cached, so the request path pays a dict lookup
-instead of an HMAC (~27 us). A token names its signing key (`kid`) and the user's
-`token_generation`; bumping the generation (password change, lock, delete) invalidates
-every token the user holds on its next use. Privileges are not in the token: they are
+Passwords are verified in the hashing pool (passwords.py: argon2 takes ~100 ms, must never
+run on the event loop, and its queue is bounded); a login is checked against the host
+rules first and reserves its throttle attempt before any hash (throttle.py), so neither a
+rejected address nor a throttled guess costs a hash. Verified tokens are cached, so the
+request path pays a dict lookup instead of an HMAC (~27 us). A token names its signing
+key (`kid`) and the user's `token_generation`; bumping the generation (password change,
+lock, delete) invalidates every token the user holds on its next use. Privileges are not in the token: they are
 resolved from the catalog (cached until it changes), so a grant or revoke works on the
 next request with the same token. Host rules are checked at login and on every request
 (an API key or token may travel); their decisions are cached per (address, user) until
@@ -19,7 +21,6 @@ force, so no single bad document takes the node down.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import ipaddress
@@ -39,9 +40,9 @@ from .auth_policy import AuthPolicy
 from .catalog_documents import DocumentError
 from .cluster_key import ClusterKey, ClusterKeyError
 from .errors import Forbidden, KvError, TooManyRequests, Unauthorized
-from .passwords import HashParameters, Passwords
+from .passwords import HashingBusy, HashingPool, HashParameters, Passwords
 from .store import VALUE, VERSION, Store
-from .throttle import LoginThrottle, ThrottlePolicy
+from .throttle import Attempt, LoginThrottle, ThrottlePolicy, describe
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ JWT_ALGORITHM: Final = "HS256"
 TOKEN_CACHE_MAX: Final = 10_000
 HOST_DECISIONS_MAX: Final = 10_000
 _BAD_CREDENTIALS: Final = "invalid username or password"
+# How long a login refused because the hashing pool is full should wait: about one hash.
+HASHING_BUSY_RETRY_S: Final = 1
 # Until a valid host rule set was ever read, a broken one admits loopback clients only,
 # so an administrator on the machine can repair it.
 _LOOPBACK_ONLY: Final = hba.parse_rules(
@@ -79,7 +82,27 @@ def _address_in(address: str, networks: tuple[IPv4Network | IPv6Network, ...]) -
 
 
 def _throttle_policy(policy: AuthPolicy) -> ThrottlePolicy:
-    return ThrottlePolicy(policy.login_max_failures, policy.login_failure_window_s, policy.login_lockout_s)
+    return ThrottlePolicy(
+        policy.login_max_failures,
+        policy.login_failure_window_s,
+        policy.login_lockout_s,
+        policy.login_user_slowdown_after_failures,
+        policy.login_user_slowdown_max_s,
+    )
+
+
+def _claims(claims: dict[str, Any]) -> tuple[str, int, int]:
+    """(sub, gen, exp) of a correctly signed token, checked in this one place: a claim of the
+    wrong type is an invalid token (401), never an error deeper in (a 500). PyJWT has checked
+    that they are present and that exp and iat are numbers."""
+    sub, gen, exp = claims["sub"], claims["gen"], claims["exp"]
+    if not isinstance(sub, str) or not sub:
+        raise jwt.InvalidTokenError("claim 'sub' must be a user name")
+    if not isinstance(gen, int) or isinstance(gen, bool):
+        raise jwt.InvalidTokenError("claim 'gen' must be an integer")
+    if not isinstance(exp, int | float) or isinstance(exp, bool):
+        raise jwt.InvalidTokenError("claim 'exp' must be a number")
+    return sub, gen, int(exp)
 
 
 def _hash_parameters(policy: AuthPolicy) -> HashParameters:
@@ -96,13 +119,21 @@ def _may_log_in(user: dict[str, Any]) -> bool:
 
 class Authenticator:
     def __init__(
-        self, store: Store, seed_policy: AuthPolicy, audit: AuditLog, rewrite: CatalogRewrite, cluster_key: ClusterKey
+        self,
+        store: Store,
+        seed_policy: AuthPolicy,
+        audit: AuditLog,
+        rewrite: CatalogRewrite,
+        cluster_key: ClusterKey,
+        hashing: HashingPool,
     ) -> None:
         """`seed_policy`: the node's configured policy, used only while the catalog holds none;
-        `cluster_key` opens the signing secrets sealed in the catalog (cluster_key.py)."""
+        `cluster_key` opens the signing secrets sealed in the catalog (cluster_key.py);
+        `hashing` runs argon2 off the event loop, bounded (passwords.py)."""
         self._store = store
         self.cluster_key = cluster_key
         self._audit = audit
+        self.hashing = hashing
         self._rewrite = rewrite
         self._token_cache: dict[str, Verified] = {}  # by Authorization header value
         self.key_last_used: dict[str, int] = {}  # API key id -> epoch seconds, this node only
@@ -227,65 +258,86 @@ class Authenticator:
         return rules
 
     def check_host(self, address: str, principal: catalog.Principal) -> None:
+        self._check_host(address, principal.name, principal.roles)
+
+    def _check_host(self, address: str, name: str, roles: tuple[str, ...]) -> None:
         rules = self.host_rules()  # first: it empties the decision cache when the catalog changed
-        decision = self._host_decisions.get((address, principal.name))
+        decision = self._host_decisions.get((address, name))
         if decision is None:
-            decision = hba.decide(rules, address, principal.name, principal.roles)
+            decision = hba.decide(rules, address, name, roles)
             if len(self._host_decisions) >= HOST_DECISIONS_MAX:
                 self._host_decisions.clear()
-            self._host_decisions[(address, principal.name)] = decision
+            self._host_decisions[(address, name)] = decision
         if not decision.allowed:
             metrics.AUTH_FAILURES.labels("host_rules").inc()
-            raise Forbidden(f"user {principal.name!r} may not connect from {address}: {decision.reason()}")
+            raise Forbidden(f"user {name!r} may not connect from {address}: {decision.reason()}")
 
     # -- login ---------------------------------------------------------------------
 
     async def login(self, username: str, password: str, address: str) -> tuple[str, int]:
         """Check a password off the event loop; returns (token, expires_at_s).
 
-        Throttled per user name and per client address: once locked, even the right
-        password is refused until the lockout ends. Every outcome goes to the audit log.
+        In this order, each step refusing before the next costs anything: host rules (403,
+        the same answer whatever the password), the throttle's reservation (429), a place in
+        the hashing pool (429), the password (401). Every outcome goes to the audit log,
+        refusals aggregated (audit.py).
         """
         self.policy()  # the lockout and hashing parameters in force now
-        keys = (f"user:{username}", f"addr:{address}")
-        now = time.monotonic()
-        wait_s = self._throttle.retry_after_s(keys, now)
-        if wait_s > 0:
-            metrics.AUTH_FAILURES.labels("throttled").inc()
-            self._audit.record("login_throttled", user=username, address=address, retry_after_s=round(wait_s))
-            raise TooManyRequests(
-                "too many failed logins for this user or address; try again later", retry_after_s=ceil(wait_s)
-            )
-        loop = asyncio.get_running_loop()
-        passwords = self.passwords
         found = self._usable(catalog.user_key(username))
-        # An unknown user costs a real verify too, made with today's parameters, so timing
-        # does not reveal who exists.
-        if self._dummy_hash_parameters != passwords.parameters:
-            self._dummy_hash = await loop.run_in_executor(None, passwords.hash, secrets.token_hex(16))
-            self._dummy_hash_parameters = passwords.parameters
-        password_hash = found[1]["password_hash"] if found is not None else self._dummy_hash
-        ok = await loop.run_in_executor(None, passwords.verify, password_hash, password)
         user = found[1] if found is not None else None
-        if not ok or user is None or not _may_log_in(user):
-            metrics.AUTH_FAILURES.labels("bad_credentials").inc()
-            self._audit.record("login_failed", user=username, address=address)
-            for key in self._throttle.failed(keys, time.monotonic()):
-                self._audit.record("login_lockout", key=key, lockout_s=self._throttle.policy.lockout_s)
-            raise Unauthorized(_BAD_CREDENTIALS)
-        self._throttle.succeeded(keys)
-        principal = self.principal(username)
-        if principal is None or found is None:  # deleted or locked while the password was checked
-            raise Unauthorized(_BAD_CREDENTIALS)
         try:
-            self.check_host(address, principal)
+            # An unknown user is decided as a user with no roles: the rules cannot tell them apart.
+            self._check_host(address, username, tuple(user.get("roles", [])) if user is not None else ())
         except Forbidden:
-            self._audit.record("login_rejected", user=username, address=address, reason="host rules")
+            self._audit.refused("login_rejected", address, user=username, reason="host rules")
             raise
-        if passwords.needs_rehash(password_hash):
+        attempt = self._throttle.reserve(username, address, time.monotonic())
+        if not isinstance(attempt, Attempt):
+            metrics.AUTH_FAILURES.labels("throttled").inc()
+            self._audit.refused("login_throttled", address, user=username, retry_after_s=ceil(attempt))
+            raise TooManyRequests(
+                "too many failed logins for this user or address; try again later", retry_after_s=ceil(attempt)
+            )
+        try:
+            ok = await self._verify_password(user, password)
+        except HashingBusy:
+            self._throttle.released(attempt)
+            metrics.AUTH_FAILURES.labels("login_busy").inc()
+            self._audit.refused("login_busy", address, user=username)
+            raise TooManyRequests(
+                "the node is busy checking other logins; try again shortly", retry_after_s=HASHING_BUSY_RETRY_S
+            ) from None
+        except BaseException:
+            self._throttle.released(attempt)  # cancelled (the client left): not a failure
+            raise
+        if not ok or user is None or found is None or not _may_log_in(user):
+            metrics.AUTH_FAILURES.labels("bad_credentials").inc()
+            self._audit.refused("login_failed", address, user=username)
+            locked = [describe(key) for key in self._throttle.failed(attempt, time.monotonic())]
+            if locked:
+                lockout_s = self._throttle.policy.lockout_s
+                self._audit.refused("login_lockout", address, user=username, keys=locked, lockout_s=lockout_s)
+            raise Unauthorized(_BAD_CREDENTIALS)
+        self._throttle.succeeded(attempt)
+        principal = self.principal(username)
+        if principal is None:  # deleted or locked while the password was checked
+            raise Unauthorized(_BAD_CREDENTIALS)
+        self.check_host(address, principal)  # its roles may have changed meanwhile
+        if self.passwords.needs_rehash(user["password_hash"]):
             await self._rehash(username, found[0], user, password)
         self._audit.record("login_ok", user=username, address=address)
         return self.issue_token(username, int(user.get("token_generation", 1)))
+
+    async def _verify_password(self, user: dict[str, Any] | None, password: str) -> bool:
+        """One verify in the hashing pool; HashingBusy when it is full."""
+        passwords = self.passwords
+        # An unknown user costs a real verify too, made with today's parameters, so timing
+        # does not reveal who exists.
+        if self._dummy_hash_parameters != passwords.parameters:
+            self._dummy_hash = await self.hashing.run(passwords.hash, secrets.token_hex(16))
+            self._dummy_hash_parameters = passwords.parameters
+        password_hash = user["password_hash"] if user is not None else self._dummy_hash
+        return await self.hashing.run(passwords.verify, password_hash, password)
 
     async def _rehash(self, username: str, version: int, user: dict[str, Any], password: str) -> None:
         """The hashing parameters changed since this hash was made: store a new one.
@@ -293,7 +345,7 @@ class Authenticator:
         The password stays the same, so the user's tokens stay valid. If the document
         changed meanwhile (an admin edit), the next login tries again.
         """
-        new_hash = await asyncio.get_running_loop().run_in_executor(None, self.passwords.hash, password)
+        new_hash = await self.hashing.run(self.passwords.hash, password, bounded=False)
         try:
             await self._rewrite(
                 catalog.user_key(username), catalog.encode({**user, "password_hash": new_hash}), version
@@ -304,8 +356,13 @@ class Authenticator:
         self._audit.record("password_rehashed", user=username)
 
     def clear_lockout(self, username: str) -> None:
-        """An administrator's unlock also ends a failed-login lockout of the user name."""
-        self._throttle.unlock(f"user:{username}")
+        """An administrator's unlock also ends the user's failed-login lockouts (not an address's)."""
+        self._throttle.unlock(username)
+
+    async def hash_password(self, password: str) -> str:
+        """A new password's hash for an administrator's request: in the hashing pool, never
+        refused (a flood of bad logins must not stop an admin from changing passwords)."""
+        return await self.hashing.run(self.passwords.hash, password, bounded=False)
 
     def issue_token(self, username: str, token_generation: int) -> tuple[str, int]:
         kid, secrets_by_kid = self._signing_keys()
@@ -387,10 +444,12 @@ class Authenticator:
             claims = jwt.decode(
                 token, secret, algorithms=[JWT_ALGORITHM], options={"require": ["exp", "iat", "sub", "gen"]}
             )
+            sub, gen, exp = _claims(claims)
         except jwt.ExpiredSignatureError:
             metrics.AUTH_FAILURES.labels("expired").inc()
             raise Unauthorized("token expired; log in again") from None
-        except jwt.InvalidTokenError:
+        except jwt.InvalidTokenError as error:
+            # PyJWT's reasons name what is wrong (a claim, the signature, the algorithm), never a key.
             metrics.AUTH_FAILURES.labels("invalid_token").inc()
-            raise Unauthorized("invalid token") from None
-        return (str(claims["sub"]), int(claims["gen"]), int(claims["exp"]), self._store.catalog_epoch, (), None, None)
+            raise Unauthorized(f"invalid token: {error}") from None
+        return (sub, gen, exp, self._store.catalog_epoch, (), None, None)

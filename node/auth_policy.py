@@ -1,7 +1,8 @@
 """The cluster-wide authentication policy, `_sys.settings:auth`. Pure.
 
     {"password_min_length", "token_ttl_s", "login_max_failures", "login_failure_window_s",
-     "login_lockout_s", "password_hash_time_cost", "password_hash_memory_kib",
+     "login_lockout_s", "login_user_slowdown_after_failures", "login_user_slowdown_max_s",
+     "password_hash_time_cost", "password_hash_memory_kib",
      "password_hash_parallelism"}
 
 It lives in the catalog, not in each node's config, so every node of a cluster applies
@@ -30,6 +31,11 @@ class AuthPolicy:
     login_max_failures: int = 5  # within login_failure_window_s, then the user/address is locked
     login_failure_window_s: int = 300
     login_lockout_s: int = 300
+    # Failures of one user from every address within login_failure_window_s after which each
+    # further attempt waits 1 s, doubling up to login_user_slowdown_max_s (throttle.py). Above
+    # login_max_failures, so one address alone is locked out of the pair before it slows the user.
+    login_user_slowdown_after_failures: int = 20
+    login_user_slowdown_max_s: int = 60
     # argon2id; stored hashes made with other parameters are rehashed at the user's next login
     password_hash_time_cost: int = 3
     password_hash_memory_kib: int = 64 * 1024
@@ -48,6 +54,8 @@ BOUNDS: Final[dict[str, tuple[int, int]]] = {
     "login_max_failures": (1, 1000),
     "login_failure_window_s": (1, 24 * 3600),
     "login_lockout_s": (1, 24 * 3600),
+    "login_user_slowdown_after_failures": (1, 100_000),
+    "login_user_slowdown_max_s": (1, 3600),
     "password_hash_time_cost": (1, 20),
     "password_hash_memory_kib": (8, 4 * 1024 * 1024),
     "password_hash_parallelism": (1, 64),

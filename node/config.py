@@ -62,8 +62,15 @@ class Settings:
     login_max_failures: int = 5
     login_failure_window_s: int = 300
     login_lockout_s: int = 300
+    login_user_slowdown_after_failures: int = 20
+    login_user_slowdown_max_s: int = 60
     audit_log_max_bytes: int = 10 * 1024 * 1024
     audit_log_keep: int = 5
+    # -- login defences (issue 10); this node's resources, so node settings, not the auth policy --
+    login_hash_threads: int = 2  # threads of the password hashing pool (never the default executor)
+    login_queue_max: int = 8  # hashes that may wait for a thread (~1 s of work); beyond it 429 at once
+    audit_refusal_window_s: float = 10.0  # refusals (bad logins, throttled, host rules) aggregated per window
+    audit_refusal_window_max_lines: int = 20  # refusals written in full per window; the rest only counted
     admin_password: str | None = field(default=None, repr=False)
     admin_password_file: Path | None = None
     http_runtime_threads: int = 2
@@ -139,6 +146,10 @@ class Settings:
             "expire_batch_keys": 1,
             "audit_log_max_bytes": 4096,
             "audit_log_keep": 1,
+            "login_hash_threads": 1,
+            "login_queue_max": 0,
+            "audit_refusal_window_s": 0.1,
+            "audit_refusal_window_max_lines": 1,
             "http_runtime_threads": 1,
             "max_slot_wal_keep_bytes": 0,
             "replication_keepalive_s": 0.05,

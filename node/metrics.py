@@ -191,6 +191,27 @@ class ReplicaLag(Collector):
 REPLICATION_LAG = ReplicaLag()
 REGISTRY.register(REPLICATION_LAG)
 
+# -- login defences (issue 10): the password hashing pool and the audit log's aggregation --
+LOGIN_HASHES_PENDING = Gauge(
+    "kvstore_login_hashes_pending",
+    "Password hashes running or waiting in the hashing pool (login_hash_threads + login_queue_max at most).",
+    registry=REGISTRY,
+)
+LOGIN_HASHES = Counter(
+    "kvstore_login_hashes_total",
+    "Password hashes and verifications run by the hashing pool (each costs argon2's time and memory).",
+    registry=REGISTRY,
+)
+AUDIT_REFUSALS = Counter(
+    "kvstore_audit_refusals_total",
+    "Refused unauthenticated requests given to the audit log, by how they were written: "
+    "line (in full), aggregated (counted in a refusals_aggregated line), unlogged (beyond the window's budget).",
+    ["written"],
+    registry=REGISTRY,
+)
+for _written in ("line", "aggregated", "unlogged"):
+    AUDIT_REFUSALS.labels(_written)
+
 
 # Known label values exist from the first scrape, so rates and alerts work before any event.
 for _reason in (
@@ -204,6 +225,7 @@ for _reason in (
     "forbidden",
     "address",
     "host_rules",
+    "login_busy",
 ):
     AUTH_FAILURES.labels(_reason)
 for _reason in ("in_flight_limit", "body_too_large", "length_required"):

@@ -53,6 +53,7 @@ from .engine import Engine, TxnOp, now_ms
 from .errors import Conflict
 from .fsutil import atomic_write
 from .logs import GRANIAN_LOG_CONFIG
+from .passwords import HashingPool
 from .recovery import recover
 from .snapshot import SnapshotError
 from .store import VALUE
@@ -286,7 +287,15 @@ class Node:
         self.engine.attach(writer)
         control = recovered.control.replace(timeline=recovered.timeline)
         self.checkpointer = Checkpointer(self.engine, self.datadir, control, settings.snapshots_keep)
-        self.audit = AuditLog(self.datadir.log / "audit.jsonl", settings.audit_log_max_bytes, settings.audit_log_keep)
+        self.audit = AuditLog(
+            self.datadir.log / "audit.jsonl",
+            settings.audit_log_max_bytes,
+            settings.audit_log_keep,
+            settings.audit_refusal_window_s,
+            settings.audit_refusal_window_max_lines,
+        )
+        hashing = HashingPool(settings.login_hash_threads, settings.login_queue_max)
+        metrics.bind_gauge(metrics.LOGIN_HASHES_PENDING, lambda: hashing.pending)
         engine = self.engine
         try:
             sealer = cluster_key.load(
@@ -304,7 +313,7 @@ class Node:
             return await engine.put(key, value, if_version=version)
 
         self.auth = await loop.run_in_executor(
-            None, Authenticator, engine.store, settings.initial_auth_policy, self.audit, rewrite, sealer
+            None, Authenticator, engine.store, settings.initial_auth_policy, self.audit, rewrite, sealer, hashing
         )
         store = self.engine.store
         # Every catalog document is checked now and again whenever it changes: a damaged one is
@@ -635,4 +644,5 @@ class Node:
             await writer.close()
         self.checkpointer.close()
         self.audit.close()
+        self.auth.hashing.close()
         log.info("shut down", extra={"committed_lsn": format_lsn(self.engine.committed_lsn)})

@@ -38,6 +38,12 @@ def bearer(node: NodeProcess, token: str) -> httpx.Client:
     return httpx.Client(base_url=node.url, headers={"authorization": f"Bearer {token}"}, timeout=10)
 
 
+def hashes_run(node: NodeProcess) -> float:
+    """The node's count of password hashes and verifications (each one argon2's cost)."""
+    text = httpx.get(f"{node.url}/metrics", timeout=10).text
+    return next(float(line.split()[1]) for line in text.splitlines() if line.startswith("kvstore_login_hashes_total "))
+
+
 def audit_events(node: NodeProcess) -> list[dict[str, object]]:
     lines = (node.data_dir / "log" / "audit.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines]
@@ -127,9 +133,13 @@ def test_host_rules_are_checked_at_login_and_on_every_request(secured: NodeProce
             with bearer(secured, credential) as wendy:
                 refused = wendy.get("/v1/kv/anything")
                 assert refused.status_code == 403 and "host rule 1 rejects" in refused.json()["error"]["message"]
+        # Host rules come before the password: one answer whatever the password, and no hash spent.
+        hashes = hashes_run(secured)
         refused_login = login(secured, "wendy")
         assert refused_login.status_code == 403 and "127.0.0.1" in refused_login.json()["error"]["message"]
-        assert login(secured, "wendy", "a-wrong-password").status_code == 401  # no password, no hint
+        wrong = login(secured, "wendy", "a-wrong-password")
+        assert (wrong.status_code, wrong.json()) == (403, refused_login.json())
+        assert hashes_run(secured) == hashes
         with bearer(secured, rex_token) as rex:
             assert rex.get("/v1/kv/anything").status_code == 404  # allowed by rule 2; the key is absent
 

@@ -34,7 +34,7 @@ from kvstore.node.audit import AuditLog
 from kvstore.node.auth import API_KEY_PREFIX, Authenticator, api_key_digest
 from kvstore.node.auth_policy import AuthPolicy
 from kvstore.node.cluster_key import ClusterKey
-from kvstore.node.passwords import HashParameters, Passwords
+from kvstore.node.passwords import HashingPool, HashParameters, Passwords
 from kvstore.node.store import Store
 
 from . import wrk
@@ -134,7 +134,7 @@ def bench_in_process(workdir: Path) -> dict[str, float]:
         raise AssertionError("no rehash expected")
 
     audit = AuditLog(workdir / "audit.jsonl", 1 << 20, 1)
-    auth = Authenticator(store, policy, audit, rewrite, sealer)
+    auth = Authenticator(store, policy, audit, rewrite, sealer, HashingPool(1, 0))
     headers = {
         "superuser (off)": "Bearer " + auth.issue_token("admin", 1)[0],
         "role, JWT (on)": "Bearer " + auth.issue_token("app", 1)[0],

@@ -10,7 +10,6 @@ incarnation ever had; grants and revokes do not: privileges are resolved per req
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -151,7 +150,7 @@ class CatalogAdmin:
             raise BadRequest(f"password must be a string of at least {minimum} characters (password_min_length)")
         if len(password) > MAX_PASSWORD_CHARS:
             raise BadRequest(f"password is longer than {MAX_PASSWORD_CHARS} characters")
-        return await asyncio.get_running_loop().run_in_executor(None, self.node.auth.passwords.hash, password)
+        return await self.node.auth.hash_password(password)
 
     # -- users -----------------------------------------------------------------------
 

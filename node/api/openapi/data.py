@@ -320,7 +320,8 @@ def paths(settings: Settings, policy: AuthPolicy) -> dict[str, dict[str, Any]]:
         "/v1/auth/login": {
             "post": {
                 "operationId": "login",
-                "summary": "Exchange a username and password for a JWT; repeated failures lock the name and address",
+                "summary": "Exchange a username and password for a JWT; host rules first (403), repeated failures "
+                "lock the name at that address and the address (429), a full hashing queue is a 429 too",
                 "requestBody": json_body(
                     obj(
                         {

@@ -132,7 +132,8 @@ ERRORS: Final[dict[int, str]] = {
     412: "a precondition (If-Match, If-None-Match: *, if_version, if_absent) does not hold",
     413: "too large: the body, a value or a transaction is above its limit",
     421: "this node does not take writes: a replica (the message names its primary) or a fenced primary",
-    429: "too many requests in flight (max_requests_in_flight), or a login lockout (Retry-After)",
+    429: "too many requests in flight (max_requests_in_flight), a login lockout or slowdown, or a full password "
+    "hashing queue (login_queue_max); Retry-After says when to try again",
     500: "internal error; see the node log",
     503: "the node is still recovering, or its WAL failed",
     504: "a bounded wait ran out: X-KV-Min-LSN not applied in time, or synchronous replicas did not "
