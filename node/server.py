@@ -644,5 +644,6 @@ class Node:
             await writer.close()
         self.checkpointer.close()
         self.audit.close()
-        self.auth.hashing.close()
+        if hasattr(self, "auth"):  # not when the cluster key was refused
+            self.auth.hashing.close()
         log.info("shut down", extra={"committed_lsn": format_lsn(self.engine.committed_lsn)})
