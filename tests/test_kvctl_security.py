@@ -187,4 +187,7 @@ def test_jwt_key_list_and_rotate(node: NodeProcess, config: Path) -> None:
     assert [item["kid"] for item in third["keys"]] == [third["current"]]
     assert third["current"] not in (key["kid"], second_kid) and len(second_kid) == len(key["kid"])
     assert dropped.stderr == DROP_OLD_WARNING + "\n"
-    assert fails(kvctl("jwt-key", "list", config=config, env=env)) == "kvctl: invalid token: unknown signing key; check $KVCTL_TOKEN"
+    assert (
+        fails(kvctl("jwt-key", "list", config=config, env=env))
+        == "kvctl: invalid token: unknown signing key; check $KVCTL_TOKEN"
+    )
