@@ -99,7 +99,8 @@ class Settings:
     limits_exempt_addresses: str = "127.0.0.1,::1"
     # Request bodies held in memory at once, by their declared Content-Length (503 beyond it).
     max_body_bytes_in_flight: int = 64 * 1024 * 1024
-    max_login_body_bytes: int = 4096
+    # The largest valid login body (256 + 1024 characters, each up to 6 bytes as a JSON escape) fits.
+    max_login_body_bytes: int = 8192
     # A second listener (HOST:PORT, "" for none) with its own connection permits, for operators to
     # reach /health, /metrics and the admin API while the main listener is full.
     operator_listen: str = ""

@@ -36,11 +36,13 @@ _LSN: Final = re.compile(LSN_PATTERN)
 # tools act on, and U+FFFD, which is what granian's path decoding makes of invalid UTF-8 (%ff,
 # %c0%af): refusing it means one key is never reachable by several spellings. Everything else
 # (bidi overrides included) is allowed; kvctl shows such characters escaped.
-KEY_FORBIDDEN: Final = re.compile("[\x00-\x1f\x7f\ufffd]")
+_KEY_FORBIDDEN_CHARS: Final = r"\x00-\x1f\x7f\ufffd"  # escapes both Python's re and ECMA-262 read
+KEY_FORBIDDEN: Final = re.compile(f"[{_KEY_FORBIDDEN_CHARS}]")
+KEY_PATTERN: Final = f"^[^{_KEY_FORBIDDEN_CHARS}]*$"  # the same rule, for the OpenAPI document
 
 
 def check_key_characters(key: str) -> None:
-    """A 400 for a key holding a character KEY_FORBIDDEN names (README, "Keys")."""
+    """A 400 for a key holding a character KEY_FORBIDDEN names (README, "HTTP API")."""
     found = KEY_FORBIDDEN.search(key)
     if found is not None:
         char = found.group()
