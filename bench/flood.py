@@ -51,7 +51,8 @@ def raise_open_files_limit() -> None:
 
 
 async def _hold(port: int, opening: bytes, held: list[int], gate: asyncio.Semaphore) -> None:
-    """One connection slot: connect, send `opening`, wait for the node to close it, repeat."""
+    """One connection slot: connect, send `opening`, wait for the node to close it, repeat.
+    held[0]: connections open now; held[1]: connections ever opened."""
     while True:
         async with gate:  # bound concurrent connects so the accept queue is not the bottleneck
             try:
@@ -60,6 +61,7 @@ async def _hold(port: int, opening: bytes, held: list[int], gate: asyncio.Semaph
                 await asyncio.sleep(0.05)
                 continue
         held[0] += 1
+        held[1] += 1
         try:
             if opening:
                 writer.write(opening)
@@ -99,15 +101,12 @@ async def flood(kind: str, port: int, connections: int, token: str) -> None:
                 f"PUT /v1/kv/app:stalled HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
                 "Content-Length: 100\r\n\r\n"
             ).encode()
-        held = [0]
+        held = [0, 0]
         gate = asyncio.Semaphore(256)
         tasks = [asyncio.create_task(_hold(port, opening, held, gate)) for _ in range(connections)]
-        while held[0] < connections * 0.95:
+        while held[1] < connections:  # every slot connected once (the node may have closed some)
             await asyncio.sleep(0.1)
-        print("ready", held[0], flush=True)
-        while True:
-            await asyncio.sleep(1)
-            print("held", held[0], flush=True)
+        print("ready", held[0], "open", flush=True)
         await asyncio.gather(*tasks)
     elif kind == "logins":
         print("ready", flush=True)
@@ -200,7 +199,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     worker = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
                     assert worker.stdout is not None
                     ready = worker.stdout.readline().strip()
-                    print(f"{kind}: flood {ready or 'failed'}", flush=True)
+                    if not ready:
+                        raise RuntimeError(f"the {kind} flood did not start")
+                    print(f"{kind}: flood {ready}", flush=True)
                     time.sleep(args.settle_s)  # let the flood reach its steady state
                 try:
                     result = measure(node.url, token, args.requests)
