@@ -8,7 +8,9 @@ quiet, then under each flood, sent from 127.0.0.2 (another address as far as the
 per-address limits go) by a separate process so the flood never shares the measuring
 client's event loop:
 - idle: N connections that send nothing (reopened when the node drops them);
-- stalled: N connections that send a writer's PUT headers with Content-Length and no body;
+- stalled: N connections that send a writer's PUT headers with Content-Length and no body, each
+  reopened at once when the node refuses it (429) or times it out (408): a connection storm;
+- stalled-once: the same N connections, not reopened;
 - logins: 200 concurrent wrong-password logins for one user, in a loop;
 - listings: 4 clients with a grant on app:* listing prefix=zz over 100,000 keys they cannot see.
 Prints a table and, with --write, writes bench/RESULTS-flood.md.
@@ -38,7 +40,7 @@ USER_PASSWORD = "bench-user-password"
 FLOOD_ADDRESS = "127.0.0.2"
 HIDDEN_KEYS = 100_000
 RESULTS_PATH = Path(__file__).with_name("RESULTS-flood.md")
-FLOODS = ("quiet", "idle", "stalled", "logins", "listings")
+FLOODS = ("quiet", "idle", "stalled", "stalled-once", "logins", "listings")
 
 
 def raise_open_files_limit() -> None:
@@ -50,7 +52,7 @@ def raise_open_files_limit() -> None:
 # -- the flooding process ------------------------------------------------------------------
 
 
-async def _hold(port: int, opening: bytes, held: list[int], gate: asyncio.Semaphore) -> None:
+async def _hold(port: int, opening: bytes, held: list[int], gate: asyncio.Semaphore, reopen: bool) -> None:
     """One connection slot: connect, send `opening`, wait for the node to close it, repeat.
     held[0]: connections open now; held[1]: connections ever opened."""
     while True:
@@ -72,6 +74,8 @@ async def _hold(port: int, opening: bytes, held: list[int], gate: asyncio.Semaph
         finally:
             held[0] -= 1
             writer.close()
+        if not reopen:
+            await asyncio.Event().wait()  # this slot is done: keep the flood process alive
 
 
 async def _requests(url: str, method: str, path: str, concurrency: int, **kwargs: Any) -> None:
@@ -94,16 +98,18 @@ async def _requests(url: str, method: str, path: str, concurrency: int, **kwargs
 
 async def flood(kind: str, port: int, connections: int, token: str) -> None:
     url = f"http://127.0.0.1:{port}"
-    if kind in ("idle", "stalled"):
+    if kind in ("idle", "stalled", "stalled-once"):
         opening = b""
-        if kind == "stalled":
+        if kind.startswith("stalled"):
             opening = (
                 f"PUT /v1/kv/app:stalled HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
                 "Content-Length: 100\r\n\r\n"
             ).encode()
         held = [0, 0]
         gate = asyncio.Semaphore(256)
-        tasks = [asyncio.create_task(_hold(port, opening, held, gate)) for _ in range(connections)]
+        tasks = [
+            asyncio.create_task(_hold(port, opening, held, gate, kind != "stalled-once")) for _ in range(connections)
+        ]
         while held[1] < connections:  # every slot connected once (the node may have closed some)
             await asyncio.sleep(0.1)
         print("ready", held[0], "open", flush=True)
@@ -221,15 +227,15 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 def row_text(row: dict[str, Any]) -> str:
     get, put = row["GET"], row["PUT"]
     return (
-        f"| {row['flood']:<8} | {get['p50']:6.2f} | {get['p99']:6.2f} | {get['max']:7.1f} | "
+        f"| {row['flood']:<12} | {get['p50']:6.2f} | {get['p99']:6.2f} | {get['max']:7.1f} | "
         f"{put['p50']:6.2f} | {put['p99']:6.2f} | {put['max']:7.1f} | {get['errors'] + put['errors']:>6} | "
         f"{row['rss_mib']:7.0f} |"
     )
 
 
 HEADER = (
-    "| flood    | GET p50 | GET p99 | GET max | PUT p50 | PUT p99 | PUT max | errors | node RSS MiB |\n"
-    "|----------|--------:|--------:|--------:|--------:|--------:|--------:|-------:|-------------:|"
+    "| flood        | GET p50 | GET p99 | GET max | PUT p50 | PUT p99 | PUT max | errors | node RSS MiB |\n"
+    "|--------------|--------:|--------:|--------:|--------:|--------:|--------:|-------:|-------------:|"
 )
 
 
@@ -243,7 +249,9 @@ def write_results(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
 A client on 127.0.0.1 measures {args.requests} sequential GETs, then {args.requests} PUTs (100-byte
 values, fsync=always), on one keep-alive connection, in milliseconds, while a separate process
 floods the node from 127.0.0.2: `idle` holds {args.connections} connections that send nothing,
-`stalled` {args.connections} connections with a writer's PUT headers and no body, `logins` runs
+`stalled` {args.connections} connections with a writer's PUT headers and no body, each reopened at
+once when the node answers it (429 beyond the 64 requests in flight per address, 408 after the
+body timeout: a reconnect storm), `stalled-once` the same without reopening, `logins` runs
 200 concurrent wrong-password logins for one user, `listings` 4 clients with a grant on app:*
 listing prefix=zz over {HIDDEN_KEYS:,} keys they cannot see. The node runs with its default
 settings (README, "Connection limits"). `errors` counts the measuring client's 4xx/5xx answers.
