@@ -107,7 +107,7 @@ class RsgiAdapter:
     def _body_limit(self, method: str, path: str) -> int:
         settings = self.app.settings
         if path == LOGIN_PATH:
-            return settings.max_login_body_bytes  # a name and a password
+            return min(settings.max_login_body_bytes, settings.max_body_bytes)  # a name and a password
         # A PUT body is one value; other bodies are JSON documents (transactions, admin).
         return settings.max_value_bytes if method == "PUT" else settings.max_body_bytes
 
