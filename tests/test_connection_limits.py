@@ -234,3 +234,14 @@ def test_half_closed_body_is_a_400_not_a_500(node: NodeProcess) -> None:
         assert response.json()["error"]["code"] == "incomplete_body"
     with node.client() as admin:
         assert admin.get("/v1/kv/half:closed").status_code == 404
+
+
+def test_a_connection_cap_the_open_files_limit_cannot_hold_refuses_to_start(node_factory) -> None:  # type: ignore[no-untyped-def]
+    node = node_factory("too-many", env={"KVSTORE_MAX_CONNECTIONS": "100000000"})
+    process = node.spawn()
+    try:
+        assert process.wait(60) == 2  # a configuration error
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "lower max_connections" in node.log()
