@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA_DIR ?= run-data
 PORT ?= 8080
 
-.PHONY: run stop test setup system-deps bench-deps bench-servers bench bench-auth bench-replication clean \
+.PHONY: run stop test setup system-deps bench-deps bench-servers bench bench-auth bench-replication bench-flood clean \
 	compose-up compose-down test-compose chaos chaos-docker chaos-soak
 
 $(BIN)/python:
@@ -84,6 +84,10 @@ bench: setup bench-deps
 # Replicas attached, lag, promotion, catch-up of a million keys (also part of `make bench`).
 bench-replication: setup system-deps
 	$(BIN)/python -m kvstore.cli.bench.replication_bench --write
+
+# Another client's latency while one address floods the node (bench/RESULTS-flood.md).
+bench-flood: setup
+	$(BIN)/python bench/flood.py --write
 
 # Authorization on vs off on the data path (also part of `make bench`).
 bench-auth: setup system-deps

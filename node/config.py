@@ -97,6 +97,29 @@ class Settings:
     cluster_key_file: Path | None = None
     cluster_key_previous: str | None = field(default=None, repr=False)
     log_level: str = "info"
+    # Connection limits: what clients may hold of the HTTP listener (README, "Connection limits").
+    # granian takes a connection permit per open connection, idle or not, before Python sees a
+    # byte: beyond max_connections new connections wait in the listen backlog. The node raises
+    # its open-files limit to the hard limit and refuses to start when max_connections does not fit.
+    max_connections: int = 10_000
+    listen_backlog: int = 1024
+    # The time a client has to send a request's headers: a new connection's first request and an
+    # idle keep-alive connection's next one alike (granian has one timer for both).
+    http_header_timeout_ms: int = 10_000
+    # The time a client has to send a request's body once its headers are in: 408 beyond it.
+    http_body_timeout_ms: int = 10_000
+    # Requests one client address may have in flight (429 beyond it, before any body is read);
+    # the exempt addresses, superusers and the operator listener are not held to it.
+    max_requests_in_flight_per_address: int = 64
+    limits_exempt_addresses: str = "127.0.0.1,::1"
+    # Request bodies held in memory at once, by their declared Content-Length (503 beyond it).
+    max_body_bytes_in_flight: int = 64 * 1024 * 1024
+    # The largest valid login body (256 + 1024 characters, each up to 6 bytes as a JSON escape) fits.
+    max_login_body_bytes: int = 8192
+    # A second listener (HOST:PORT, "" for none) with its own connection permits, for operators to
+    # reach /health, /metrics and the admin API while the main listener is full.
+    operator_listen: str = ""
+    operator_max_connections: int = 64
 
     @property
     def node_name(self) -> str:
@@ -115,6 +138,10 @@ class Settings:
     def initial_auth_policy(self) -> AuthPolicy:
         """The auth policy initdb writes; the catalog's is the one in force afterwards."""
         return AuthPolicy(**{name: getattr(self, name) for name in auth_policy.FIELDS})
+
+    @property
+    def limits_exempt(self) -> frozenset[str]:
+        return frozenset(address.strip() for address in self.limits_exempt_addresses.split(",") if address.strip())
 
     @property
     def listen_host(self) -> str:
@@ -155,6 +182,13 @@ class Settings:
             "replication_keepalive_s": 0.05,
             "min_lsn_wait_s": 0,
             "synchronous_commit_timeout_s": 0,
+            "max_connections": 1,
+            "listen_backlog": 1,
+            "http_header_timeout_ms": 100,
+            "http_body_timeout_ms": 100,
+            "max_requests_in_flight_per_address": 1,
+            "max_login_body_bytes": 256,
+            "operator_max_connections": 1,
         }
         for name, minimum in minimums.items():
             if getattr(self, name) < minimum:
@@ -182,6 +216,12 @@ class Settings:
             raise ConfigError(f"replica_of: {self.replica_of!r} is not an http(s) URL")
         if self.max_scan_examined_keys < self.max_scan_limit:
             raise ConfigError("max_scan_examined_keys must be at least max_scan_limit (a full page must be reachable)")
+        if self.operator_listen:
+            host, sep, port = self.operator_listen.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+                raise ConfigError(f"operator_listen: {self.operator_listen!r} is not HOST:PORT")
+        if self.max_body_bytes_in_flight < self.max_body_bytes:
+            raise ConfigError("max_body_bytes_in_flight must be at least max_body_bytes (a largest body must fit)")
         if self.max_body_bytes < self.max_value_bytes:
             raise ConfigError("max_body_bytes must be at least max_value_bytes (a transaction carries values)")
         if self.peer_urls and not (self.replication_user and self.replication_password):

@@ -49,6 +49,19 @@ class MethodNotAllowed(KvError):
         self.allowed = tuple(sorted(allowed))
 
 
+class RequestTimeout(KvError):
+    """The client did not send the body its headers announced in time (http_body_timeout_ms)."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class IncompleteBody(BadRequest):
+    """The client ended its side of the connection before sending the body it announced."""
+
+    code = "incomplete_body"
+
+
 class Conflict(KvError):
     status = 409
     code = "conflict"

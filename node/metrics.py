@@ -230,6 +230,14 @@ for _reason in (
     AUTH_FAILURES.labels(_reason)
 for _reason in ("in_flight_limit", "body_too_large", "length_required"):
     HTTP_REJECTED.labels(_reason)
+# Connection limits (rsgi.py): refusals made from a request's headers, and the body memory held.
+HTTP_BODY_BYTES_IN_FLIGHT = Gauge(
+    "kvstore_http_body_bytes_in_flight",
+    "Bytes of request bodies announced by requests being handled now (max_body_bytes_in_flight).",
+    registry=REGISTRY,
+)
+for _reason in ("address_in_flight_limit", "body_bytes_in_flight_limit", "body_timeout", "body_incomplete"):
+    HTTP_REJECTED.labels(_reason)
 for _source in ("memory", "disk"):
     REPLICATION_SENT_BYTES.labels(_source)
 for _result in ("ok", "failed"):

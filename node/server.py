@@ -16,7 +16,6 @@ import gc
 import logging
 import secrets
 import signal
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -24,9 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from granian.constants import HTTPModes, Interfaces
-from granian.log import LogLevels
-from granian.server.embed import Server
 
 from kvstore.replication import failover, timelines
 from kvstore.replication.primary import Primary
@@ -38,9 +34,9 @@ from kvstore.replication.replica import (
     take_base_backup,
 )
 
-from . import auth_policy, catalog, cluster_key, metrics, signing_keys
+from . import auth_policy, catalog, cluster_key, listener, metrics, signing_keys
 from .api.app import App
-from .api.rsgi import RsgiAdapter
+from .api.rsgi import Admission, RsgiAdapter
 from .audit import AuditLog
 from .auth import Authenticator
 from .catalog_changes import CatalogChanges, DamagedDocument
@@ -52,7 +48,6 @@ from .datadir import DataDir, DataDirLock, create_layout, initdb, make_root
 from .engine import Engine, TxnOp, now_ms
 from .errors import Conflict
 from .fsutil import atomic_write
-from .logs import GRANIAN_LOG_CONFIG
 from .passwords import HashingPool
 from .recovery import recover
 from .snapshot import SnapshotError
@@ -88,8 +83,7 @@ class Node:
         self._stop = asyncio.Event()
         self.stopping = asyncio.Event()  # long-lived responses end when this is set
         self._tasks: list[asyncio.Task[None]] = []
-        self._server: Server | None = None
-        self._server_task: asyncio.Task[None] | None = None
+        self._http: list[tuple[listener.Listener, asyncio.Task[None]]] = []  # the main listener, the operator's
         self.app = App(self)
         self.recovery_seconds: float | None = None
         self.restart_requested: str | None = None
@@ -225,39 +219,35 @@ class Node:
                 delay_s = min(delay_s * 2, 10.0)
         return False
 
-    def _check_port_free(self) -> None:
-        """granian binds with SO_REUSEPORT, so a second node on a busy port would silently share
-        it; a plain bind (SO_REUSEADDR only, to pass TIME_WAIT leftovers of a killed node)
-        fails on a live listener instead, with a message an operator can act on."""
-        family = socket.AF_INET6 if ":" in self.settings.listen_host else socket.AF_INET
-        with socket.socket(family) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((self.settings.listen_host, self.settings.listen_port))
-            except OSError as error:
-                raise OSError(f"cannot listen on {self.settings.listen}: {error.strerror}") from None
-
     async def _start_http(self) -> None:
-        self._check_port_free()
-        self._server = Server(
-            RsgiAdapter(self.app),
-            address=self.settings.listen_host,
-            port=self.settings.listen_port,
-            interface=Interfaces.RSGI,
-            # HTTP/1.1 only: cleartext HTTP/2 (h2c) would bring bodies without Content-Length.
-            http=HTTPModes.http1,
-            runtime_threads=self.settings.http_runtime_threads,
-            backlog=1024,
-            log_level=LogLevels.warning,
-            log_dictconfig=GRANIAN_LOG_CONFIG,
-            log_access=False,
-            websockets=False,
+        """The main listener and, when configured, the operator's (README, "Connection limits")."""
+        settings = self.settings
+        listener.raise_open_files_limit(
+            settings.max_connections + (settings.operator_max_connections if settings.operator_listen else 0)
         )
-        self._server_task = asyncio.create_task(self._server.serve(), name="http")
+        admission = Admission(settings)
+        sockets = [(listener.bind(settings.listen_host, settings.listen_port, settings.listen_backlog), False)]
+        if settings.operator_listen:
+            host, port = settings.operator_listen.rsplit(":", 1)
+            try:
+                sockets.append((listener.bind(host.strip("[]"), int(port), settings.listen_backlog), True))
+            except OSError:
+                sockets[0][0].close()
+                raise
+        for sock, operator in sockets:
+            server = listener.listener(
+                sock,
+                RsgiAdapter(self.app, admission, operator=operator),
+                settings,
+                settings.operator_max_connections if operator else settings.max_connections,
+            )
+            task = asyncio.create_task(server.serve(), name="http-operator" if operator else "http")
+            self._http.append((server, task))
         await asyncio.sleep(0)
-        if self._server_task.done():
-            self._server_task.result()  # raise the bind error now
-        self._server_task.add_done_callback(self._on_http_stopped)
+        for _server, task in self._http:
+            if task.done():
+                task.result()  # raise a start-up error now
+            task.add_done_callback(self._on_http_stopped)
 
     def _on_http_stopped(self, task: asyncio.Task[None]) -> None:
         if not self._stop.is_set():  # the server ended without being asked: stop the node on purpose
@@ -621,13 +611,14 @@ class Node:
         self.stopping.set()
         if self.primary is not None:
             self.primary.fail_sync_waiters("the node is shutting down")
-        if self._server is not None:
-            self._server.stop()
-        if self._server_task is not None:
+        for server, _task in self._http:
+            server.stop()
+        for server, task in self._http:
             try:
-                await asyncio.wait_for(self._server_task, self.settings.shutdown_timeout_s)
+                await asyncio.wait_for(task, self.settings.shutdown_timeout_s)
             except (TimeoutError, Exception):
                 log.exception("HTTP server did not stop cleanly")
+            server.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -45,9 +45,11 @@ from . import admin, openapi, security
 from .http import (
     JSON_HEADERS,
     JSON_INT_MAX,
+    KEY_FORBIDDEN,
     Request,
     Response,
     StreamResponse,
+    check_key_characters,
     error_response,
     json_integer,
     json_response,
@@ -182,7 +184,7 @@ class App:
         if path == SYSTEM_PATH:
             return json_response(replication_api.system_document(self.node))
         # Authenticated before routing: without credentials, 401 says nothing about which routes exist.
-        principal = self.auth.authenticate(request.header("authorization"), request.address)
+        principal = self._authenticate(request)
         if any(path == base or path.startswith(base + "/") for base in CATALOG_PATHS):
             return await self._catalog.handle(request, principal)
         handler = self._routes.get((request.method, path))
@@ -199,6 +201,7 @@ class App:
         key = raw  # granian hands over the path already percent-decoded; never decode twice
         if not key:
             raise BadRequest("key must not be empty")
+        check_key_characters(key)
         size = len(key.encode("utf-8"))
         if size > self.settings.max_key_bytes:
             raise BadRequest(f"key is {size} bytes; the limit is {self.settings.max_key_bytes} (max_key_bytes)")
@@ -210,8 +213,14 @@ class App:
             what = "system catalog keys need a superuser" if key.startswith(SYS_PREFIX) else f"no {action} grant"
             raise Forbidden(f"user {principal.name!r} may not {action} {key!r}: {what}")
 
+    def _authenticate(self, request: Request) -> Principal:
+        """The server authenticates from the headers before it reads a body (rsgi.py): reuse that."""
+        if request.principal is not None:
+            return request.principal
+        return self.auth.authenticate(request.header("authorization"), request.address)
+
     async def _kv(self, request: Request) -> Response:
-        principal = self.auth.authenticate(request.header("authorization"), request.address)
+        principal = self._authenticate(request)
         method = request.method
         raw = request.path[len(KV_PREFIX) :]
         started = time.perf_counter()
@@ -427,6 +436,7 @@ class App:
                     and type(text) is str
                     and 0 < len(key) <= short_key_chars
                     and len(value := text.encode()) <= max_value_bytes
+                    and KEY_FORBIDDEN.search(key) is None
                 ):
                     if check_grants:
                         self._authorize(principal, "write", key)

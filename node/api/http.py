@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from ..catalog import Principal
 from ..errors import BadRequest, KvError, MethodNotAllowed, Unauthorized
 from ..wal.format import parse_lsn
 
@@ -31,6 +32,28 @@ JSON_INT_MAX: Final = 2**64 - 1
 # An LSN as the node writes it (`X/Y`, two 32-bit hex halves) or a decimal byte position.
 LSN_PATTERN: Final = r"^(?:[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}|[0-9]{1,18})$"
 _LSN: Final = re.compile(LSN_PATTERN)
+# What a key may not hold: C0 controls and DEL (NUL included), which terminals, logs and other
+# tools act on, and U+FFFD, which is what granian's path decoding makes of invalid UTF-8 (%ff,
+# %c0%af): refusing it means one key is never reachable by several spellings. Everything else
+# (bidi overrides included) is allowed; kvctl shows such characters escaped.
+_KEY_FORBIDDEN_CHARS: Final = r"\x00-\x1f\x7f\ufffd"  # escapes both Python's re and ECMA-262 read
+KEY_FORBIDDEN: Final = re.compile(f"[{_KEY_FORBIDDEN_CHARS}]")
+KEY_PATTERN: Final = f"^[^{_KEY_FORBIDDEN_CHARS}]*$"  # the same rule, for the OpenAPI document
+
+
+def check_key_characters(key: str) -> None:
+    """A 400 for a key holding a character KEY_FORBIDDEN names (README, "HTTP API")."""
+    found = KEY_FORBIDDEN.search(key)
+    if found is not None:
+        char = found.group()
+        why = "invalid UTF-8 in the path (or U+FFFD itself)" if char == "\ufffd" else "a control character"
+        raise BadRequest(f"key {key!r} holds {char!r} at {found.start()}: {why} may not appear in a key")
+
+
+def client_address(client: str) -> str:
+    """The client's IP address, from RSGI's `host:port` (the peer of the TCP connection: no
+    header such as X-Forwarded-For changes it)."""
+    return client.rsplit(":", 1)[0].strip("[]")
 
 
 def version_from_etag(raw: str, header: str) -> int:
@@ -67,6 +90,8 @@ class Request:
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
     body: bytes = b""
     client: str = ""
+    # Who sent it, when the server authenticated it from the headers before reading the body.
+    principal: Principal | None = None
     _query: dict[str, str] | None = None
 
     @property
@@ -80,8 +105,7 @@ class Request:
 
     @property
     def address(self) -> str:
-        """The client's IP address, from RSGI's `host:port`."""
-        return self.client.rsplit(":", 1)[0].strip("[]")
+        return client_address(self.client)
 
     def json(self) -> Any:
         if not self.body:

@@ -39,7 +39,11 @@ def spec(settings: Settings, policy: AuthPolicy) -> dict[str, Any]:
             f"max_key_bytes {settings.max_key_bytes}, max_value_bytes {settings.max_value_bytes}, "
             f"max_body_bytes {settings.max_body_bytes}, max_txn_ops {settings.max_txn_ops}, "
             f"max_scan_limit {settings.max_scan_limit}, max_ttl_s {settings.max_ttl_s}, "
-            f"max_requests_in_flight {settings.max_requests_in_flight}.",
+            f"max_requests_in_flight {settings.max_requests_in_flight}, max_requests_in_flight_per_address "
+            f"{settings.max_requests_in_flight_per_address}, max_body_bytes_in_flight "
+            f"{settings.max_body_bytes_in_flight}, max_login_body_bytes {settings.max_login_body_bytes}, "
+            f"http_header_timeout_ms {settings.http_header_timeout_ms}, http_body_timeout_ms "
+            f"{settings.http_body_timeout_ms}.",
         },
         "components": shared,
         "security": [{"bearer": []}],

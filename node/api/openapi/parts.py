@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from ...catalog_documents import NAME_PATTERN
-from ..http import LSN_PATTERN
+from ..http import KEY_PATTERN, LSN_PATTERN
 
 Schema = dict[str, Any]
 
@@ -74,6 +74,7 @@ def key(max_key_bytes: int, *, catalog: bool, ascii_around: int = 0) -> Schema:
     """A key; `catalog=False` leaves out the `_sys.` keys of the system catalogs, whose values
     are JSON documents checked by kind (documented under /v1/kv/_sys.{catalog_key})."""
     schema = utf8_text(max_key_bytes, min_chars=1, ascii_around=ascii_around)
+    schema["pattern"] = KEY_PATTERN  # no control characters, no U+FFFD (README, "HTTP API")
     if not catalog:
         schema["not"] = {"pattern": "^_sys\\."}
     return schema
@@ -127,15 +128,17 @@ ERRORS: Final[dict[int, str]] = {
     401: "missing, malformed, expired or revoked credentials (WWW-Authenticate: Bearer)",
     403: "not allowed: no grant for this, or a host rule rejects the caller's address",
     404: "not found",
+    408: "the request body did not arrive within http_body_timeout_ms; the connection closes",
     409: "conflicts with the current state: exists already, changed meanwhile, or a damaged catalog document",
     411: "a request body needs Content-Length (chunked bodies are refused)",
     412: "a precondition (If-Match, If-None-Match: *, if_version, if_absent) does not hold",
     413: "too large: the body, a value or a transaction is above its limit",
     421: "this node does not take writes: a replica (the message names its primary) or a fenced primary",
-    429: "too many requests in flight (max_requests_in_flight), a login lockout or slowdown, or a full password "
-    "hashing queue (login_queue_max); Retry-After says when to try again",
+    429: "too many requests in flight (max_requests_in_flight, max_requests_in_flight_per_address), a login "
+    "lockout or slowdown, or a full password hashing queue (login_queue_max); Retry-After says when to try again",
     500: "internal error; see the node log",
-    503: "the node is still recovering, or its WAL failed",
+    503: "the node is still recovering, or its WAL failed, or request bodies in flight are at "
+    "max_body_bytes_in_flight (Retry-After)",
     504: "a bounded wait ran out: X-KV-Min-LSN not applied in time, or synchronous replicas did not "
     "confirm a commit (it is committed here: outcome unknown)",
 }
@@ -151,7 +154,7 @@ def components() -> dict[str, Any]:
         response: dict[str, Any] = {"description": text, "content": json_content(ref("Error"))}
         if code == 401:
             response["headers"] = {"WWW-Authenticate": header({"type": "string"}, 'Bearer realm="kvstore"')}
-        if code == 429:
+        if code in (429, 503):
             response["headers"] = {
                 "Retry-After": header({"type": "string", "pattern": "^[0-9]+$"}, "seconds", required=False)
             }
@@ -181,7 +184,8 @@ def components() -> dict[str, Any]:
 def finish(paths: dict[str, dict[str, Any]], open_operations: set[tuple[str, str]]) -> dict[str, dict[str, Any]]:
     """Add the statuses any operation may answer: 429 (in-flight limit, before routing) and 500;
     401 and 403 (credentials, host rules) where authentication is needed, 503 (recovering, WAL
-    failed) past the probes, 411 and 413 wherever the method carries a body."""
+    failed) past the probes, 411, 413 and 408 (body timeout) wherever the method carries a body;
+    503 there too (body memory in flight)."""
     for path, item in paths.items():
         for method, operation in item.items():
             if method == "parameters":
@@ -194,7 +198,7 @@ def finish(paths: dict[str, dict[str, Any]], open_operations: set[tuple[str, str
             if path not in ("/health", "/ready", "/metrics"):
                 codes.add(503)
             if method in ("put", "post", "patch"):
-                codes |= {411, 413}
+                codes |= {408, 411, 413, 503}
             responses = operation["responses"]
             for code in sorted(codes):
                 responses.setdefault(str(code), {"$ref": f"#/components/responses/E{code}"})
