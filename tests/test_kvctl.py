@@ -136,7 +136,7 @@ def test_environment_gives_url_and_token_and_flags_win(shared: NodeProcess, conf
     assert ok(kvctl("get", "env:a", config=config, env=env)) == "1"
     bad_env = {"KVCTL_URL": shared.url, "KVCTL_TOKEN": "bad"}
     assert ok(kvctl("get", "env:a", "--token", env["KVCTL_TOKEN"], config=config, env=bad_env)) == "1"
-    assert fails(kvctl("get", "env:a", config=config, env=bad_env)) == "kvctl: invalid token; check $KVCTL_TOKEN"
+    assert fails(kvctl("get", "env:a", config=config, env=bad_env)) == "kvctl: invalid token: Not enough segments; check $KVCTL_TOKEN"
     reason = fails(kvctl("get", "env:a", config=config, env={"KVCTL_URL": shared.url}))
     assert reason == f"kvctl: not logged in; run kvctl login --url {shared.url} or set $KVCTL_TOKEN"
 
@@ -154,7 +154,7 @@ def test_login_token_goes_to_another_url_and_a_refusal_names_both(
     stranger = node_factory("stranger").start()  # a system of its own: it knows no token of shared's
     reason = fails(kvctl("--url", stranger.url, "status", config=config))
     assert reason == (
-        f"kvctl: invalid token; the login file's token is for {shared.url} and was refused by {stranger.url}; "
+        f"kvctl: invalid token: unknown signing key; the login file's token is for {shared.url} and was refused by {stranger.url}; "
         f"log in there with kvctl login --url {stranger.url}"
     )
     assert ok(kvctl("status", "--url", stranger.url, "--token", stranger.token(), config=config))
@@ -180,7 +180,7 @@ def test_errors_with_format_json_are_one_json_document_on_stderr(shared: NodePro
         "message": table_reason.removeprefix("kvctl: "),
     }
     refused = kvctl("--format=json", "status", "--token", "bad", config=config, env=env)
-    assert fails_json(refused) == {"code": "unauthorized", "message": "invalid token; check --token"}
+    assert fails_json(refused) == {"code": "unauthorized", "message": "invalid token: Not enough segments; check --token"}
     dead = f"http://127.0.0.1:{free_port()}"
     unreachable = kvctl("--format", "json", "status", "--url", dead, "--token", "t", config=config)
     assert fails_json(unreachable) == {"code": "unreachable", "message": f"cannot reach {dead}: connection refused"}
