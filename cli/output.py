@@ -26,6 +26,7 @@ COLUMN_GAP = "  "
 # C0 and C1 controls (tab and newline too: they would break a table), DEL, and the Unicode
 # marks and overrides that reorder text (Trojan Source, CVE-2021-42574).
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_UNPRINTABLE_IN_JSON = re.compile("[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 FORMAT_FLAG = "--format"
 
 
@@ -76,12 +77,18 @@ def _stdout() -> Iterator[None]:
 def emit_json(document: Any) -> None:
     """One JSON document, indented for reading; it always parses."""
     with _stdout():
-        print(json.dumps(document, indent=2, ensure_ascii=False), flush=True)
+        print(_json_escaped(json.dumps(document, indent=2, ensure_ascii=False)), flush=True)
 
 
 def json_text(value: object) -> str:
     """One JSON value on one line."""
-    return json.dumps(value, ensure_ascii=False)
+    return _json_escaped(json.dumps(value, ensure_ascii=False))
+
+
+def _json_escaped(text: str) -> str:
+    """JSON text with the characters `printable` escapes written as JSON escapes: json.dumps
+    already escapes C0 controls in strings, so outside strings only its own newlines remain."""
+    return _UNPRINTABLE_IN_JSON.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def emit_line(text: str) -> None:
@@ -90,8 +97,10 @@ def emit_line(text: str) -> None:
 
 
 def printable(text: str) -> str:
-    """`text` with every character that could act on a terminal written as an escape."""
-    return _UNPRINTABLE.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+    """`text` with every character that could act on a terminal written as an escape: `\\uXXXX`,
+    which is also how JSON writes it, so a JSON line stays valid JSON (json.dumps escapes C0
+    controls itself, so inside JSON these characters only ever stand in strings)."""
+    return _UNPRINTABLE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def emit_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:

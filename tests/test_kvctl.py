@@ -136,7 +136,10 @@ def test_environment_gives_url_and_token_and_flags_win(shared: NodeProcess, conf
     assert ok(kvctl("get", "env:a", config=config, env=env)) == "1"
     bad_env = {"KVCTL_URL": shared.url, "KVCTL_TOKEN": "bad"}
     assert ok(kvctl("get", "env:a", "--token", env["KVCTL_TOKEN"], config=config, env=bad_env)) == "1"
-    assert fails(kvctl("get", "env:a", config=config, env=bad_env)) == "kvctl: invalid token: Not enough segments; check $KVCTL_TOKEN"
+    assert (
+        fails(kvctl("get", "env:a", config=config, env=bad_env))
+        == "kvctl: invalid token: Not enough segments; check $KVCTL_TOKEN"
+    )
     reason = fails(kvctl("get", "env:a", config=config, env={"KVCTL_URL": shared.url}))
     assert reason == f"kvctl: not logged in; run kvctl login --url {shared.url} or set $KVCTL_TOKEN"
 
@@ -180,7 +183,10 @@ def test_errors_with_format_json_are_one_json_document_on_stderr(shared: NodePro
         "message": table_reason.removeprefix("kvctl: "),
     }
     refused = kvctl("--format=json", "status", "--token", "bad", config=config, env=env)
-    assert fails_json(refused) == {"code": "unauthorized", "message": "invalid token: Not enough segments; check --token"}
+    assert fails_json(refused) == {
+        "code": "unauthorized",
+        "message": "invalid token: Not enough segments; check --token",
+    }
     dead = f"http://127.0.0.1:{free_port()}"
     unreachable = kvctl("--format", "json", "status", "--url", dead, "--token", "t", config=config)
     assert fails_json(unreachable) == {"code": "unreachable", "message": f"cannot reach {dead}: connection refused"}
@@ -303,8 +309,8 @@ def test_keys_follows_pages_and_filters_by_pattern(shared: NodeProcess, config: 
 
 def test_keys_shows_control_characters_escaped_never_raw(shared: NodeProcess, config: Path) -> None:
     """A key may hold bidi overrides and marks (the node refuses C0 controls): a table shows them
-    escaped, so listing keys cannot disguise a key on the admin's terminal; JSON keeps them exact
-    for scripts."""
+    escaped, so listing keys cannot disguise a key on the admin's terminal; JSON escapes them the
+    JSON way, exact for scripts once parsed."""
     nasty = "esc:\u202etxt.exe\u2066end\u200f"
     with shared.client() as client:
         assert client.put("/v1/kv/" + quote(nasty, safe=""), content=b"v").status_code == 201
@@ -315,8 +321,8 @@ def test_keys_shows_control_characters_escaped_never_raw(shared: NodeProcess, co
     assert "esc:\\u202etxt.exe\\u2066end\\u200f" in table
     assert len(table.splitlines()) == 2  # the header and one row: no line broken by the key
     listed = kvctl_json("keys", "--pattern", "esc:*", config=config, env=env)
-    # (the runner reads kvctl's output as latin-1: undo that to compare the UTF-8 kvctl wrote)
-    assert [item["key"].encode("latin-1").decode() for item in listed["keys"]] == [nasty]
+    # JSON writes them as \u escapes too: the same key once parsed, nothing raw on a terminal
+    assert [item["key"] for item in listed["keys"]] == [nasty]
     assert "\\u202e" in ok(kvctl("del", nasty, config=config, env=env))
 
 
