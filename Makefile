@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA_DIR ?= run-data
 PORT ?= 8080
 
-.PHONY: run stop test setup system-deps bench-deps bench-servers bench bench-auth bench-replication bench-flood clean \
+.PHONY: run stop test setup system-deps bench-deps bench-servers bench bench-auth bench-replication bench-flood bench-login-flood clean \
 	compose-up compose-down test-compose chaos chaos-docker chaos-soak
 
 $(BIN)/python:
@@ -88,6 +88,10 @@ bench-replication: setup system-deps
 # Another client's latency while one address floods the node (bench/RESULTS-flood.md).
 bench-flood: setup
 	$(BIN)/python bench/flood.py --write
+
+# Bad logins from fresh addresses: a real login's wait and another client's GETs (cli/bench/RESULTS-login-flood.md).
+bench-login-flood: setup
+	$(BIN)/python -m kvstore.cli.bench.login_flood_bench
 
 # Authorization on vs off on the data path (also part of `make bench`).
 bench-auth: setup system-deps
