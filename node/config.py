@@ -112,6 +112,9 @@ class Settings:
     # the exempt addresses, superusers and the operator listener are not held to it.
     max_requests_in_flight_per_address: int = 64
     limits_exempt_addresses: str = "127.0.0.1,::1"
+    # Requests beyond max_requests_in_flight still let in for /health, /ready, /metrics and a
+    # superuser's admin API, so an operator can look and act while the node is at its limit.
+    operator_reserved_requests: int = 32
     # Request bodies held in memory at once, by their declared Content-Length (503 beyond it).
     max_body_bytes_in_flight: int = 64 * 1024 * 1024
     # The largest valid login body (256 + 1024 characters, each up to 6 bytes as a JSON escape) fits.
@@ -189,6 +192,7 @@ class Settings:
             "max_requests_in_flight_per_address": 1,
             "max_login_body_bytes": 256,
             "operator_max_connections": 1,
+            "operator_reserved_requests": 0,
         }
         for name, minimum in minimums.items():
             if getattr(self, name) < minimum:

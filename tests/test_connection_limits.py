@@ -245,3 +245,32 @@ def test_a_connection_cap_the_open_files_limit_cannot_hold_refuses_to_start(node
         if process.poll() is None:
             process.kill()
     assert "lower max_connections" in node.log()
+
+
+def test_an_operator_reaches_probes_and_admin_api_while_requests_are_at_the_limit(node_factory) -> None:  # type: ignore[no-untyped-def]
+    """max_requests_in_flight requests held (bodies that never come, from the exempt loopback so
+    only the total limit applies): a further data request is refused, while the probes and a
+    superuser's admin API still get in (operator_reserved_requests)."""
+    limit = 4
+    env = {
+        **CHEAP_HASHING,
+        "KVSTORE_MAX_REQUESTS_IN_FLIGHT": str(limit),
+        "KVSTORE_HTTP_BODY_TIMEOUT_MS": "30000",  # held for the whole test
+    }
+    node = node_factory("reserve", env=env).start()
+    token = node.token()
+    held = [stalled_put(node, token, f"held:{index}", source="127.0.0.1") for index in range(limit)]
+    try:
+        deadline = time.monotonic() + DROPPED_WITHIN_S
+        while metric(node, "kvstore_http_requests_in_flight ") < limit + 1:  # the held ones and this scrape
+            assert time.monotonic() < deadline, "the held requests never arrived"
+            time.sleep(0.05)
+        admin = {"authorization": f"Bearer {token}"}
+        refused = httpx.get(f"{node.url}/v1/kv/held:0", headers=admin, timeout=AT_ONCE_S)
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "too_many_requests"
+        assert httpx.get(f"{node.url}/health", timeout=AT_ONCE_S).status_code == 200
+        assert httpx.get(f"{node.url}/metrics", timeout=AT_ONCE_S).status_code == 200
+        assert httpx.get(f"{node.url}/v1/admin/users", headers=admin, timeout=AT_ONCE_S).status_code == 200
+    finally:
+        for sock in held:
+            sock.close()

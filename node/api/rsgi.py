@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 
 _BODY_METHODS = frozenset(("PUT", "POST", "PATCH"))
 _OPEN_PATHS = frozenset(path for _method, path in OPEN_ROUTES)
+# What an operator needs while the node is at its request limit: the probes, and the admin API
+# for a superuser (settings.operator_reserved_requests beyond max_requests_in_flight).
+_PROBE_PATHS = frozenset(("/health", "/ready", "/metrics"))
+_ADMIN_PREFIX = "/v1/admin/"
 # A body refused for its size up to this size is read and dropped so the client gets a clean
 # 413; a larger one is not worth the bandwidth, and that client may see a reset instead.
 MAX_DRAIN_BYTES = 64 * 1024 * 1024
@@ -68,11 +72,14 @@ class Admission:
         else:
             del self.by_address[address]  # the map holds only addresses with requests in flight
 
-    def check(self, address: str, exempt_address: bool) -> None:
+    def check(self, address: str, exempt_address: bool, operator_request: bool) -> None:
         """Refuse a request (already counted by `enter`) beyond the request limits: the total
-        always, the per-address one unless `exempt_address` (an exempt address or a superuser)."""
+        always (an `operator_request` may go operator_reserved_requests beyond it, like
+        PostgreSQL's superuser_reserved_connections), the per-address one unless
+        `exempt_address` (an exempt address or a superuser)."""
         limit = self.settings.max_requests_in_flight
-        if self.in_flight > limit:
+        reserve = self.settings.operator_reserved_requests if operator_request else 0
+        if self.in_flight > limit + reserve:
             metrics.HTTP_REJECTED.labels("in_flight_limit").inc()
             raise TooManyRequests(f"more than {limit} requests in flight; retry shortly")
         limit = self.settings.max_requests_in_flight_per_address
@@ -141,7 +148,8 @@ class RsgiAdapter:
             principal = self._authenticate(path, headers.get("authorization"), address)
             if not self.operator:  # the operator listener's own connection cap bounds its requests
                 superuser = principal is not None and principal.superuser
-                self.admission.check(address, superuser or address in self.admission.exempt)
+                operator_request = path in _PROBE_PATHS or (superuser and path.startswith(_ADMIN_PREFIX))
+                self.admission.check(address, superuser or address in self.admission.exempt, operator_request)
             size = int(declared) if declared else 0
             self.admission.reserve_body(size)
         except KvError as error:
