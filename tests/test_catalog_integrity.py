@@ -4,21 +4,16 @@ altered in place, and the auth policy in `_sys.settings:auth`, with real nodes."
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from olddata import append_as_an_older_node_would
 
 from harness import ADMIN_PASSWORD, NodeProcess
-from kvstore.node import records
-from kvstore.node.datadir import DataDir
-from kvstore.node.recovery import recover
-from kvstore.node.wal.writer import FsyncPolicy, WalWriter
 
 PASSWORD = "a-long-enough-password"
 DAMAGED = {
@@ -58,32 +53,6 @@ def error_of(response: httpx.Response, status: int, code: str) -> str:
 def audit_events(node: NodeProcess, event: str) -> list[dict[str, Any]]:
     lines = (node.data_dir / "log" / "audit.jsonl").read_text().splitlines()
     return [entry for entry in map(json.loads, lines) if entry["event"] == event]
-
-
-def append_as_an_older_node_would(data_dir: Path, documents: dict[str, bytes]) -> None:
-    """Log raw SET records of catalog keys, unchecked, at the end of a stopped node's WAL: what a
-    node before catalog checks (or a primary of an older version) could leave there."""
-
-    async def append() -> None:
-        recovered = recover(DataDir(data_dir))
-        writer = WalWriter(
-            data_dir / "WAL",
-            timeline=recovered.timeline,
-            end_lsn=recovered.end_lsn,
-            segment_size_bytes=16 * 1024 * 1024,
-            policy=FsyncPolicy.ALWAYS,
-            interval_s=1.0,
-            on_flushed=lambda lsn: None,
-            on_failed=lambda error: None,
-        )
-        version, now_ms = recovered.store.revision, int(time.time() * 1000)
-        for key, value in documents.items():
-            version += 1
-            writer.append(records.encode(records.set_record(key, value, version, now_ms, 0)))
-        await writer.sync()
-        await writer.close()
-
-    asyncio.run(append())
 
 
 # -- item 2: writes through the data API are checked like the admin API's ----------------------

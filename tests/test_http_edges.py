@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from olddata import append_as_an_older_node_would
 from rawhttp import connect, exchange, read_response, request_head
 
 from harness import CHEAP_HASHING, NodeProcess
@@ -194,3 +195,24 @@ def test_half_close_after_headers_is_not_a_500(node: NodeProcess) -> None:
         sock.shutdown(socket.SHUT_WR)
         response = read_response(sock)
     assert response is not None and response.status == 400, response
+
+
+def test_a_key_an_older_version_stored_with_control_characters_can_still_be_removed(node_factory) -> None:  # type: ignore[no-untyped-def]
+    """Keys stored before the character rule stay listed, can be checked and deleted by a
+    transaction (its JSON names the key exactly), and can never be written again."""
+    old = {"old:\x01bell": b"1", "old:\ufffdreplaced": b"2"}
+    node = node_factory("older").start()
+    assert node.stop() == 0
+    append_as_an_older_node_would(node.data_dir, old)
+    node.restart()
+    with node.client() as admin:
+        listed = admin.get("/v1/kv", params={"prefix": "old:"}).json()["keys"]
+        versions = {item["key"]: item["version"] for item in listed}
+        assert sorted(versions) == sorted(old)
+        rewrite = admin.post("/v1/txn", json={"ops": [{"op": "set", "key": "old:\x01bell", "value": "x"}]})
+        assert rewrite.status_code == 400, rewrite.text
+        checked = {"ops": [{"op": "check", "key": key, "if_version": versions[key]} for key in old]}
+        assert admin.post("/v1/txn", json=checked).status_code == 200
+        removed = admin.post("/v1/txn", json={"ops": [{"op": "del", "key": key} for key in old]})
+        assert removed.status_code == 200, removed.text
+        assert admin.get("/v1/kv", params={"prefix": "old:"}).json()["keys"] == []

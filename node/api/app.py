@@ -197,11 +197,14 @@ class App:
 
     # -- data API --------------------------------------------------------------------
 
-    def _key(self, raw: str) -> str:
+    def _key(self, raw: str, *, may_create: bool = True) -> str:
+        """`may_create` False: a transaction's del or check, whose JSON names a key exactly, may
+        name one the character rule now refuses (stored by an older version), so it can go."""
         key = raw  # granian hands over the path already percent-decoded; never decode twice
         if not key:
             raise BadRequest("key must not be empty")
-        check_key_characters(key)
+        if may_create:
+            check_key_characters(key)
         size = len(key.encode("utf-8"))
         if size > self.settings.max_key_bytes:
             raise BadRequest(f"key is {size} bytes; the limit is {self.settings.max_key_bytes} (max_key_bytes)")
@@ -454,7 +457,7 @@ class App:
         key_raw = raw.get("key")
         if not isinstance(key_raw, str):
             raise BadRequest(f"op {index}: 'key' must be a string")
-        key = self._key(key_raw)
+        key = self._key(key_raw, may_create=kind == "set")
         self._authorize(principal, {"set": "write", "del": "delete", "check": "read"}[kind], key)
         value = b""
         if kind == "set":
