@@ -869,3 +869,15 @@ def test_restart_keeps_data_and_versions(node_factory) -> None:  # type: ignore[
         # Versions keep increasing after the restart.
         after = http.put(kv("r:new"), content=b"n")
         assert after.json()["version"] > max(int(etag.strip('"')) for _, etag in written.values())
+
+
+def test_a_query_parameter_the_route_does_not_take_is_refused(client: httpx.Client, uid: str) -> None:
+    """A typo must not change what a request means in silence: `?tll=5` would store the value
+    without its TTL."""
+    typo = client.put(kv(uid + "ttl-typo"), params={"tll": "5"}, content=b"v")
+    assert "'tll'; this route takes ttl" in assert_error(typo, 400, "bad_request")["message"]
+    assert client.get(kv(uid + "ttl-typo")).status_code == 404  # nothing was written
+    assert "'by'" in assert_error(client.get(kv(uid + "x"), params={"by": "1"}), 400, "bad_request")["message"]
+    assert "'prefx'" in assert_error(client.get("/v1/kv", params={"prefx": uid}), 400, "bad_request")["message"]
+    assert client.put(kv(uid + "ttl-ok"), params={"ttl": "5"}, content=b"v").status_code == 201
+    assert client.post(kv(uid + "n") + "/incr", params={"by": "2"}).json()["value"] == 2

@@ -64,6 +64,8 @@ KV_PREFIX = "/v1/kv/"
 INCR_SUFFIX = "/incr"
 LOGIN_PATH = "/v1/auth/login"
 # Routes answered before authentication: probes and login.
+# The query parameters each method of /v1/kv/{key} takes (POST is INCR); any other is a 400.
+_KV_QUERY: Final = {"GET": (), "PUT": ("ttl",), "DELETE": (), "POST": ("by",)}
 OPEN_ROUTES: Final = (
     ("GET", "/health"),
     ("GET", "/ready"),
@@ -226,6 +228,8 @@ class App:
         principal = self._authenticate(request)
         method = request.method
         raw = request.path[len(KV_PREFIX) :]
+        if request.query_string and method in _KV_QUERY and (method != "POST" or raw.endswith(INCR_SUFFIX)):
+            request.only_query(_KV_QUERY[method])  # after routing: a POST elsewhere is a 405
         started = time.perf_counter()
         if method == "GET":
             op, response = "get", await self._get(request, principal, self._key(raw))
@@ -363,6 +367,7 @@ class App:
         return json_response(body, 200, _write_headers(result, timeline))
 
     async def list_keys(self, request: Request, principal: Principal) -> Response:
+        request.only_query(("prefix", "after", "limit"))
         prefix = request.query.get("prefix", "")
         after = request.query.get("after") or None
         limit = request.query_int("limit", 100, 1, self.settings.max_scan_limit)

@@ -103,6 +103,14 @@ class Request:
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
 
+    def only_query(self, names: tuple[str, ...]) -> None:
+        """A 400 for a query parameter the route does not take: `?tll=5` must not store a value
+        without its TTL in silence."""
+        unknown = sorted(set(self.query) - set(names))
+        if unknown:
+            takes = ", ".join(names) if names else "no query parameters"
+            raise BadRequest(f"unknown query parameter {unknown[0]!r}; this route takes {takes}")
+
     @property
     def address(self) -> str:
         return client_address(self.client)
