@@ -56,6 +56,13 @@ class RequestTimeout(KvError):
     code = "request_timeout"
 
 
+class LsnBeyondWalEnd(BadRequest):
+    """An LSN past this primary's WAL end (a read's X-KV-Min-LSN, a replica's feedback): no
+    write has it, so waiting for it, or recording it, would mean nothing."""
+
+    code = "lsn_beyond_wal_end"
+
+
 class IncompleteBody(BadRequest):
     """The client ended its side of the connection before sending the body it announced."""
 

@@ -25,7 +25,7 @@ from kvstore.node.checkpoint import Checkpointer
 from kvstore.node.config import Settings
 from kvstore.node.datadir import DataDir
 from kvstore.node.engine import Engine
-from kvstore.node.errors import BadRequest, Conflict, GatewayTimeout, Unavailable
+from kvstore.node.errors import Conflict, GatewayTimeout, LsnBeyondWalEnd, Unavailable
 from kvstore.node.wal.format import FRAME_HEADER, SEGMENT_HEADER_BYTES, SegmentHeader, format_lsn
 from kvstore.node.wal.reader import Segment, list_segments
 
@@ -65,14 +65,6 @@ class StreamRefused(Conflict):
     def __init__(self, code: str, message: str, **details: object) -> None:
         super().__init__(message, **details)
         self.code = code
-
-
-class FeedbackBeyondWalEnd(BadRequest):
-    """A replica cannot have received what this node never wrote: such a position would show
-    in the slot, hold synchronous commits as confirmed and stop WAL recycling decisions from
-    meaning anything."""
-
-    code = "lsn_beyond_wal_end"
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +247,9 @@ class Primary:
             f"{name} {format_lsn(int(document[name]))}" for name in FEEDBACK_LSNS if int(document[name]) > end_lsn
         ]
         if beyond:
-            raise FeedbackBeyondWalEnd(
+            # A replica cannot have received what this node never wrote: such a position would
+            # show in the slot and count synchronous commits as confirmed.
+            raise LsnBeyondWalEnd(
                 f"feedback for slot {document['slot']!r} reports {', '.join(beyond)}, beyond this primary's WAL end "
                 f"{format_lsn(end_lsn)}; the slot is unchanged"
             )

@@ -32,6 +32,7 @@ from ..errors import (
     Forbidden,
     GatewayTimeout,
     KvError,
+    LsnBeyondWalEnd,
     MethodNotAllowed,
     NotAnInteger,
     NotFound,
@@ -109,10 +110,6 @@ def _etag(version: int) -> str:
 
 def _iso_ms(epoch_ms: int) -> str:
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class LsnBeyondWalEnd(BadRequest):
-    code = "lsn_beyond_wal_end"
 
 
 def _write_headers(result: WriteResult, timeline: int) -> list[tuple[str, str]]:
