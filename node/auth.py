@@ -205,41 +205,44 @@ class Authenticator:
         return principal
 
     def _signing_keys(self) -> tuple[str, dict[str, str]]:
-        """(current kid, kid -> secret): the catalog's keys opened with the cluster key."""
+        """(current kid, kid -> secret): the catalog's keys opened with the cluster key, opened
+        again only when their document changed (not on every catalog change)."""
         epoch = self._store.catalog_epoch
-        if self._signing is not None and self._signing[0] == epoch:
-            return self._signing[2]
-        version = -1
+        cached = self._signing
+        if cached is not None and cached[0] == epoch:
+            return cached[2]
         try:
             found = self._document(catalog.JWT_KEYS_KEY)
-            if found is not None and self._signing is not None and self._signing[1] == found[0]:
-                opened = self._signing[2]  # another catalog document changed: nothing to open again
-            elif found is not None:
-                opened = (found[1]["current"], signing_keys.open_secrets(found[1], self.cluster_key))
-            else:
-                opened = None
-            version = -1 if found is None else found[0]
         except DocumentError:
             # Keep the last good keys. With none (damaged since before this start), sign with a
             # key of this node's own, so an administrator can log in here and repair the
             # document (`kvctl jwt-key rotate`); its tokens are valid on this node only.
-            if self._signing is None:
+            if cached is None:
                 log.critical(
                     "the signing keys in %s are damaged; signing with a temporary key of this node until an "
                     "administrator runs kvctl jwt-key rotate",
                     catalog.JWT_KEYS_KEY,
                 )
-            kid, secret = signing_keys.new_key()
-            opened = self._signing[2] if self._signing is not None else (kid, {kid: secret})
-        except ClusterKeyError as error:
-            # Sealed under another key than this node's (the start checks this, so only a key
-            # written since): its tokens are refused here, never accepted unchecked.
-            log.critical("%s; tokens signed with it are refused on this node", error)
-            if self._signing is None:
-                raise Unauthorized("this node cannot open the cluster's token signing keys; see its log") from None
-            opened = self._signing[2]
-        if opened is None:
+                kid, secret = signing_keys.new_key()
+                cached = (epoch, -1, (kid, {kid: secret}))
+            self._signing = (epoch, cached[1], cached[2])
+            return cached[2]
+        if found is None:
             raise Unauthorized("this node has no token signing key yet (catalog not bootstrapped)")
+        version, document = found
+        if cached is not None and cached[1] == version:
+            opened = cached[2]  # another catalog document changed
+        else:
+            try:
+                opened = (document["current"], signing_keys.open_secrets(document, self.cluster_key))
+            except ClusterKeyError as error:
+                # Sealed under another key than this node's (the start checks this, so only a
+                # document written since): its tokens are refused here, never accepted unchecked.
+                # Logged once per version of the document: the version is remembered below.
+                log.critical("%s; tokens signed with it are refused on this node", error)
+                if cached is None:
+                    raise Unauthorized("this node cannot open the cluster's token signing keys; see its log") from None
+                opened = cached[2]
         self._signing = (epoch, version, opened)
         return opened
 
