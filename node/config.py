@@ -29,6 +29,14 @@ class ConfigError(Exception):
     pass
 
 
+def host_port(setting: str, text: str) -> tuple[str, int]:
+    """(host, port) of a `HOST:PORT` setting (IPv6 hosts in brackets)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{setting}: {text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("data")
@@ -148,16 +156,20 @@ class Settings:
 
     @property
     def listen_host(self) -> str:
-        return self.listen.rsplit(":", 1)[0].strip("[]")
+        return host_port("listen", self.listen)[0]
 
     @property
     def listen_port(self) -> int:
-        return int(self.listen.rsplit(":", 1)[1])
+        return host_port("listen", self.listen)[1]
+
+    @property
+    def operator_address(self) -> tuple[str, int] | None:
+        return host_port("operator_listen", self.operator_listen) if self.operator_listen else None
 
     def validate(self) -> Settings:
-        host, sep, port = self.listen.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ConfigError(f"listen: {self.listen!r} is not HOST:PORT")
+        host_port("listen", self.listen)
+        if self.operator_listen:
+            host_port("operator_listen", self.operator_listen)
         minimums = {
             "fsync_interval_ms": 1,
             "wal_segment_size_bytes": 4096,
@@ -220,10 +232,6 @@ class Settings:
             raise ConfigError(f"replica_of: {self.replica_of!r} is not an http(s) URL")
         if self.max_scan_examined_keys < self.max_scan_limit:
             raise ConfigError("max_scan_examined_keys must be at least max_scan_limit (a full page must be reachable)")
-        if self.operator_listen:
-            host, sep, port = self.operator_listen.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
-                raise ConfigError(f"operator_listen: {self.operator_listen!r} is not HOST:PORT")
         if self.max_body_bytes_in_flight < self.max_body_bytes:
             raise ConfigError("max_body_bytes_in_flight must be at least max_body_bytes (a largest body must fit)")
         if self.max_body_bytes < self.max_value_bytes:

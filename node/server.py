@@ -227,10 +227,9 @@ class Node:
         )
         admission = Admission(settings)
         sockets = [(listener.bind(settings.listen_host, settings.listen_port, settings.listen_backlog), False)]
-        if settings.operator_listen:
-            host, port = settings.operator_listen.rsplit(":", 1)
+        if settings.operator_address is not None:
             try:
-                sockets.append((listener.bind(host.strip("[]"), int(port), settings.listen_backlog), True))
+                sockets.append((listener.bind(*settings.operator_address, settings.listen_backlog), True))
             except OSError:
                 sockets[0][0].close()
                 raise
@@ -284,8 +283,6 @@ class Node:
             settings.audit_refusal_window_s,
             settings.audit_refusal_window_max_lines,
         )
-        hashing = HashingPool(settings.login_hash_threads, settings.login_queue_max)
-        metrics.bind_gauge(metrics.LOGIN_HASHES_PENDING, lambda: hashing.pending)
         engine = self.engine
         try:
             sealer = cluster_key.load(
@@ -298,6 +295,8 @@ class Node:
         except cluster_key.ClusterKeyError as error:
             raise ConfigError(str(error)) from None
         self.catalog_changes = CatalogChanges(engine, settings.max_scan_limit, sealer)
+        hashing = HashingPool(settings.login_hash_threads, settings.login_queue_max)
+        metrics.bind_gauge(metrics.LOGIN_HASHES_PENDING, lambda: hashing.pending)
 
         async def rewrite(key: str, value: bytes, version: int) -> object:
             return await engine.put(key, value, if_version=version)
@@ -321,7 +320,11 @@ class Node:
     def _signing_keys_sealed(self) -> bool:
         """The catalog holds signing secrets sealed under some cluster key (a new one cannot open them)."""
         entry = self.engine.get(catalog.JWT_KEYS_KEY)
-        return entry is not None and b'"sealed"' in entry[VALUE]
+        try:
+            document = catalog.decode(entry[VALUE]) if entry is not None else {}
+            return any("sealed" in key for key in document.get("keys", {}).values())
+        except (ValueError, AttributeError, TypeError):
+            return False  # damaged: catalog_health reports it; a rotation repairs it
 
     def _catalog_exists(self) -> bool:
         return self.engine.get(catalog.CATALOG_MARKER_KEY) is not None
