@@ -64,7 +64,9 @@ class Admission:
         self.in_flight += 1
         self.by_address[address] = self.by_address.get(address, 0) + 1
 
-    def leave(self, address: str) -> None:
+    def leave(self, address: str, body_bytes: int) -> None:
+        """The request is answered: its place and the body bytes it reserved are free again."""
+        self.body_bytes -= body_bytes
         self.in_flight -= 1
         left = self.by_address[address] - 1
         if left:
@@ -132,15 +134,15 @@ class RsgiAdapter:
                 return
             await self._serve(scope, proto, reserved, principal)
         finally:
-            admission.body_bytes -= reserved
-            admission.leave(address)
+            admission.leave(address, reserved)
 
     def _admit(self, scope: Any, address: str) -> tuple[Response | None, int, Principal | None]:
         """From the headers alone: a refusal, or the body bytes reserved for this request and
         who sent it (None on the open routes)."""
         method, path, headers = scope.method, scope.path, scope.headers
-        declared = headers.get("content-length") if method in _BODY_METHODS else None
+        declared = None
         if method in _BODY_METHODS:
+            declared = headers.get("content-length")
             rejection = self._check_length(declared, headers.get("transfer-encoding"), method, path)
             if rejection is not None:
                 return rejection, 0, None
