@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 
+from kvstore.cli.bench.stats import percentile
 from kvstore.cli.launcher import NodeLauncher
 
 ADMIN_PASSWORD = "bench-admin-password"
@@ -125,11 +126,6 @@ async def flood(kind: str, port: int, connections: int, token: str) -> None:
 
 
 # -- the measuring process -----------------------------------------------------------------
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def measure(url: str, token: str, requests: int) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from kvstore.cli.bench.stats import percentile
 from kvstore.cli.launcher import NodeLauncher
 
 PASSWORD = "bench-admin-password"
@@ -50,11 +51,6 @@ async def _attack(url: str, attackers: int, stop_at: float) -> None:
 
 def _flood(url: str, attackers: int, duration_s: float) -> None:
     asyncio.run(_attack(url, attackers, time.monotonic() + duration_s))
-
-
-def _percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def _measure(node: NodeLauncher, token: str, duration_s: float) -> dict[str, float]:
@@ -88,7 +84,7 @@ def _measure(node: NodeLauncher, token: str, duration_s: float) -> dict[str, flo
         thread.join()
     return {
         "get_p50_ms": statistics.median(gets),
-        "get_p99_ms": _percentile(gets, 0.99),
+        "get_p99_ms": percentile(gets, 0.99),
         "get_max_ms": max(gets),
         "login_median_ms": statistics.median(logins),
         "login_max_ms": max(logins),

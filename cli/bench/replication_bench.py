@@ -33,6 +33,7 @@ from kvstore.cli.launcher import NodeLauncher, free_port
 
 from . import wrk
 from .loading import load_keys
+from .stats import percentile
 
 VALUE = "x" * 100
 KEYS_FOR_PUT = 10_000
@@ -115,11 +116,6 @@ def _sample_lag(node: NodeLauncher, stop: threading.Event, samples: list[tuple[f
             time.sleep(LAG_SAMPLE_S)
 
 
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
-
-
 def bench_throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for label, replicas, env in (
@@ -154,11 +150,11 @@ def bench_throughput(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 lag_bytes, lag_ms = [s[0] for s in samples], [s[1] for s in samples]
                 entry["lag"] = {
                     "samples": len(samples),
-                    "bytes_p50": _percentile(lag_bytes, 0.5),
-                    "bytes_p99": _percentile(lag_bytes, 0.99),
+                    "bytes_p50": percentile(lag_bytes, 0.5),
+                    "bytes_p99": percentile(lag_bytes, 0.99),
                     "bytes_max": max(lag_bytes),
-                    "ms_p50": _percentile(lag_ms, 0.5),
-                    "ms_p99": _percentile(lag_ms, 0.99),
+                    "ms_p50": percentile(lag_ms, 0.5),
+                    "ms_p99": percentile(lag_ms, 0.99),
                     "ms_max": max(lag_ms),
                 }
             results[label] = entry
