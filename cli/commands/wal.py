@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -55,18 +55,22 @@ def wal_tail(
 def stop_on_ctrl_c() -> None:
     """From now on SIGINT ends kvctl at once with status 0, whatever it is blocked on.
 
-    Installed explicitly, before anything can block, because Python's own Ctrl-C handling fails
-    a tail twice over: a kvctl started from a background job (`make test &`) inherits SIGINT
-    ignored, and Python then installs no KeyboardInterrupt handler at all; and a
-    KeyboardInterrupt that lands while httpcore takes one of its locks (its `__enter__`
-    acquires, the interrupt strikes before `with` owns the lock) can leave the lock held, and
-    closing the client then waits for it for ever. Exiting on the spot is safe for a reader:
-    every printed line is already flushed, and the kernel closes the socket.
+    A Python signal handler cannot promise that: it runs only when the main thread next checks
+    for signals, and a SIGINT that lands between sending the request and entering poll() for
+    the answer leaves the main thread asleep until the read timeout. Nor can Python's own
+    Ctrl-C handling (a kvctl started from a background job inherits SIGINT ignored and gets no
+    KeyboardInterrupt at all; one that strikes while httpcore takes a lock can leave the lock
+    held for ever). So SIGINT is blocked in every thread and a watcher thread takes it with
+    sigwait(), which cannot miss it. Exiting on the spot is safe for a reader: every printed
+    line is already flushed, and the kernel closes the socket.
     """
-    signal.signal(signal.SIGINT, _exit_now)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # an ignored signal is dropped, even when blocked
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    threading.Thread(target=_exit_on_sigint, name="ctrl-c", daemon=True).start()
 
 
-def _exit_now(signum: int, frame: FrameType | None) -> None:
+def _exit_on_sigint() -> None:
+    signal.sigwait({signal.SIGINT})
     os._exit(0)
 
 
