@@ -8,11 +8,14 @@ compare-and-set on a key are serializable without locks. A write:
    lose an increment;
 2. checks preconditions and builds an after-image record with a fresh revision;
 3. appends it to the WAL (no I/O on the loop) and records it as uncommitted;
-4. waits until the WAL reports the record durable under the fsync policy; only then
-   is the record applied to the store, in LSN order.
+4. waits until the WAL reports the record durable under the fsync policy and, under
+   synchronous replication, until the synchronous replicas confirm it; only then is
+   the record applied to the store, in LSN order.
 
 Readers read the store alone, so a read never returns an uncommitted write (no
-dirty reads), while writers see everything before them.
+dirty reads), while writers see everything before them. Under synchronous replication
+a write is not visible here before the replicas hold it, so no read sees a write that
+a failover could lose (etcd's rule; PostgreSQL shows it and delays only the answer).
 """
 
 from __future__ import annotations
@@ -29,12 +32,16 @@ from typing import Any, NamedTuple, NoReturn
 from . import metrics, records
 from .errors import KvError, NotAnInteger, NotFound, PreconditionFailed, ReadOnly, Unavailable
 from .store import CREATED_AT_MS, EXPIRES_AT_MS, VALUE, VERSION, Entry, Store, is_live
+from .wal.format import format_lsn
 from .wal.writer import WalFailed, WalWriter
 
 log = logging.getLogger(__name__)
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+# Logged but not committed (a stalled fsync, synchronous replicas away): every such write holds
+# its after-image in memory, so beyond this much WAL new writes are refused (503), not queued.
+MAX_UNCOMMITTED_WAL_BYTES = 64 * 1024 * 1024
 WAITERS_ABANDONED_MIN = 64  # below this many abandoned waiters, dropping them is not worth a rebuild
 
 
@@ -98,9 +105,11 @@ class Engine:
         self.read_only_reason: str | None = None  # why writes are refused, if they are
         self._refusal: type[KvError] = Unavailable
         self.wal_failed = False
-        # Synchronous replication: awaited after a local commit, before a write is acknowledged.
+        # Synchronous replication (replication/primary.py): the LSN the synchronous replicas
+        # have confirmed, which bounds what commits; and the wait for a commit, with its timeout.
+        self.replicas_confirmed: Callable[[], int] | None = None
         self.commit_gate: Callable[[int], Awaitable[None]] | None = None
-        self._next_commit: asyncio.Event | None = None  # set at the next commit, for followers
+        self._wal_progress: asyncio.Event | None = None  # set when the flushed or committed LSN moves
 
     def attach(self, writer: WalWriter) -> None:
         self.writer = writer
@@ -110,6 +119,16 @@ class Engine:
 
     def get(self, key: str) -> Entry | None:
         return self.store.get(key, now_ms())
+
+    def check_readable(self) -> None:
+        """Refuse reads while the store holds WAL that the synchronous replicas have not
+        confirmed: what a restarted or promoted primary recovered may be on no replica yet."""
+        if self.committed_lsn < self.store.applied_lsn:
+            raise Unavailable(
+                f"reads wait until the synchronous replicas confirm {format_lsn(self.store.applied_lsn)}, the WAL "
+                f"this node recovered (confirmed: {format_lsn(self.committed_lsn)}); retry shortly",
+                retry_after_s=1,
+            )
 
     # -- writes --------------------------------------------------------------------
 
@@ -192,7 +211,7 @@ class Engine:
                 try:
                     _check_preconditions(key, current, if_version, if_absent)
                 except PreconditionFailed as failed:
-                    await self.wait_for_commit(read_lsn)  # decided on uncommitted data? let it commit
+                    await self.wait_visible(read_lsn)  # decided on uncommitted data? let it commit
                     raise PreconditionFailed(f"op {index}: {failed.message}", op=index, **failed.details) from None
             if kind == "set":
                 created_at_ms = current[CREATED_AT_MS] if current is not None else now
@@ -213,7 +232,8 @@ class Engine:
             changes.append((key, entry))
         if not ops_out:
             # Read-only: still never report on data that is not committed yet.
-            await self.wait_for_commit(read_lsn)
+            self.check_readable()
+            await self.wait_visible(read_lsn)
             return results, WriteResult(self.store.revision, max(read_lsn, self.committed_lsn))
         self._take_revision()
         lsn = self._log(records.txn_record(ops_out), changes)
@@ -225,7 +245,7 @@ class Engine:
         an error must not reveal a write that could still fail (no dirty reads)."""
         pending = self._overlay.get(key)
         if pending is not None:
-            await self.wait_for_commit(pending[0])
+            await self.wait_visible(pending[0])
         raise error
 
     def _latest(self, key: str, now: int) -> Entry | None:
@@ -252,14 +272,27 @@ class Engine:
         self.read_only_reason, self._refusal = None, Unavailable
 
     async def _acknowledge(self, lsn: int) -> None:
-        await self.wait_for_commit(lsn)
-        if self.commit_gate is not None:
+        await self.wait_visible(lsn)
+
+    async def wait_visible(self, lsn: int) -> None:
+        """Wait until `lsn` commits, under synchronous replication with its timeout."""
+        if self.commit_gate is None or lsn <= self.committed_lsn:
+            await self.wait_for_commit(lsn)
+        else:
             await self.commit_gate(lsn)
 
-    def _log(self, record: records.Record, changes: Any) -> int:
+    def _log(self, record: records.Record, changes: Any, control: bool = False) -> int:
         if self.read_only_reason is not None:
             raise self._refusal(self.read_only_reason)
         assert self.writer is not None, "engine used before a WAL writer was attached"
+        backlog = self.writer.end_lsn - self.committed_lsn
+        if backlog > MAX_UNCOMMITTED_WAL_BYTES and not control:
+            waiting_for = "the synchronous replicas" if self.replicas_confirmed is not None else "the WAL's fsync"
+            raise Unavailable(
+                f"{backlog} bytes of WAL wait for {waiting_for} to commit (limit {MAX_UNCOMMITTED_WAL_BYTES}); "
+                "writes are refused until they do",
+                retry_after_s=1,
+            )
         try:
             lsn = self.writer.append(records.encode(record))
         except WalFailed as error:
@@ -267,13 +300,13 @@ class Engine:
         for key, entry in changes:
             self._overlay[key] = (lsn, entry)
         self._uncommitted.append((lsn, record))
-        if self.writer.flushed_lsn >= lsn:
-            self.commit_up_to(lsn)  # fsync=interval/off: the record is already in the page cache
+        if self.writer.flushed_lsn >= lsn:  # fsync=interval/off: the record is already in the page cache
+            self.on_wal_flushed(lsn, observe=False)
         return lsn
 
     def log_control_record(self, record: records.Record) -> int:
         """Log a record that changes no key (CHECKPOINT, TIMELINE_SWITCH)."""
-        return self._log(record, ())
+        return self._log(record, (), control=True)
 
     async def wait_for_commit(self, lsn: int) -> None:
         if lsn <= self.committed_lsn:
@@ -300,16 +333,42 @@ class Engine:
         """Requests waiting for an LSN to commit (abandoned ones not yet dropped included)."""
         return len(self._waiters)
 
-    def next_commit(self) -> asyncio.Event:
-        """An event set when the committed LSN next moves (one shared by all who ask)."""
-        if self._next_commit is None:
-            self._next_commit = asyncio.Event()
-        return self._next_commit
+    def wal_progress(self) -> asyncio.Event:
+        """An event set when the flushed or the committed LSN next moves (one shared by all who
+        ask); each follower then reads up to its own bound."""
+        if self._wal_progress is None:
+            self._wal_progress = asyncio.Event()
+        return self._wal_progress
 
-    # -- commit, called by the WAL writer --------------------------------------------
+    def _wake_followers(self) -> None:
+        if self._wal_progress is not None:
+            self._wal_progress.set()
+            self._wal_progress = None
 
-    def on_wal_flushed(self, flushed_lsn: int) -> None:
-        metrics.WAL_COMMIT_BATCH_RECORDS.observe(self.commit_up_to(flushed_lsn))
+    @property
+    def flushed_lsn(self) -> int:
+        """Durable in this node's WAL: what replicas may be sent, committed or not."""
+        return self.writer.flushed_lsn if self.writer is not None else self.committed_lsn
+
+    # -- commit, called by the WAL writer and by synchronous replication ----------------
+
+    def on_wal_flushed(self, flushed_lsn: int, observe: bool = True) -> None:
+        applied = self.commit_up_to(self._confirmed(flushed_lsn))
+        if observe:
+            metrics.WAL_COMMIT_BATCH_RECORDS.observe(applied)
+        self._wake_followers()  # replicas follow the flushed LSN
+
+    def on_replicas_confirmed(self) -> None:
+        """The synchronous replicas confirmed more: commit what is durable here and there."""
+        self.commit_up_to(self._confirmed(self.flushed_lsn))
+
+    def _confirmed(self, lsn: int) -> int:
+        return lsn if self.replicas_confirmed is None else min(lsn, self.replicas_confirmed())
+
+    def hold_until_confirmed(self) -> None:
+        """Synchronous replication starts: whatever the store holds beyond what the replicas
+        confirmed stays unreadable (check_readable) until they do."""
+        self.committed_lsn = min(self.committed_lsn, self._confirmed(self.committed_lsn))
 
     def commit_up_to(self, lsn: int) -> int:
         """Apply every logged record up to `lsn`, release its waiters; returns how many."""
@@ -325,9 +384,7 @@ class Engine:
             applied += 1
         if lsn > self.committed_lsn:
             self.committed_lsn = lsn
-            if self._next_commit is not None:
-                self._next_commit.set()
-                self._next_commit = None
+            self._wake_followers()
         waiters = self._waiters
         while waiters and waiters[0][0] <= lsn:
             future = heapq.heappop(waiters)[2]
@@ -341,10 +398,15 @@ class Engine:
         self.wal_failed = True
         reason = f"WAL write failed ({error}); writes are refused until the node is restarted"
         self.refuse_writes(reason, Unavailable)
+        self.fail_waiters(Unavailable(reason))
+
+    def fail_waiters(self, error: KvError) -> None:
+        """No commit will come (the WAL failed, the node is fenced or stopping): the writes
+        waiting for one get `error`, their outcome unknown to their clients."""
         waiters, self._waiters, self._waiters_abandoned = self._waiters, [], 0
         for _lsn, _order, future in waiters:
             if not future.done():
-                future.set_exception(Unavailable(reason))
+                future.set_exception(error)
 
     # -- a replica -------------------------------------------------------------------
 

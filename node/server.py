@@ -463,7 +463,7 @@ class Node:
         metrics.REPLICATION_LAG.bind(
             lambda: [
                 (row["name"], row["lag_bytes"], row["lag_s"])
-                for row in primary.slots.describe(self.engine.committed_lsn, time.time())
+                for row in primary.slots.describe(self.engine.flushed_lsn, time.time())
                 if row["lag_bytes"] is not None
             ]
         )
@@ -599,7 +599,7 @@ class Node:
             else {"snapshot": last.snapshot, "redo_lsn": format_lsn(last.redo_lsn), "seconds": round(last.seconds, 3)},
             "uptime_s": round(time.time() - self._started_at, 1),
             "recovery_s": None if self.recovery_seconds is None else round(self.recovery_seconds, 3),
-            "replicas": self.primary.slots.describe(engine.committed_lsn, time.time()) if self.primary else [],
+            "replicas": self.primary.slots.describe(engine.flushed_lsn, time.time()) if self.primary else [],
             "catalog": self.catalog_health.describe(),
             "replication": self.receiver.describe() if self.receiver else None,
             "synchronous_commit": self.settings.synchronous_commit,

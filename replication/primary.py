@@ -1,8 +1,9 @@
 """The primary's side of replication: WAL streams, base backups, feedback, synchronous commit.
 
 A stream sends the WAL exactly as it lies on disk (segment starts and whole frames, see
-protocol.py), and only up to the committed LSN, so a replica never holds a write the
-primary could still lose. A stream that has caught up reads the live tail from the
+protocol.py), and only up to the flushed LSN, so a replica never holds a write the
+primary could still lose. Under synchronous commit a write commits (becomes readable and
+is acknowledged) only once the synchronous replicas confirm it. A stream that has caught up reads the live tail from the
 writer's memory (node/wal/tail.py, the newest 16 MiB); one that is behind reads segment
 files in a thread. Each holds one batch (<= 1 MiB) at a time: a slow replica only falls
 behind itself, never slows the primary or the others, and its slot keeps the WAL it
@@ -146,7 +147,6 @@ class Primary:
         self.slots = SlotRegistry(node.datadir.root / "replication" / "slots.json", settings.max_slot_wal_keep_bytes)
         self.sync_count, self.sync_names = settings.sync_replicas
         self.sync_mode = settings.synchronous_commit
-        self._sync_waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     def install(self) -> None:
         node = self.node
@@ -154,37 +154,37 @@ class Primary:
         assert writer is not None
         node.checkpointer.wal_retention = lambda redo_lsn: self.slots.retention(redo_lsn, writer.end_lsn)
         if self.sync_mode != "local":
+            node.engine.replicas_confirmed = self.confirmed_lsn
             node.engine.commit_gate = self.wait_for_replicas
+            node.engine.hold_until_confirmed()
 
     async def run_lag_sampler(self) -> None:
         engine, lag = self.node.engine, self.slots.lag
         while True:
-            lag.sample(engine.committed_lsn, time.time())
+            lag.sample(engine.flushed_lsn, time.time())
             await asyncio.sleep(LAG_SAMPLE_INTERVAL_S)
 
     # -- synchronous commit ------------------------------------------------------------
 
-    def _confirmed(self, lsn: int) -> bool:
-        confirmed = 0
-        for name in self.sync_names:
-            slot = self.slots.slots.get(name)
-            if slot is not None:
-                position = slot.apply_lsn if self.sync_mode == "remote_apply" else slot.write_lsn
-                confirmed += position >= lsn
-        return confirmed >= self.sync_count
+    def confirmed_lsn(self) -> int:
+        """The highest LSN that `sync_count` of the synchronous replicas hold (written, or
+        applied under remote_apply); 0 while fewer than that many have reported."""
+        positions = sorted(
+            (slot.apply_lsn if self.sync_mode == "remote_apply" else slot.write_lsn)
+            for name in self.sync_names
+            if (slot := self.slots.slots.get(name)) is not None
+        )
+        return positions[-self.sync_count] if len(positions) >= self.sync_count else 0
 
     async def wait_for_replicas(self, lsn: int) -> None:
-        if self._confirmed(lsn):
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._sync_waiters.append((lsn, future))
+        """The engine's commit wait under synchronous commit, bounded by its timeout."""
         timeout_s = self.node.settings.synchronous_commit_timeout_s or None
         started = time.perf_counter()
         try:
-            await asyncio.wait_for(future, timeout_s)
+            await asyncio.wait_for(self.node.engine.wait_for_commit(lsn), timeout_s)
         except TimeoutError:
             raise GatewayTimeout(
-                f"committed locally at {format_lsn(lsn)}, but not confirmed by {self.sync_count} of "
+                f"durable here at {format_lsn(lsn)}, but not confirmed by {self.sync_count} of "
                 f"{', '.join(self.sync_names)} ({self.sync_mode}) within {timeout_s} s; the write may or may not "
                 "survive a failover"
             ) from None
@@ -193,25 +193,7 @@ class Primary:
 
     def fail_sync_waiters(self, reason: str) -> None:
         """Fenced or stopping: no replica confirmation will come; the outcome is unknown to the client."""
-        waiters, self._sync_waiters = self._sync_waiters, []
-        for lsn, future in waiters:
-            if not future.done():
-                future.set_exception(
-                    Unavailable(f"committed locally at {format_lsn(lsn)} but not confirmed by replicas: {reason}")
-                )
-
-    def _release_sync_waiters(self) -> None:
-        if not self._sync_waiters:
-            return
-        waiting = []
-        for lsn, future in self._sync_waiters:
-            if future.done():
-                continue
-            if self._confirmed(lsn):
-                future.set_result(None)
-            else:
-                waiting.append((lsn, future))
-        self._sync_waiters = waiting
+        self.node.engine.fail_waiters(Unavailable(f"written here but not confirmed by replicas: {reason}"))
 
     # -- requests from replicas -----------------------------------------------------------
 
@@ -230,7 +212,7 @@ class Primary:
             system_identifier=node.checkpointer.control.system_identifier,
             timeline=node.timeline,
             role="primary",
-            committed_lsn=node.engine.committed_lsn,
+            committed_lsn=node.engine.flushed_lsn,
             history=tuple(node.history),
             fenced=self.not_to_follow(),
         )
@@ -263,8 +245,9 @@ class Primary:
         )
         if slot is None:
             raise StreamRefused("no_slot", f"no replication slot {document['slot']!r}; open a stream first")
-        self._release_sync_waiters()
-        return {"timeline": node.timeline, "committed_lsn": node.engine.committed_lsn}
+        if self.sync_mode != "local":
+            node.engine.on_replicas_confirmed()
+        return {"timeline": node.timeline, "committed_lsn": node.engine.flushed_lsn}
 
     def check_stream(self, from_lsn: int, timeline: int, system_identifier: str | None) -> None:
         """Refuse (409, with a code) a stream the replica cannot follow from `from_lsn`."""
@@ -287,10 +270,10 @@ class Primary:
                     f"goes on to {format_lsn(from_lsn)}: it must rewind (kvctl rejoin) or take a base backup",
                     switch_lsn=ended,
                 )
-        if from_lsn > node.engine.committed_lsn:
+        if from_lsn > node.engine.flushed_lsn:
             raise StreamRefused(
                 "ahead",
-                f"the replica is at {format_lsn(from_lsn)}, ahead of this node's {format_lsn(node.engine.committed_lsn)}",
+                f"the replica is at {format_lsn(from_lsn)}, ahead of this node's {format_lsn(node.engine.flushed_lsn)}",
             )
         segments = list_segments(node.datadir.wal)
         if not segments or _segment_for(segments, from_lsn) is None:
@@ -322,8 +305,8 @@ class Primary:
             if refusal is not None:
                 yield protocol.encode_end("not_primary", refusal)
                 return
-            next_commit = engine.next_commit()  # taken before reading: no commit slips by unseen
-            limit = engine.committed_lsn
+            progress = engine.wal_progress()  # taken before reading: no flush slips by unseen
+            limit = engine.flushed_lsn
             if position < limit:
                 recent = _from_memory(engine, position, limit)
                 source = "memory" if recent is not None else "disk"
@@ -342,7 +325,7 @@ class Primary:
             if now - last_keepalive >= KEEPALIVE_MIN_INTERVAL_S:
                 yield protocol.encode_keepalive(limit, int(time.time() * 1000), node.timeline)
                 last_keepalive = now
-            waits = (asyncio.ensure_future(node.stopping.wait()), asyncio.ensure_future(next_commit.wait()))
+            waits = (asyncio.ensure_future(node.stopping.wait()), asyncio.ensure_future(progress.wait()))
             done, _ = await asyncio.wait(waits, timeout=keepalive_s, return_when=asyncio.FIRST_COMPLETED)
             for waiting in waits:
                 waiting.cancel()

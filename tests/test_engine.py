@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from kvstore.node import engine as engine_module
 from kvstore.node.engine import Engine, TxnOp
-from kvstore.node.errors import PreconditionFailed
+from kvstore.node.errors import PreconditionFailed, Unavailable
 from kvstore.node.store import VALUE, Store
 from kvstore.node.wal.reader import WalScan
 from kvstore.node.wal.writer import FsyncPolicy, WalWriter
@@ -147,5 +148,42 @@ def test_abandoned_waiters_do_not_pile_up(tmp_path: Path) -> None:
         live = asyncio.ensure_future(engine.wait_for_commit(engine.committed_lsn + 1))
         await asyncio.wait_for(engine.put("k", b"v"), 5)
         await asyncio.wait_for(live, 5)
+
+    run_with_engine(tmp_path, FsyncPolicy.ALWAYS, body)
+
+
+def test_under_synchronous_commit_a_write_commits_only_once_the_replicas_confirm_it(tmp_path: Path) -> None:
+    async def body(engine: Engine) -> None:
+        confirmed = 0
+        engine.replicas_confirmed = lambda: confirmed
+        put = asyncio.ensure_future(engine.put("k", b"v"))
+        assert engine.writer is not None
+        await engine.writer.sync()
+        await asyncio.sleep(0.05)
+        # Durable here, and not yet committed: not readable, not acknowledged.
+        assert engine.flushed_lsn > engine.committed_lsn and engine.get("k") is None and not put.done()
+        confirmed = engine.flushed_lsn
+        engine.on_replicas_confirmed()
+        result = await asyncio.wait_for(put, 5)
+        entry = engine.get("k")
+        assert entry is not None and entry[VALUE] == b"v" and engine.committed_lsn >= result.commit_lsn
+
+    run_with_engine(tmp_path, FsyncPolicy.ALWAYS, body)
+
+
+def test_writes_are_refused_not_queued_beyond_the_uncommitted_wal_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_module, "MAX_UNCOMMITTED_WAL_BYTES", 4096)
+
+    async def body(engine: Engine) -> None:
+        engine.replicas_confirmed = lambda: 0  # the replicas never confirm
+        pending = [asyncio.ensure_future(engine.put(f"k{n}", b"x" * 1000)) for n in range(4)]
+        await asyncio.sleep(0)
+        with pytest.raises(Unavailable, match="wait for the synchronous replicas to commit"):
+            await asyncio.wait_for(engine.put("one-more", b"x" * 1000), 2)
+        assert engine.get("one-more") is None
+        engine.fail_waiters(Unavailable("test over"))
+        await asyncio.gather(*pending, return_exceptions=True)
 
     run_with_engine(tmp_path, FsyncPolicy.ALWAYS, body)

@@ -346,8 +346,37 @@ def test_synchronous_commit_waits_for_the_named_replica(node_factory) -> None:  
         unconfirmed = writer.put("/v1/kv/sync:alone", content=b"1")
         assert unconfirmed.status_code == 504 and 1.5 < time.monotonic() - started < 10
         assert "may or may not survive a failover" in unconfirmed.json()["error"]["message"]
-        assert writer.get("/v1/kv/sync:alone").status_code == 200  # committed locally all the same
+        # Durable here, but no read sees it before the replica has it: a failover could lose it.
+        assert writer.get("/v1/kv/sync:alone").status_code == 404
+        assert writer.get("/v1/kv/sync:19").text == "19"
     replica.restart()
     with primary.client() as writer:
         assert writer.put("/v1/kv/sync:back", content=b"1").status_code == 201
+        assert writer.get("/v1/kv/sync:alone").text == "1"  # the replica confirmed it: now it commits
+    assert_converged(primary, replica)
+
+
+def test_a_restarted_synchronous_primary_serves_no_read_before_its_replica_confirms(node_factory) -> None:  # type: ignore[no-untyped-def]
+    sync = {"KVSTORE_SYNCHRONOUS_COMMIT": "remote_apply", "KVSTORE_SYNCHRONOUS_REPLICAS": "ANY 1 (r1)"}
+    primary = make(node_factory, "p", **sync).start()
+    replica = make(node_factory, "r1", replica_of=primary.url).start()
+    with primary.client() as writer:
+        assert writer.put("/v1/kv/restart:a", content=b"1").status_code == 201
+    replica.kill()
+    # Durable on p, never confirmed: p is killed before r1 is back.
+    with primary.client() as writer, pytest.raises(httpx.ReadTimeout):
+        writer.put("/v1/kv/restart:b", content=b"2", timeout=1.0)
+    primary.kill()
+    primary.restart()
+    with primary.client() as reader:
+        # p recovered restart:b from its WAL; r1 may never get it (a failover to r1 loses it), so
+        # p shows nothing until r1 confirms what p recovered.
+        held = reader.get("/v1/kv/restart:a")
+        assert held.status_code == 503 and "synchronous replicas confirm" in held.json()["error"]["message"]
+        assert held.headers["retry-after"] == "1"
+        assert reader.get("/v1/kv", params={"prefix": "restart:"}).status_code == 503
+    replica.restart()
+    with primary.client() as reader:
+        wait_until(lambda: reader.get("/v1/kv/restart:b").status_code == 200, timeout_s=30)
+        assert reader.get("/v1/kv/restart:a").text == "1"
     assert_converged(primary, replica)

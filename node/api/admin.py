@@ -118,7 +118,7 @@ async def _stream_records(node: AdminNode, from_lsn: int, limit: int, follow: bo
     loop = asyncio.get_running_loop()
     position, sent = from_lsn, 0
     while sent < limit:
-        next_commit = node.engine.next_commit()  # taken before reading: no commit slips by unseen
+        progress = node.engine.wal_progress()  # taken before reading: no commit slips by unseen
         until = node.engine.committed_lsn
         if position < until:
             try:
@@ -136,7 +136,7 @@ async def _stream_records(node: AdminNode, from_lsn: int, limit: int, follow: bo
             position = until  # only segment headers lay between
         if not follow or node.stopping.is_set() or node.engine.read_only_reason is not None:
             return
-        committed = asyncio.ensure_future(next_commit.wait())
+        committed = asyncio.ensure_future(progress.wait())
         stopping = asyncio.ensure_future(node.stopping.wait())
         done, _ = await asyncio.wait((committed, stopping), timeout=WAL_TAIL_KEEPALIVE_S, return_when=FIRST_COMPLETED)
         committed.cancel()

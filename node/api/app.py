@@ -275,6 +275,7 @@ class App:
     async def _get(self, request: Request, principal: Principal, key: str) -> Response:
         self._authorize(principal, "read", key)
         await self._wait_for_lsn(request)
+        self.engine.check_readable()
         entry = self.engine.get(key)
         if entry is None:
             return error_response(NotFound(f"key {key!r} not found", key=key))
@@ -379,6 +380,7 @@ class App:
         # Listing shows only what the caller may read (catalogs only to superusers).
         visible = None if principal.superuser else lambda key: principal.can("read", key)
         await self._wait_for_lsn(request)
+        self.engine.check_readable()
         page = listing.list_page(
             self.engine.store,
             ranges,
