@@ -27,7 +27,7 @@ from .errors import Unavailable
 from .snapshot import SnapshotWriter, encode_chunk, snapshot_name
 from .store import SHARD_COUNT
 from .wal.format import format_lsn
-from .wal.writer import recycle_segments
+from .wal.segments import recycle_segments
 
 log = logging.getLogger(__name__)
 

@@ -53,7 +53,7 @@ from .recovery import recover
 from .snapshot import SnapshotError
 from .store import VALUE
 from .wal.format import format_lsn
-from .wal.reader import list_segments
+from .wal.segments import list_segments
 from .wal.writer import FsyncPolicy, WalWriter
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,6 @@ import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from kvstore.node import metrics
@@ -27,8 +26,9 @@ from kvstore.node.config import Settings
 from kvstore.node.datadir import DataDir
 from kvstore.node.engine import Engine
 from kvstore.node.errors import Conflict, GatewayTimeout, LsnBeyondWalEnd, Unavailable
-from kvstore.node.wal.format import FRAME_HEADER, SEGMENT_HEADER_BYTES, SegmentHeader, format_lsn
-from kvstore.node.wal.reader import Segment, list_segments
+from kvstore.node.wal import segments
+from kvstore.node.wal.format import format_lsn
+from kvstore.node.wal.tail import TailRead
 
 from . import protocol, timelines
 from .slots import Slot, SlotRegistry
@@ -74,70 +74,14 @@ class BaseBackup:
     chunks: AsyncIterator[bytes]
 
 
-def _segment_for(segments: list[Segment], lsn: int) -> Segment | None:
-    """The segment holding `lsn`; at a boundary, the one that starts there."""
-    for segment in reversed(segments):
-        if segment.start_lsn <= lsn:
-            return segment if lsn <= segment.end_lsn else None
-    return None
-
-
-def _whole_frames(data: bytes) -> int:
-    """How many leading bytes of `data` are whole frames."""
-    offset = 0
-    while offset + FRAME_HEADER.size <= len(data):
-        size = FRAME_HEADER.unpack_from(data, offset)[0]
-        if offset + FRAME_HEADER.size + size > len(data):
-            break
-        offset += FRAME_HEADER.size + size
-    return offset
-
-
-def read_wal(wal_dir: Path, position: int, limit: int) -> tuple[bytes, int]:
-    """Stream messages for the WAL from `position` (a record or segment boundary) toward `limit`.
-
-    Returns (messages, new position); raises FileNotFoundError when the WAL at
-    `position` was recycled. Runs in a thread.
-    """
-    segments = list_segments(wal_dir)
-    segment = _segment_for(segments, position)
-    if segment is None or (position == segment.end_lsn and segment is not segments[-1]):
-        following = [s for s in segments if s.start_lsn == position]
-        if not following:
-            raise FileNotFoundError(f"no WAL segment holds {format_lsn(position)}")
-        segment = following[0]
-    out = bytearray()
-    with open(segment.path, "rb") as file:
-        if position == segment.start_lsn:
-            header = SegmentHeader.decode(file.read(SEGMENT_HEADER_BYTES))
-            out += protocol.encode_segment_start(segment.start_lsn, header.timeline)
-            position += SEGMENT_HEADER_BYTES
-        end = min(limit, segment.start_lsn + os.fstat(file.fileno()).st_size)
-        if position < end:
-            file.seek(position - segment.start_lsn)
-            data = file.read(min(protocol.BATCH_BYTES, end - position))
-            whole = _whole_frames(data)
-            if whole == 0:  # one record larger than a batch: send it alone
-                size = FRAME_HEADER.unpack_from(data, 0)[0]
-                data += file.read(FRAME_HEADER.size + size - len(data))
-                whole = len(data)
-            out += protocol.encode_wal(position, data[:whole])
-            position += whole
-    return bytes(out), position
-
-
-def _from_memory(engine: Engine, position: int, limit: int) -> tuple[bytes, int] | None:
-    """The live tail from the writer's memory, as stream messages; None when it is not there."""
-    assert engine.writer is not None
-    read = engine.writer.recent.read(position, limit, protocol.BATCH_BYTES)
-    if read is None or read.end_lsn == position:
-        return None
+def _messages_for(read: TailRead) -> bytes:
+    """A read of the WAL (from memory or disk) as stream messages."""
     out = b""
     if read.segment_start is not None:
         out += protocol.encode_segment_start(read.segment_start.lsn, read.segment_start.timeline)
     if read.frames:
         out += protocol.encode_wal(read.end_lsn - len(read.frames), read.frames)
-    return out, read.end_lsn
+    return out
 
 
 class Primary:
@@ -275,8 +219,8 @@ class Primary:
                 "ahead",
                 f"the replica is at {format_lsn(from_lsn)}, ahead of this node's {format_lsn(node.engine.flushed_lsn)}",
             )
-        segments = list_segments(node.datadir.wal)
-        if not segments or _segment_for(segments, from_lsn) is None:
+        found = segments.list_segments(node.datadir.wal)
+        if not found or segments.segment_holding(found, from_lsn) is None:
             raise StreamRefused("wal_removed", f"WAL at {format_lsn(from_lsn)} was recycled; take a base backup")
 
     async def stream(self, slot_name: str, from_lsn: int, address: str) -> AsyncIterator[bytes]:
@@ -308,16 +252,19 @@ class Primary:
             progress = engine.wal_progress()  # taken before reading: no flush slips by unseen
             limit = engine.flushed_lsn
             if position < limit:
-                recent = _from_memory(engine, position, limit)
-                source = "memory" if recent is not None else "disk"
-                if recent is not None:
-                    chunk, position = recent
-                else:
+                assert engine.writer is not None
+                read = engine.writer.recent.read(position, limit, protocol.BATCH_BYTES)
+                source = "memory"
+                if read is None or read.end_lsn == position:  # fallen behind the live tail
+                    source = "disk"
                     try:
-                        chunk, position = await loop.run_in_executor(None, read_wal, node.datadir.wal, position, limit)
+                        read = await loop.run_in_executor(
+                            None, segments.read_frames, node.datadir.wal, position, limit, protocol.BATCH_BYTES
+                        )
                     except FileNotFoundError as error:
                         yield protocol.encode_end("wal_removed", str(error))
                         return
+                chunk, position = _messages_for(read), read.end_lsn
                 metrics.REPLICATION_SENT_BYTES.labels(source).inc(len(chunk))
                 yield chunk
                 continue
@@ -338,7 +285,7 @@ class Primary:
         await node.checkpointer.checkpoint("base backup")
         control = node.checkpointer.control
         assert control.snapshot is not None
-        segment = _segment_for(list_segments(node.datadir.wal), control.redo_lsn)
+        segment = segments.segment_holding(segments.list_segments(node.datadir.wal), control.redo_lsn)
         assert segment is not None, "the checkpoint keeps the segment holding its redo LSN"
         # No await since the checkpoint: no other checkpoint can have recycled that segment.
         self.slots.slots.pop(slot_name, None)

@@ -37,7 +37,7 @@ from kvstore.node.errors import KvError
 from kvstore.node.fsutil import PRIVATE_DIR_MODE, fsync_dir
 from kvstore.node.snapshot import SnapshotReader
 from kvstore.node.wal.format import format_lsn
-from kvstore.node.wal.reader import list_segments
+from kvstore.node.wal.segments import list_segments, remove_all_segments
 
 from . import peers, protocol, timelines
 from .protocol import ReplicationError
@@ -214,9 +214,7 @@ def drop_wal_before_snapshot(datadir: DataDir, control: Control) -> int:
         return 0
     if segments[-1].end_lsn >= control.redo_lsn:
         return 0
-    for segment in segments:
-        segment.path.unlink()
-    fsync_dir(datadir.wal)
+    remove_all_segments(datadir.wal)
     log.warning(
         "this replica's WAL ends before its snapshot's redo LSN; removed it (the snapshot holds all of it) "
         "and will stream again from the primary",

@@ -17,7 +17,8 @@ from ..datadir import DataDir
 from ..engine import Engine
 from ..errors import Forbidden
 from ..wal.format import format_lsn, parse_lsn
-from ..wal.reader import WalCorruption, WalScan, list_segments
+from ..wal.reader import WalCorruption, WalScan
+from ..wal.segments import list_segments
 from .http import Request, Response, StreamResponse, json_response, lsn_from_text
 
 WAL_TAIL_BATCH_RECORDS = 1000
@@ -107,7 +108,7 @@ def routes(node: AdminNode) -> dict[tuple[str, str], Handler]:
 
 
 def _read_batch(node: AdminNode, from_lsn: int, until_lsn: int, limit: int) -> list[dict[str, Any]]:
-    scan = WalScan(node.datadir.wal, from_lsn=from_lsn, until_lsn=until_lsn)
+    scan = WalScan(node.datadir.wal, records.decode, from_lsn=from_lsn, until_lsn=until_lsn)
     return [
         {"lsn": format_lsn(item.lsn), "end_lsn": format_lsn(item.end_lsn), **records.describe(item.record)}
         for item in itertools.islice(scan, limit)
