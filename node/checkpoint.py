@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from . import metrics, records
 from .control import Control, write_control
 from .datadir import DataDir
-from .engine import Engine, now_ms
+from .engine import Engine
 from .errors import Unavailable
 from .snapshot import SnapshotWriter, encode_chunk, snapshot_name
 from .store import SHARD_COUNT
 from .wal.format import format_lsn
 from .wal.segments import recycle_segments
+from .writes import now_ms
 
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,7 @@ from kvstore.node.errors import Conflict, GatewayTimeout, LsnBeyondWalEnd, Unava
 from kvstore.node.wal import segments
 from kvstore.node.wal.format import format_lsn
 from kvstore.node.wal.tail import TailRead
+from kvstore.node.wal_cursor import WalCursor
 
 from . import protocol, timelines
 from .slots import Slot, SlotRegistry
@@ -241,6 +242,7 @@ class Primary:
         loop = asyncio.get_running_loop()
         keepalive_s = node.settings.replication_keepalive_s
         last_keepalive = 0.0
+        cursor = WalCursor(engine.progress, position, lambda: engine.flushed_lsn, node.stopping)
         while not node.stopping.is_set():
             if slot.lost:
                 yield protocol.encode_end("slot_lost", "this replica's slot was lost; take a base backup")
@@ -249,22 +251,21 @@ class Primary:
             if refusal is not None:
                 yield protocol.encode_end("not_primary", refusal)
                 return
-            progress = engine.wal_progress()  # taken before reading: no flush slips by unseen
-            limit = engine.flushed_lsn
-            if position < limit:
+            limit = cursor.bound()
+            if cursor.position < limit:
                 assert engine.writer is not None
-                read = engine.writer.recent.read(position, limit, protocol.BATCH_BYTES)
+                read = engine.writer.recent.read(cursor.position, limit, protocol.BATCH_BYTES)
                 source = "memory"
-                if read is None or read.end_lsn == position:  # fallen behind the live tail
+                if read is None or read.end_lsn == cursor.position:  # fallen behind the live tail
                     source = "disk"
                     try:
                         read = await loop.run_in_executor(
-                            None, segments.read_frames, node.datadir.wal, position, limit, protocol.BATCH_BYTES
+                            None, segments.read_frames, node.datadir.wal, cursor.position, limit, protocol.BATCH_BYTES
                         )
                     except FileNotFoundError as error:
                         yield protocol.encode_end("wal_removed", str(error))
                         return
-                chunk, position = _messages_for(read), read.end_lsn
+                chunk, cursor.position = _messages_for(read), read.end_lsn
                 metrics.REPLICATION_SENT_BYTES.labels(source).inc(len(chunk))
                 yield chunk
                 continue
@@ -272,12 +273,8 @@ class Primary:
             if now - last_keepalive >= KEEPALIVE_MIN_INTERVAL_S:
                 yield protocol.encode_keepalive(limit, int(time.time() * 1000), node.timeline)
                 last_keepalive = now
-            waits = (asyncio.ensure_future(node.stopping.wait()), asyncio.ensure_future(progress.wait()))
-            done, _ = await asyncio.wait(waits, timeout=keepalive_s, return_when=asyncio.FIRST_COMPLETED)
-            for waiting in waits:
-                waiting.cancel()
-            if not done:
-                last_keepalive = 0.0  # idle for a keepalive interval: send one now
+            if not await cursor.wait_for_more(keepalive_s):
+                last_keepalive = 0.0  # idle for a keepalive interval (or stopping): a keepalive next
 
     async def base_backup(self, slot_name: str) -> BaseBackup:
         """A consistent snapshot (a fresh checkpoint) and the LSNs to stream from after it."""

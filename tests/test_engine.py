@@ -10,11 +10,12 @@ import pytest
 
 from kvstore.node import engine as engine_module
 from kvstore.node import records
-from kvstore.node.engine import Engine, TxnOp
+from kvstore.node.engine import Engine
 from kvstore.node.errors import PreconditionFailed, Unavailable
 from kvstore.node.store import VALUE, Store
 from kvstore.node.wal.reader import WalScan
 from kvstore.node.wal.writer import FsyncPolicy, WalWriter
+from kvstore.node.writes import TxnOp
 
 
 def run_with_engine(tmp_path: Path, policy: FsyncPolicy, body: Callable[[Engine], Awaitable[None]]) -> None:

@@ -26,7 +26,7 @@ from ..auth import Authenticator
 from ..catalog import SYS_PREFIX, Principal
 from ..catalog_changes import CatalogChanges
 from ..config import Settings
-from ..engine import Engine, TxnOp, WriteResult
+from ..engine import Engine
 from ..errors import (
     BadRequest,
     Forbidden,
@@ -42,6 +42,7 @@ from ..errors import (
 )
 from ..store import EXPIRES_AT_MS, VALUE, VERSION
 from ..wal.format import format_lsn
+from ..writes import TxnOp, WriteResult
 from . import admin, openapi, security
 from .http import (
     JSON_HEADERS,
