@@ -53,8 +53,9 @@ from .recovery import recover
 from .snapshot import SnapshotError
 from .store import VALUE
 from .wal.format import format_lsn
+from .wal.policy import FsyncPolicy
 from .wal.segments import list_segments
-from .wal.writer import FsyncPolicy, WalWriter
+from .wal.writer import WalWriter
 from .writes import TxnOp, now_ms
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,9 @@ from kvstore.node import records
 from kvstore.node.engine import Engine
 from kvstore.node.errors import PreconditionFailed, Unavailable
 from kvstore.node.store import VALUE, Store
+from kvstore.node.wal.policy import FsyncPolicy
 from kvstore.node.wal.reader import WalScan
-from kvstore.node.wal.writer import FsyncPolicy, WalWriter
+from kvstore.node.wal.writer import WalWriter
 from kvstore.node.writes import TxnOp
 
 

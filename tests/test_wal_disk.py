@@ -9,9 +9,10 @@ import pytest
 
 from kvstore.node import records
 from kvstore.node.wal.format import FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES, encode_frame
+from kvstore.node.wal.policy import FsyncPolicy
 from kvstore.node.wal.reader import WalCorruption, WalScan
 from kvstore.node.wal.segments import list_segments, recycle_segments, repair_torn_tail
-from kvstore.node.wal.writer import FsyncPolicy, WalWriter
+from kvstore.node.wal.writer import WalWriter
 
 
 def write_wal(wal_dir: Path, count: int, segment_size_bytes: int = 1 << 20, start_lsn: int = 0) -> list[int]:

@@ -18,7 +18,6 @@ later write gets `WalFailed`, and the node must be restarted to recover from dis
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import os
 import threading
@@ -32,16 +31,11 @@ from pathlib import Path
 from .. import metrics
 from ..fsutil import fsync_dir
 from .format import SEGMENT_HEADER_BYTES, SegmentHeader, encode_frame, format_lsn, segment_name
+from .policy import FsyncPolicy
 from .segments import list_segments
 from .tail import WalTail
 
 log = logging.getLogger(__name__)
-
-
-class FsyncPolicy(enum.StrEnum):
-    ALWAYS = "always"
-    INTERVAL = "interval"
-    OFF = "off"
 
 
 class WalFailed(Exception):
