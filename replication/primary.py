@@ -25,13 +25,14 @@ from kvstore.node.checkpoint import Checkpointer
 from kvstore.node.config import Settings
 from kvstore.node.datadir import DataDir
 from kvstore.node.engine import Engine
-from kvstore.node.errors import Conflict, GatewayTimeout, LsnBeyondWalEnd, Unavailable
+from kvstore.node.errors import GatewayTimeout, LsnBeyondWalEnd, Unavailable
 from kvstore.node.wal import segments
 from kvstore.node.wal.format import format_lsn
 from kvstore.node.wal.tail import TailRead
 from kvstore.node.wal_cursor import WalCursor
 
 from . import protocol, timelines
+from .protocol import Refusal, Refused
 from .slots import Slot, SlotRegistry
 
 log = logging.getLogger(__name__)
@@ -59,14 +60,6 @@ class ReplicationNode(Protocol):
     def fenced_reason(self) -> str | None: ...
 
     def fence(self, reason: str) -> None: ...
-
-
-class StreamRefused(Conflict):
-    """409 before a stream starts; `code` tells the replica what to do (see replica.py)."""
-
-    def __init__(self, code: str, message: str, **details: object) -> None:
-        super().__init__(message, **details)
-        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +182,7 @@ class Primary:
             address,
         )
         if slot is None:
-            raise StreamRefused("no_slot", f"no replication slot {document['slot']!r}; open a stream first")
+            raise Refused(Refusal.NO_SLOT, f"no replication slot {document['slot']!r}; open a stream first")
         if self.sync_mode != "local":
             node.engine.on_replicas_confirmed()
         return {"timeline": node.timeline, "committed_lsn": node.engine.flushed_lsn}
@@ -199,30 +192,30 @@ class Primary:
         node = self.node
         ours = str(node.checkpointer.control.system_identifier)
         if system_identifier is not None and system_identifier != ours:
-            raise StreamRefused("system_mismatch", f"this node is system {ours}, the replica {system_identifier}")
+            raise Refused(Refusal.SYSTEM_MISMATCH, f"this node is system {ours}, the replica {system_identifier}")
         if timeline > node.timeline:
             node.fence(f"a replica streams on timeline {timeline}, newer than this node's {node.timeline}")
-            raise StreamRefused("fenced", f"this node's timeline {node.timeline} was superseded by {timeline}")
+            raise Refused(Refusal.FENCED, f"this node's timeline {node.timeline} was superseded by {timeline}")
         refusal = self.not_to_follow()
         if refusal is not None:
-            raise StreamRefused("not_primary", f"this node is not a primary to follow: {refusal}")
+            raise Refused(Refusal.NOT_PRIMARY, f"this node is not a primary to follow: {refusal}")
         if timeline < node.timeline:
             ended = timelines.end_of(node.history, timeline)
             if ended is None or from_lsn > ended:
-                raise StreamRefused(
-                    "diverged",
+                raise Refused(
+                    Refusal.DIVERGED,
                     f"timeline {timeline} ended at {format_lsn(ended or 0)} on this node; the replica's WAL "
                     f"goes on to {format_lsn(from_lsn)}: it must rewind (kvctl rejoin) or take a base backup",
                     switch_lsn=ended,
                 )
         if from_lsn > node.engine.flushed_lsn:
-            raise StreamRefused(
-                "ahead",
+            raise Refused(
+                Refusal.AHEAD,
                 f"the replica is at {format_lsn(from_lsn)}, ahead of this node's {format_lsn(node.engine.flushed_lsn)}",
             )
         found = segments.list_segments(node.datadir.wal)
         if not found or segments.segment_holding(found, from_lsn) is None:
-            raise StreamRefused("wal_removed", f"WAL at {format_lsn(from_lsn)} was recycled; take a base backup")
+            raise Refused(Refusal.WAL_REMOVED, f"WAL at {format_lsn(from_lsn)} was recycled; take a base backup")
 
     async def stream(self, slot_name: str, from_lsn: int, address: str) -> AsyncIterator[bytes]:
         """Messages from `from_lsn` until the client leaves or the node stops."""
@@ -245,11 +238,11 @@ class Primary:
         cursor = WalCursor(engine.progress, position, lambda: engine.flushed_lsn, node.stopping)
         while not node.stopping.is_set():
             if slot.lost:
-                yield protocol.encode_end("slot_lost", "this replica's slot was lost; take a base backup")
+                yield protocol.encode_end(Refusal.SLOT_LOST, "this replica's slot was lost; take a base backup")
                 return
             refusal = self.not_to_follow()
             if refusal is not None:
-                yield protocol.encode_end("not_primary", refusal)
+                yield protocol.encode_end(Refusal.NOT_PRIMARY, refusal)
                 return
             limit = cursor.bound()
             if cursor.position < limit:
@@ -263,7 +256,7 @@ class Primary:
                             None, segments.read_frames, node.datadir.wal, cursor.position, limit, protocol.BATCH_BYTES
                         )
                     except FileNotFoundError as error:
-                        yield protocol.encode_end("wal_removed", str(error))
+                        yield protocol.encode_end(Refusal.WAL_REMOVED, str(error))
                         return
                 chunk, cursor.position = _messages_for(read), read.end_lsn
                 metrics.REPLICATION_SENT_BYTES.labels(source).inc(len(chunk))
