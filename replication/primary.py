@@ -144,17 +144,6 @@ class Primary:
             return node.fenced_reason
         return node.engine.read_only_reason if node.engine.wal_failed else None
 
-    def identify(self) -> protocol.Identity:
-        node = self.node
-        return protocol.Identity(
-            system_identifier=node.checkpointer.control.system_identifier,
-            timeline=node.timeline,
-            role="primary",
-            committed_lsn=node.engine.flushed_lsn,
-            history=tuple(node.history),
-            fenced=self.not_to_follow(),
-        )
-
     def feedback(self, document: dict[str, Any], address: str) -> dict[str, Any]:
         node = self.node
         timeline = int(document["timeline"])
