@@ -20,8 +20,10 @@ import sys
 from pathlib import Path
 
 from kvstore.node.control import read_control
+from kvstore.node.records import decode as decode_record
 from kvstore.node.wal.format import FRAME_HEADER_BYTES
-from kvstore.node.wal.reader import WalRecord, WalScan, list_segments
+from kvstore.node.wal.reader import WalRecord, WalScan
+from kvstore.node.wal.segments import list_segments
 
 from .backend import Corruption, WalDamage
 
@@ -33,7 +35,7 @@ class NotEnoughWal(Exception):
 
 
 def corrupt(data_dir: Path, kind: Corruption) -> WalDamage:
-    records = list(WalScan(data_dir / "WAL", from_lsn=read_control(data_dir / "control").redo_lsn))
+    records = list(WalScan(data_dir / "WAL", decode_record, from_lsn=read_control(data_dir / "control").redo_lsn))
     if kind is Corruption.TORN_TAIL:
         return _tear_tail(records)
     return _flip_byte(records)

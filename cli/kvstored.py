@@ -23,8 +23,8 @@ from kvstore.node.datadir import DataDirError, DataDirInUse
 from kvstore.node.logs import setup_logging
 from kvstore.node.server import Node
 from kvstore.node.snapshot import SnapshotError
+from kvstore.node.wal.policy import FsyncPolicy
 from kvstore.node.wal.reader import WalCorruption
-from kvstore.node.wal.writer import FsyncPolicy
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

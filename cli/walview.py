@@ -19,7 +19,8 @@ from typing import Any
 
 from kvstore.node import records
 from kvstore.node.wal.format import format_lsn
-from kvstore.node.wal.reader import TornTail, WalCorruption, WalRecord, WalScan
+from kvstore.node.wal.reader import WalCorruption, WalRecord, WalScan
+from kvstore.node.wal.segments import TornTail
 
 from .client import KvctlError
 
@@ -182,6 +183,6 @@ def _checked(scan: WalScan) -> Iterator[WalRecord]:
 
 def _new_scan(directory: Path, from_lsn: int | None) -> WalScan:
     try:
-        return WalScan(directory, from_lsn=from_lsn)
+        return WalScan(directory, records.decode, from_lsn=from_lsn)
     except OSError as exc:
         raise KvctlError(f"cannot list {directory}: {exc.strerror}") from None

@@ -25,9 +25,10 @@ from typing import Any, Final
 from . import catalog, catalog_documents, signing_keys
 from .catalog_documents import DocumentError
 from .cluster_key import ClusterKey, ClusterKeyError
-from .engine import Engine, TxnOp, WriteResult
+from .engine import Engine
 from .errors import BadRequest, Conflict, NotFound, PreconditionFailed
 from .store import VALUE, VERSION
+from .writes import TxnOp, WriteResult
 
 REQUIRED_KEYS: Final = (catalog.CATALOG_MARKER_KEY, catalog.JWT_KEYS_KEY)
 # Fields of a user document whose change must end the user's live sessions.

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from . import metrics, records
 from .control import Control, write_control
 from .datadir import DataDir
-from .engine import Engine, now_ms
+from .engine import Engine
 from .errors import Unavailable
 from .snapshot import SnapshotWriter, encode_chunk, snapshot_name
 from .store import SHARD_COUNT
 from .wal.format import format_lsn
-from .wal.writer import recycle_segments
+from .wal.segments import recycle_segments
+from .writes import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -136,17 +137,19 @@ class Checkpointer:
         await loop.run_in_executor(self._executor, write_control, self._datadir.control, control)
         self.control = control
         self._revision_at_last = revision_at_start
-        removed = await loop.run_in_executor(self._executor, self._remove_old_files, redo_lsn)
+        # The slots' retention is read here, on the event loop that changes them, never on the
+        # checkpoint thread: iterating them there raced with replicas connecting.
+        keep_from = redo_lsn if self.wal_retention is None else min(redo_lsn, self.wal_retention(redo_lsn))
+        removed = await loop.run_in_executor(self._executor, self._remove_old_files, keep_from)
         return CheckpointResult(redo_lsn, name, writer.entries, size, removed, time.perf_counter() - started)
 
-    def _remove_old_files(self, redo_lsn: int) -> int:
+    def _remove_old_files(self, keep_wal_from: int) -> int:
         current = self.control.snapshot
         snapshots = sorted(self._datadir.base.glob("snapshot_*.chk"))
         for old in snapshots[: -self._snapshots_keep]:
             if old.name != current:  # never the one recovery needs, whatever its name sorts as
                 old.unlink()
-        keep_from = redo_lsn if self.wal_retention is None else min(redo_lsn, self.wal_retention(redo_lsn))
-        return len(recycle_segments(self._datadir.wal, keep_from))
+        return len(recycle_segments(self._datadir.wal, keep_wal_from))
 
     async def update_control(self, **changes: object) -> None:
         async with self._lock:

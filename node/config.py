@@ -17,7 +17,7 @@ from typing import Any
 from . import auth_policy
 from .auth_policy import AuthPolicy
 from .wal.format import MAX_PAYLOAD_BYTES
-from .wal.writer import FsyncPolicy
+from .wal.policy import FsyncPolicy
 
 ENV_PREFIX = "KVSTORE_"
 # Secrets are read from the environment or a file only, never from flags or config.toml.

@@ -21,61 +21,25 @@ a failover could lose (etcd's rule; PostgreSQL shows it and delays only the answ
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NoReturn
 
 from . import metrics, records
+from .commit_waiters import CommitWaiters
 from .errors import KvError, NotAnInteger, NotFound, PreconditionFailed, ReadOnly, Unavailable
 from .store import CREATED_AT_MS, EXPIRES_AT_MS, VALUE, VERSION, Entry, Store, is_live
 from .wal.format import format_lsn
 from .wal.writer import WalFailed, WalWriter
+from .wal_cursor import WalProgress
+from .writes import INT64_MAX, INT64_MIN, TxnOp, WriteResult, check_preconditions, now_ms
 
 log = logging.getLogger(__name__)
 
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
 # Logged but not committed (a stalled fsync, synchronous replicas away): every such write holds
 # its after-image in memory, so beyond this much WAL new writes are refused (503), not queued.
 MAX_UNCOMMITTED_WAL_BYTES = 64 * 1024 * 1024
-WAITERS_ABANDONED_MIN = 64  # below this many abandoned waiters, dropping them is not worth a rebuild
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-class WriteResult(NamedTuple):  # a NamedTuple: built on every write, ~5x cheaper than a frozen dataclass
-    version: int
-    commit_lsn: int
-    created: bool = False
-
-
-class TxnOp(NamedTuple):
-    """One operation of a transaction; `check` only asserts its preconditions."""
-
-    kind: str  # "set" | "del" | "check"
-    key: str
-    value: bytes = b""
-    ttl_s: int | None = None
-    if_version: int | None = None
-    if_absent: bool = False
-
-
-def _check_preconditions(key: str, current: Entry | None, if_version: int | None, if_absent: bool) -> None:
-    if if_absent and current is not None:
-        raise PreconditionFailed(f"key {key!r} already exists (version {current[VERSION]})", key=key)
-    if if_version is not None:
-        if current is None:
-            raise PreconditionFailed(f"key {key!r} does not exist; expected version {if_version}", key=key)
-        if current[VERSION] != if_version:
-            raise PreconditionFailed(
-                f"key {key!r} is at version {current[VERSION]}, not {if_version}", key=key, version=current[VERSION]
-            )
 
 
 def _record_keys(record: records.Record) -> list[str]:
@@ -93,13 +57,7 @@ class Engine:
         self.writer: WalWriter | None = None
         self._overlay: dict[str, tuple[int, Entry | None]] = {}  # key -> (end LSN, latest entry)
         self._uncommitted: deque[tuple[int, records.Record]] = deque()
-        # Futures waiting for an LSN to commit, in a heap by LSN: each is released when its
-        # own LSN commits, whatever was asked before it. A waiter that gave up (a timeout, a
-        # client gone) is dropped lazily, as asyncio drops cancelled timers: the heap is
-        # rebuilt once such dead entries are the majority, so it never grows without bound.
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._waiter_order = itertools.count()  # ties on an LSN never compare futures
-        self._waiters_abandoned = 0
+        self._waiters = CommitWaiters()
         self._next_revision = store.revision + 1
         self.committed_lsn = store.applied_lsn
         self.read_only_reason: str | None = None  # why writes are refused, if they are
@@ -109,7 +67,7 @@ class Engine:
         # have confirmed, which bounds what commits; and the wait for a commit, with its timeout.
         self.replicas_confirmed: Callable[[], int] | None = None
         self.commit_gate: Callable[[int], Awaitable[None]] | None = None
-        self._wal_progress: asyncio.Event | None = None  # set when the flushed or committed LSN moves
+        self.progress = WalProgress()  # followers of the WAL (wal_cursor.py) wait on it
 
     def attach(self, writer: WalWriter) -> None:
         self.writer = writer
@@ -139,7 +97,7 @@ class Engine:
         current = self._latest(key, now)
         if if_version is not None or if_absent:
             try:
-                _check_preconditions(key, current, if_version, if_absent)
+                check_preconditions(key, current, if_version, if_absent)
             except PreconditionFailed as failed:
                 await self._refuse(failed, key)
         version = self._take_revision()
@@ -155,7 +113,7 @@ class Engine:
         try:
             if current is None:
                 raise NotFound(f"key {key!r} does not exist", key=key)
-            _check_preconditions(key, current, if_version, False)
+            check_preconditions(key, current, if_version, False)
         except KvError as error:
             await self._refuse(error, key)
         version = self._take_revision()
@@ -209,7 +167,7 @@ class Engine:
                         current = None
             if if_version is not None or if_absent:
                 try:
-                    _check_preconditions(key, current, if_version, if_absent)
+                    check_preconditions(key, current, if_version, if_absent)
                 except PreconditionFailed as failed:
                     await self.wait_visible(read_lsn)  # decided on uncommitted data? let it commit
                     raise PreconditionFailed(f"op {index}: {failed.message}", op=index, **failed.details) from None
@@ -313,37 +271,12 @@ class Engine:
             return
         if self.wal_failed:
             raise Unavailable(str(self.read_only_reason))
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (lsn, next(self._waiter_order), future))
-        try:
-            await future
-        except asyncio.CancelledError:
-            self._abandon_waiter()
-            raise
-
-    def _abandon_waiter(self) -> None:
-        self._waiters_abandoned += 1
-        if self._waiters_abandoned > WAITERS_ABANDONED_MIN and self._waiters_abandoned * 2 > len(self._waiters):
-            self._waiters = [waiter for waiter in self._waiters if not waiter[2].done()]
-            heapq.heapify(self._waiters)
-            self._waiters_abandoned = 0
+        await self._waiters.wait(lsn)
 
     @property
     def commit_waiters(self) -> int:
         """Requests waiting for an LSN to commit (abandoned ones not yet dropped included)."""
         return len(self._waiters)
-
-    def wal_progress(self) -> asyncio.Event:
-        """An event set when the flushed or the committed LSN next moves (one shared by all who
-        ask); each follower then reads up to its own bound."""
-        if self._wal_progress is None:
-            self._wal_progress = asyncio.Event()
-        return self._wal_progress
-
-    def _wake_followers(self) -> None:
-        if self._wal_progress is not None:
-            self._wal_progress.set()
-            self._wal_progress = None
 
     @property
     def flushed_lsn(self) -> int:
@@ -356,7 +289,7 @@ class Engine:
         applied = self.commit_up_to(self._confirmed(flushed_lsn))
         if observe:
             metrics.WAL_COMMIT_BATCH_RECORDS.observe(applied)
-        self._wake_followers()  # replicas follow the flushed LSN
+        self.progress.notify()  # replicas follow the flushed LSN
 
     def on_replicas_confirmed(self) -> None:
         """The synchronous replicas confirmed more: commit what is durable here and there."""
@@ -384,14 +317,8 @@ class Engine:
             applied += 1
         if lsn > self.committed_lsn:
             self.committed_lsn = lsn
-            self._wake_followers()
-        waiters = self._waiters
-        while waiters and waiters[0][0] <= lsn:
-            future = heapq.heappop(waiters)[2]
-            if future.done():
-                self._waiters_abandoned = max(0, self._waiters_abandoned - 1)
-            else:
-                future.set_result(None)
+            self.progress.notify()
+        self._waiters.release_up_to(lsn)
         return applied
 
     def on_wal_failed(self, error: BaseException) -> None:
@@ -403,10 +330,7 @@ class Engine:
     def fail_waiters(self, error: KvError) -> None:
         """No commit will come (the WAL failed, the node is fenced or stopping): the writes
         waiting for one get `error`, their outcome unknown to their clients."""
-        waiters, self._waiters, self._waiters_abandoned = self._waiters, [], 0
-        for _lsn, _order, future in waiters:
-            if not future.done():
-                future.set_exception(error)
+        self._waiters.fail_all(error)
 
     # -- a replica -------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ Record = list[Any]
 _packer = msgpack.Packer(use_bin_type=True)
 
 
-class RecordFormatError(Exception):
+class RecordFormatError(ValueError):
     """A payload whose checksum matched but whose content is not a record."""
 
 

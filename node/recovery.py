@@ -13,12 +13,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import records
 from .control import ROLE_REPLICA, STATE_SHUT_DOWN, Control, read_control
 from .datadir import DataDir
 from .snapshot import SnapshotError, SnapshotReader
 from .store import Store
 from .wal.format import format_lsn
-from .wal.reader import TornTail, WalCorruption, WalScan, list_segments, repair_torn_tail
+from .wal.reader import WalCorruption, WalScan
+from .wal.segments import TornTail, list_segments, repair_torn_tail
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,7 @@ def _recover(datadir: DataDir) -> Recovered:
     torn_copy: Path | None = None
     timeline = control.timeline
     if list_segments(datadir.wal):
-        scan = WalScan(datadir.wal, from_lsn=control.redo_lsn)
+        scan = WalScan(datadir.wal, records.decode, from_lsn=control.redo_lsn)
         for item in scan:
             store.apply(item.record, item.end_lsn)
             replayed += 1

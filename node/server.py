@@ -45,7 +45,7 @@ from .checkpoint import Checkpointer
 from .config import ConfigError, Settings
 from .control import ROLE_PRIMARY, ROLE_REPLICA, STATE_NEEDS_BASE_BACKUP, STATE_RUNNING, STATE_SHUT_DOWN, read_control
 from .datadir import DataDir, DataDirLock, create_layout, initdb, make_root
-from .engine import Engine, TxnOp, now_ms
+from .engine import Engine
 from .errors import Conflict
 from .fsutil import atomic_write
 from .passwords import HashingPool
@@ -53,8 +53,10 @@ from .recovery import recover
 from .snapshot import SnapshotError
 from .store import VALUE
 from .wal.format import format_lsn
-from .wal.reader import list_segments
-from .wal.writer import FsyncPolicy, WalWriter
+from .wal.policy import FsyncPolicy
+from .wal.segments import list_segments
+from .wal.writer import WalWriter
+from .writes import TxnOp, now_ms
 
 log = logging.getLogger(__name__)
 

@@ -36,8 +36,9 @@ from kvstore.node.datadir import DataDir
 from kvstore.node.engine import Engine
 from kvstore.node.errors import BadRequest, Conflict, Unavailable
 from kvstore.node.fsutil import fsync_dir, private_dirs
+from kvstore.node.wal import segments
 from kvstore.node.wal.format import format_lsn
-from kvstore.node.wal.reader import WalScan, list_segments
+from kvstore.node.wal.reader import WalScan
 
 from . import peers, timelines
 from .protocol import ReplicationError
@@ -150,7 +151,9 @@ class PeerWatch:
 
 
 def _records_after(wal_dir: Path, from_lsn: int, until_lsn: int) -> list[tuple[records.Record, int]]:
-    return [(item.record, item.end_lsn) for item in WalScan(wal_dir, from_lsn=from_lsn, until_lsn=until_lsn)]
+    return [
+        (item.record, item.end_lsn) for item in WalScan(wal_dir, records.decode, from_lsn=from_lsn, until_lsn=until_lsn)
+    ]
 
 
 async def promote(node: FailoverNode) -> dict[str, Any]:
@@ -223,30 +226,6 @@ async def promote(node: FailoverNode) -> dict[str, Any]:
 
 def _diverged_dir(datadir: DataDir, timeline: int, lsn: int) -> Path:
     return datadir.root / "diverged" / f"{timeline:08d}-{lsn:016X}-{int(time.time())}"
-
-
-def rewind_wal(wal_dir: Path, switch_lsn: int, keep_dir: Path) -> int:
-    """Move the WAL beyond `switch_lsn` into `keep_dir` and cut it there; returns the bytes moved."""
-    private_dirs(keep_dir)
-    moved = 0
-    for segment in list_segments(wal_dir):
-        if segment.start_lsn >= switch_lsn:
-            shutil.move(segment.path, keep_dir / segment.path.name)
-            moved += segment.size_bytes
-        elif segment.end_lsn > switch_lsn:
-            cut_at = switch_lsn - segment.start_lsn
-            with open(segment.path, "rb") as source, open(keep_dir / f"{segment.path.name}.tail", "wb") as tail:
-                source.seek(cut_at)
-                tail.write(source.read())
-                tail.flush()
-                os.fsync(tail.fileno())
-            with open(segment.path, "r+b") as target:
-                target.truncate(cut_at)
-                os.fsync(target.fileno())
-            moved += segment.size_bytes - cut_at
-    fsync_dir(keep_dir)
-    fsync_dir(wal_dir)
-    return moved
 
 
 def keep_data(datadir: DataDir, keep_dir: Path) -> None:
@@ -382,7 +361,7 @@ async def rejoin(node: FailoverNode, primary_url: str) -> dict[str, Any]:
     def carry_out() -> None:  # after the node has stopped writing, before it starts again
         new_control = control.replace(role=ROLE_REPLICA, primary_url=url, fenced_reason=None)
         if action == "rewind":
-            moved = rewind_wal(datadir.wal, switch_lsn, keep_dir)
+            moved = segments.rewind(datadir.wal, switch_lsn, keep_dir)
             log.warning("divergent WAL moved aside", extra={"bytes": moved, "kept_in": str(keep_dir)})
         elif action == "rebootstrap":
             keep_data(datadir, keep_dir)

@@ -18,7 +18,6 @@ import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from kvstore.node import metrics
@@ -26,11 +25,14 @@ from kvstore.node.checkpoint import Checkpointer
 from kvstore.node.config import Settings
 from kvstore.node.datadir import DataDir
 from kvstore.node.engine import Engine
-from kvstore.node.errors import Conflict, GatewayTimeout, LsnBeyondWalEnd, Unavailable
-from kvstore.node.wal.format import FRAME_HEADER, SEGMENT_HEADER_BYTES, SegmentHeader, format_lsn
-from kvstore.node.wal.reader import Segment, list_segments
+from kvstore.node.errors import GatewayTimeout, LsnBeyondWalEnd, Unavailable
+from kvstore.node.wal import segments
+from kvstore.node.wal.format import format_lsn
+from kvstore.node.wal.tail import TailRead
+from kvstore.node.wal_cursor import WalCursor
 
 from . import protocol, timelines
+from .protocol import Refusal, Refused
 from .slots import Slot, SlotRegistry
 
 log = logging.getLogger(__name__)
@@ -60,84 +62,20 @@ class ReplicationNode(Protocol):
     def fence(self, reason: str) -> None: ...
 
 
-class StreamRefused(Conflict):
-    """409 before a stream starts; `code` tells the replica what to do (see replica.py)."""
-
-    def __init__(self, code: str, message: str, **details: object) -> None:
-        super().__init__(message, **details)
-        self.code = code
-
-
 @dataclass(frozen=True, slots=True)
 class BaseBackup:
     headers: list[tuple[str, str]]
     chunks: AsyncIterator[bytes]
 
 
-def _segment_for(segments: list[Segment], lsn: int) -> Segment | None:
-    """The segment holding `lsn`; at a boundary, the one that starts there."""
-    for segment in reversed(segments):
-        if segment.start_lsn <= lsn:
-            return segment if lsn <= segment.end_lsn else None
-    return None
-
-
-def _whole_frames(data: bytes) -> int:
-    """How many leading bytes of `data` are whole frames."""
-    offset = 0
-    while offset + FRAME_HEADER.size <= len(data):
-        size = FRAME_HEADER.unpack_from(data, offset)[0]
-        if offset + FRAME_HEADER.size + size > len(data):
-            break
-        offset += FRAME_HEADER.size + size
-    return offset
-
-
-def read_wal(wal_dir: Path, position: int, limit: int) -> tuple[bytes, int]:
-    """Stream messages for the WAL from `position` (a record or segment boundary) toward `limit`.
-
-    Returns (messages, new position); raises FileNotFoundError when the WAL at
-    `position` was recycled. Runs in a thread.
-    """
-    segments = list_segments(wal_dir)
-    segment = _segment_for(segments, position)
-    if segment is None or (position == segment.end_lsn and segment is not segments[-1]):
-        following = [s for s in segments if s.start_lsn == position]
-        if not following:
-            raise FileNotFoundError(f"no WAL segment holds {format_lsn(position)}")
-        segment = following[0]
-    out = bytearray()
-    with open(segment.path, "rb") as file:
-        if position == segment.start_lsn:
-            header = SegmentHeader.decode(file.read(SEGMENT_HEADER_BYTES))
-            out += protocol.encode_segment_start(segment.start_lsn, header.timeline)
-            position += SEGMENT_HEADER_BYTES
-        end = min(limit, segment.start_lsn + os.fstat(file.fileno()).st_size)
-        if position < end:
-            file.seek(position - segment.start_lsn)
-            data = file.read(min(protocol.BATCH_BYTES, end - position))
-            whole = _whole_frames(data)
-            if whole == 0:  # one record larger than a batch: send it alone
-                size = FRAME_HEADER.unpack_from(data, 0)[0]
-                data += file.read(FRAME_HEADER.size + size - len(data))
-                whole = len(data)
-            out += protocol.encode_wal(position, data[:whole])
-            position += whole
-    return bytes(out), position
-
-
-def _from_memory(engine: Engine, position: int, limit: int) -> tuple[bytes, int] | None:
-    """The live tail from the writer's memory, as stream messages; None when it is not there."""
-    assert engine.writer is not None
-    read = engine.writer.recent.read(position, limit, protocol.BATCH_BYTES)
-    if read is None or read.end_lsn == position:
-        return None
+def _messages_for(read: TailRead) -> bytes:
+    """A read of the WAL (from memory or disk) as stream messages."""
     out = b""
     if read.segment_start is not None:
         out += protocol.encode_segment_start(read.segment_start.lsn, read.segment_start.timeline)
     if read.frames:
         out += protocol.encode_wal(read.end_lsn - len(read.frames), read.frames)
-    return out, read.end_lsn
+    return out
 
 
 class Primary:
@@ -206,17 +144,6 @@ class Primary:
             return node.fenced_reason
         return node.engine.read_only_reason if node.engine.wal_failed else None
 
-    def identify(self) -> protocol.Identity:
-        node = self.node
-        return protocol.Identity(
-            system_identifier=node.checkpointer.control.system_identifier,
-            timeline=node.timeline,
-            role="primary",
-            committed_lsn=node.engine.flushed_lsn,
-            history=tuple(node.history),
-            fenced=self.not_to_follow(),
-        )
-
     def feedback(self, document: dict[str, Any], address: str) -> dict[str, Any]:
         node = self.node
         timeline = int(document["timeline"])
@@ -244,7 +171,7 @@ class Primary:
             address,
         )
         if slot is None:
-            raise StreamRefused("no_slot", f"no replication slot {document['slot']!r}; open a stream first")
+            raise Refused(Refusal.NO_SLOT, f"no replication slot {document['slot']!r}; open a stream first")
         if self.sync_mode != "local":
             node.engine.on_replicas_confirmed()
         return {"timeline": node.timeline, "committed_lsn": node.engine.flushed_lsn}
@@ -254,30 +181,30 @@ class Primary:
         node = self.node
         ours = str(node.checkpointer.control.system_identifier)
         if system_identifier is not None and system_identifier != ours:
-            raise StreamRefused("system_mismatch", f"this node is system {ours}, the replica {system_identifier}")
+            raise Refused(Refusal.SYSTEM_MISMATCH, f"this node is system {ours}, the replica {system_identifier}")
         if timeline > node.timeline:
             node.fence(f"a replica streams on timeline {timeline}, newer than this node's {node.timeline}")
-            raise StreamRefused("fenced", f"this node's timeline {node.timeline} was superseded by {timeline}")
+            raise Refused(Refusal.FENCED, f"this node's timeline {node.timeline} was superseded by {timeline}")
         refusal = self.not_to_follow()
         if refusal is not None:
-            raise StreamRefused("not_primary", f"this node is not a primary to follow: {refusal}")
+            raise Refused(Refusal.NOT_PRIMARY, f"this node is not a primary to follow: {refusal}")
         if timeline < node.timeline:
             ended = timelines.end_of(node.history, timeline)
             if ended is None or from_lsn > ended:
-                raise StreamRefused(
-                    "diverged",
+                raise Refused(
+                    Refusal.DIVERGED,
                     f"timeline {timeline} ended at {format_lsn(ended or 0)} on this node; the replica's WAL "
                     f"goes on to {format_lsn(from_lsn)}: it must rewind (kvctl rejoin) or take a base backup",
                     switch_lsn=ended,
                 )
         if from_lsn > node.engine.flushed_lsn:
-            raise StreamRefused(
-                "ahead",
+            raise Refused(
+                Refusal.AHEAD,
                 f"the replica is at {format_lsn(from_lsn)}, ahead of this node's {format_lsn(node.engine.flushed_lsn)}",
             )
-        segments = list_segments(node.datadir.wal)
-        if not segments or _segment_for(segments, from_lsn) is None:
-            raise StreamRefused("wal_removed", f"WAL at {format_lsn(from_lsn)} was recycled; take a base backup")
+        found = segments.list_segments(node.datadir.wal)
+        if not found or segments.segment_holding(found, from_lsn) is None:
+            raise Refused(Refusal.WAL_REMOVED, f"WAL at {format_lsn(from_lsn)} was recycled; take a base backup")
 
     async def stream(self, slot_name: str, from_lsn: int, address: str) -> AsyncIterator[bytes]:
         """Messages from `from_lsn` until the client leaves or the node stops."""
@@ -297,27 +224,30 @@ class Primary:
         loop = asyncio.get_running_loop()
         keepalive_s = node.settings.replication_keepalive_s
         last_keepalive = 0.0
+        cursor = WalCursor(engine.progress, position, lambda: engine.flushed_lsn, node.stopping)
         while not node.stopping.is_set():
             if slot.lost:
-                yield protocol.encode_end("slot_lost", "this replica's slot was lost; take a base backup")
+                yield protocol.encode_end(Refusal.SLOT_LOST, "this replica's slot was lost; take a base backup")
                 return
             refusal = self.not_to_follow()
             if refusal is not None:
-                yield protocol.encode_end("not_primary", refusal)
+                yield protocol.encode_end(Refusal.NOT_PRIMARY, refusal)
                 return
-            progress = engine.wal_progress()  # taken before reading: no flush slips by unseen
-            limit = engine.flushed_lsn
-            if position < limit:
-                recent = _from_memory(engine, position, limit)
-                source = "memory" if recent is not None else "disk"
-                if recent is not None:
-                    chunk, position = recent
-                else:
+            limit = cursor.bound()
+            if cursor.position < limit:
+                assert engine.writer is not None
+                read = engine.writer.recent.read(cursor.position, limit, protocol.BATCH_BYTES)
+                source = "memory"
+                if read is None or read.end_lsn == cursor.position:  # fallen behind the live tail
+                    source = "disk"
                     try:
-                        chunk, position = await loop.run_in_executor(None, read_wal, node.datadir.wal, position, limit)
+                        read = await loop.run_in_executor(
+                            None, segments.read_frames, node.datadir.wal, cursor.position, limit, protocol.BATCH_BYTES
+                        )
                     except FileNotFoundError as error:
-                        yield protocol.encode_end("wal_removed", str(error))
+                        yield protocol.encode_end(Refusal.WAL_REMOVED, str(error))
                         return
+                chunk, cursor.position = _messages_for(read), read.end_lsn
                 metrics.REPLICATION_SENT_BYTES.labels(source).inc(len(chunk))
                 yield chunk
                 continue
@@ -325,12 +255,8 @@ class Primary:
             if now - last_keepalive >= KEEPALIVE_MIN_INTERVAL_S:
                 yield protocol.encode_keepalive(limit, int(time.time() * 1000), node.timeline)
                 last_keepalive = now
-            waits = (asyncio.ensure_future(node.stopping.wait()), asyncio.ensure_future(progress.wait()))
-            done, _ = await asyncio.wait(waits, timeout=keepalive_s, return_when=asyncio.FIRST_COMPLETED)
-            for waiting in waits:
-                waiting.cancel()
-            if not done:
-                last_keepalive = 0.0  # idle for a keepalive interval: send one now
+            if not await cursor.wait_for_more(keepalive_s):
+                last_keepalive = 0.0  # idle for a keepalive interval (or stopping): a keepalive next
 
     async def base_backup(self, slot_name: str) -> BaseBackup:
         """A consistent snapshot (a fresh checkpoint) and the LSNs to stream from after it."""
@@ -338,7 +264,7 @@ class Primary:
         await node.checkpointer.checkpoint("base backup")
         control = node.checkpointer.control
         assert control.snapshot is not None
-        segment = _segment_for(list_segments(node.datadir.wal), control.redo_lsn)
+        segment = segments.segment_holding(segments.list_segments(node.datadir.wal), control.redo_lsn)
         assert segment is not None, "the checkpoint keeps the segment holding its redo LSN"
         # No await since the checkpoint: no other checkpoint can have recycled that segment.
         self.slots.slots.pop(slot_name, None)

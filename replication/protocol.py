@@ -24,11 +24,13 @@ built and parsed only here, as `Identity`:
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
 import msgpack
 
+from kvstore.node.errors import Conflict
 from kvstore.node.wal.format import (
     FRAME_HEADER,
     MAX_PAYLOAD_BYTES,
@@ -81,6 +83,37 @@ class ReplicationError(Exception):
     """Replication with a peer cannot go on from here; the message says why and what to do."""
 
 
+class Refusal(enum.StrEnum):
+    """Why a primary will not stream to a replica; the replica acts on it (replica.py)."""
+
+    SYSTEM_MISMATCH = "system_mismatch"  # another cluster: an operator must act
+    FENCED = "fenced"  # this primary's timeline was superseded
+    NOT_PRIMARY = "not_primary"  # fenced, or its WAL failed: find the primary
+    DIVERGED = "diverged"  # the replica's WAL goes past the branch point: rewind or re-bootstrap
+    AHEAD = "ahead"  # the replica holds WAL this node does not
+    WAL_REMOVED = "wal_removed"  # recycled: take a new base backup
+    NO_SLOT = "no_slot"  # feedback before a stream opened the slot
+    SLOT_LOST = "slot_lost"  # the slot outgrew max_slot_wal_keep_bytes: take a new base backup
+
+
+class Refused(Conflict, ReplicationError):
+    """A primary's refusal: a 409 with the refusal as its code before a stream starts, an end
+    message within one; raised by the primary and, from what it answered, on the replica."""
+
+    def __init__(self, refusal: Refusal, message: str, **details: object) -> None:
+        super().__init__(message, **details)
+        self.code = refusal
+        self.refusal = refusal
+
+
+def refused(code: str, message: str) -> ReplicationError:
+    """What a primary's refusal code means here: a Refused for a known one, else only the message."""
+    try:
+        return Refused(Refusal(code), message)
+    except ValueError:
+        return ReplicationError(message)
+
+
 def _frame(payload: bytes) -> bytes:
     return FRAME_HEADER.pack(len(payload), crc32c(payload)) + payload
 
@@ -97,7 +130,7 @@ def encode_keepalive(flush_lsn: int, time_ms: int, timeline: int) -> bytes:
     return _frame(msgpack.packb(["k", flush_lsn, time_ms, timeline]))
 
 
-def encode_end(code: str, message: str) -> bytes:
+def encode_end(code: Refusal, message: str) -> bytes:
     return _frame(msgpack.packb(["e", code, message]))
 
 

@@ -37,10 +37,10 @@ from kvstore.node.errors import KvError
 from kvstore.node.fsutil import PRIVATE_DIR_MODE, fsync_dir
 from kvstore.node.snapshot import SnapshotReader
 from kvstore.node.wal.format import format_lsn
-from kvstore.node.wal.reader import list_segments
+from kvstore.node.wal.segments import list_segments, remove_all_segments
 
 from . import peers, protocol, timelines
-from .protocol import ReplicationError
+from .protocol import Refusal, Refused, ReplicationError
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +66,6 @@ class ReplicaNode(Protocol):
     def request_restart(self, reason: str, before_exec: Callable[[], None] | None = None) -> None: ...
 
     async def rejoin(self, primary_url: str) -> dict[str, Any]: ...
-
-
-class Refused(ReplicationError):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 # -- base backup ------------------------------------------------------------------------
@@ -214,9 +208,7 @@ def drop_wal_before_snapshot(datadir: DataDir, control: Control) -> int:
         return 0
     if segments[-1].end_lsn >= control.redo_lsn:
         return 0
-    for segment in segments:
-        segment.path.unlink()
-    fsync_dir(datadir.wal)
+    remove_all_segments(datadir.wal)
     log.warning(
         "this replica's WAL ends before its snapshot's redo LSN; removed it (the snapshot holds all of it) "
         "and will stream again from the primary",
@@ -317,8 +309,8 @@ class Receiver:
 
     async def _on_refused(self, client: httpx.AsyncClient, refused: Refused) -> bool:
         """Act on a primary's refusal; True when the receiver should stop."""
-        self.status.last_error = f"{refused.code}: {refused}"
-        if refused.code in ("wal_removed", "slot_lost"):
+        self.status.last_error = f"{refused.refusal.value}: {refused}"
+        if refused.refusal in (Refusal.WAL_REMOVED, Refusal.SLOT_LOST):
             log.warning("the primary no longer has this replica's WAL; taking a new base backup")
             datadir, control = self.node.datadir, self.node.checkpointer.control
             marked = control.replace(state=STATE_NEEDS_BASE_BACKUP, primary_url=self.status.primary_url)
@@ -327,7 +319,7 @@ class Receiver:
                 before_exec=lambda: write_control(datadir.control, marked),
             )
             return True
-        if refused.code == "diverged":
+        if refused.refusal is Refusal.DIVERGED:
             # The new primary's timeline is the truth; what only this replica holds was never
             # confirmed on it. Rewind (or re-bootstrap), keeping the divergent WAL in diverged/.
             log.warning("this replica's WAL diverged from the new timeline; rejoining", extra={"reason": str(refused)})
@@ -338,10 +330,10 @@ class Receiver:
                 self.status.last_error = f"rejoin failed: {error.message}"
                 log.error("automatic rejoin failed", extra={"error": error.message})
                 return False
-        if refused.code in ("system_mismatch", "ahead"):
-            self.status.state = refused.code
-            log.error("replication stopped: %s", refused, extra={"code": refused.code})
-            if refused.code != "ahead":
+        if refused.refusal in (Refusal.SYSTEM_MISMATCH, Refusal.AHEAD):
+            self.status.state = refused.refusal.value
+            log.error("replication stopped: %s", refused, extra={"code": refused.refusal.value})
+            if refused.refusal is not Refusal.AHEAD:
                 return True  # an operator must act; retrying cannot help
         return False
 
@@ -395,7 +387,7 @@ class Receiver:
                     status.primary_timeline = message.timeline
                     self._feedback_due.set()
                 else:
-                    raise Refused(message.code, message.message)
+                    raise protocol.refused(message.code, message.message)
         finally:
             if writer.end_lsn > writer.synced_lsn:
                 await writer.sync()
@@ -477,5 +469,7 @@ def _refusal(url: str, response: httpx.Response) -> ReplicationError:
             pass
         else:
             if isinstance(code, str) and isinstance(message, str):
-                return Refused(code, message)
+                known = protocol.refused(code, message)
+                if isinstance(known, Refused):
+                    return known
     return ReplicationError(f"stream from {url} refused: {peers.error_text(response)}")

@@ -10,7 +10,8 @@ from pathlib import Path
 from kvstore.node import records
 from kvstore.node.datadir import DataDir
 from kvstore.node.recovery import recover
-from kvstore.node.wal.writer import FsyncPolicy, WalWriter
+from kvstore.node.wal.policy import FsyncPolicy
+from kvstore.node.wal.writer import WalWriter
 
 
 def append_as_an_older_node_would(data_dir: Path, documents: dict[str, bytes]) -> None:

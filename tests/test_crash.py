@@ -12,8 +12,10 @@ import httpx
 import pytest
 
 from harness import NodeProcess
+from kvstore.node import records
 from kvstore.node.wal.format import FRAME_HEADER_BYTES
-from kvstore.node.wal.reader import WalScan, list_segments
+from kvstore.node.wal.reader import WalScan
+from kvstore.node.wal.segments import list_segments
 
 WRITERS = 16
 KEYS_PER_WRITER = 40
@@ -134,7 +136,7 @@ def test_mid_log_corruption_refuses_to_start_naming_file_and_lsn(node_factory) -
             client.put(f"/v1/kv/k{i}", content=b"value")
     node.kill()
     wal_dir = node.data_dir / "WAL"
-    items = list(WalScan(wal_dir))
+    items = list(WalScan(wal_dir, records.decode))
     victim = items[len(items) // 2]
     segment = victim.segment
     data = bytearray(segment.path.read_bytes())

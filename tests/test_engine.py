@@ -9,11 +9,14 @@ from pathlib import Path
 import pytest
 
 from kvstore.node import engine as engine_module
-from kvstore.node.engine import Engine, TxnOp
+from kvstore.node import records
+from kvstore.node.engine import Engine
 from kvstore.node.errors import PreconditionFailed, Unavailable
 from kvstore.node.store import VALUE, Store
+from kvstore.node.wal.policy import FsyncPolicy
 from kvstore.node.wal.reader import WalScan
-from kvstore.node.wal.writer import FsyncPolicy, WalWriter
+from kvstore.node.wal.writer import WalWriter
+from kvstore.node.writes import TxnOp
 
 
 def run_with_engine(tmp_path: Path, policy: FsyncPolicy, body: Callable[[Engine], Awaitable[None]]) -> None:
@@ -61,7 +64,7 @@ def test_concurrent_incr_loses_nothing_and_the_wal_holds_every_step(tmp_path: Pa
         assert entry is not None and entry[VALUE] == b"200"
 
     run_with_engine(tmp_path, FsyncPolicy.ALWAYS, body)
-    values = [item.record[2] for item in WalScan(tmp_path)]
+    values = [item.record[2] for item in WalScan(tmp_path, records.decode)]
     assert values == [str(i).encode() for i in range(1, 201)]
 
 

@@ -38,6 +38,7 @@ from kvctl_runner import (
 )
 from kvstore.cli.commands.data import glob_prefix
 from kvstore.cli.credentials import DEFAULT_URL, Login, Target, resolve
+from kvstore.node import records as wal_records
 from kvstore.node.wal.format import FRAME_HEADER_BYTES, format_lsn
 from kvstore.node.wal.reader import WalScan
 
@@ -493,7 +494,7 @@ def test_wal_inspect_and_verify_a_stopped_node(node_factory, config: Path) -> No
     )
     assert [record["key"] for record in later["records"]] == ["offline:2", "offline:3"]
 
-    wal = WalScan(node.data_dir / "WAL")
+    wal = WalScan(node.data_dir / "WAL", wal_records.decode)
     target = next(item for item in wal if item.record[1:2] == ["offline:1"])
     segment = target.segment.path
     with open(segment, "ab") as file:

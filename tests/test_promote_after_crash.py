@@ -14,9 +14,11 @@ from test_replication import REPLICATION_ENV, VALUE, admin_get, assert_converged
 
 from harness import NodeProcess
 from kvstore.chaos.proxy import LinkProxy
+from kvstore.node import records
 from kvstore.node.control import read_control
 from kvstore.node.wal.format import FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES, format_lsn, segment_name
-from kvstore.node.wal.reader import WalScan, list_segments
+from kvstore.node.wal.reader import WalScan
+from kvstore.node.wal.segments import list_segments
 from kvstore.replication.protocol import encode_segment_start
 
 MakeNode = Callable[..., NodeProcess]
@@ -36,7 +38,7 @@ def cut_before_redo(replica: NodeProcess) -> None:
     before the base backup's redo LSN (the snapshot already holds everything in it)."""
     wal = replica.data_dir / "WAL"
     redo_lsn = read_control(replica.data_dir / "control").redo_lsn
-    before = [item for item in WalScan(wal) if item.end_lsn <= redo_lsn]
+    before = [item for item in WalScan(wal, records.decode) if item.end_lsn <= redo_lsn]
     assert len(before) > 2, "the test needs WAL between the segment start and the redo LSN"
     victim = before[len(before) // 2]
     for segment in list_segments(wal):

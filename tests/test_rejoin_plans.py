@@ -14,6 +14,7 @@ import pytest
 from test_replication import VALUE, admin_get, assert_converged, make, wait_until
 
 from harness import NodeProcess
+from kvstore.node import records
 from kvstore.node.control import STATE_NEEDS_BASE_BACKUP, read_control
 from kvstore.node.records import SET
 from kvstore.node.wal.reader import WalScan
@@ -95,7 +96,11 @@ def check_rejoined(node: NodeProcess, primary: NodeProcess) -> None:
 
 
 def divergent_keys_in(wal_dir: Path) -> set[str]:
-    return {item.record[1] for item in WalScan(wal_dir) if item.record[0] == SET and item.record[1].startswith("div")}
+    return {
+        item.record[1]
+        for item in WalScan(wal_dir, records.decode)
+        if item.record[0] == SET and item.record[1].startswith("div")
+    }
 
 
 @pytest.mark.parametrize("plan", ["follow", "rewind", "rebootstrap"])

@@ -9,8 +9,10 @@ import pytest
 
 from kvstore.node import records
 from kvstore.node.wal.format import FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES, encode_frame
-from kvstore.node.wal.reader import WalCorruption, WalScan, list_segments, repair_torn_tail
-from kvstore.node.wal.writer import FsyncPolicy, WalWriter, recycle_segments
+from kvstore.node.wal.policy import FsyncPolicy
+from kvstore.node.wal.reader import WalCorruption, WalScan
+from kvstore.node.wal.segments import list_segments, recycle_segments, repair_torn_tail
+from kvstore.node.wal.writer import WalWriter
 
 
 def write_wal(wal_dir: Path, count: int, segment_size_bytes: int = 1 << 20, start_lsn: int = 0) -> list[int]:
@@ -41,7 +43,7 @@ def write_wal(wal_dir: Path, count: int, segment_size_bytes: int = 1 << 20, star
 
 
 def scan_all(wal_dir: Path, from_lsn: int | None = None) -> tuple[WalScan, list[str]]:
-    scan = WalScan(wal_dir, from_lsn=from_lsn)
+    scan = WalScan(wal_dir, records.decode, from_lsn=from_lsn)
     return scan, [item.record[1] for item in scan]
 
 

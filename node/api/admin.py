@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
@@ -17,7 +16,9 @@ from ..datadir import DataDir
 from ..engine import Engine
 from ..errors import Forbidden
 from ..wal.format import format_lsn, parse_lsn
-from ..wal.reader import WalCorruption, WalScan, list_segments
+from ..wal.reader import WalCorruption, WalScan
+from ..wal.segments import list_segments
+from ..wal_cursor import WalCursor
 from .http import Request, Response, StreamResponse, json_response, lsn_from_text
 
 WAL_TAIL_BATCH_RECORDS = 1000
@@ -107,7 +108,7 @@ def routes(node: AdminNode) -> dict[tuple[str, str], Handler]:
 
 
 def _read_batch(node: AdminNode, from_lsn: int, until_lsn: int, limit: int) -> list[dict[str, Any]]:
-    scan = WalScan(node.datadir.wal, from_lsn=from_lsn, until_lsn=until_lsn)
+    scan = WalScan(node.datadir.wal, records.decode, from_lsn=from_lsn, until_lsn=until_lsn)
     return [
         {"lsn": format_lsn(item.lsn), "end_lsn": format_lsn(item.end_lsn), **records.describe(item.record)}
         for item in itertools.islice(scan, limit)
@@ -116,30 +117,26 @@ def _read_batch(node: AdminNode, from_lsn: int, until_lsn: int, limit: int) -> l
 
 async def _stream_records(node: AdminNode, from_lsn: int, limit: int, follow: bool) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
-    position, sent = from_lsn, 0
+    engine = node.engine
+    cursor = WalCursor(engine.progress, from_lsn, lambda: engine.committed_lsn, node.stopping)
+    sent = 0
     while sent < limit:
-        progress = node.engine.wal_progress()  # taken before reading: no commit slips by unseen
-        until = node.engine.committed_lsn
-        if position < until:
+        until = cursor.bound()
+        if cursor.position < until:
             try:
                 batch = await loop.run_in_executor(
-                    None, _read_batch, node, position, until, min(WAL_TAIL_BATCH_RECORDS, limit - sent)
+                    None, _read_batch, node, cursor.position, until, min(WAL_TAIL_BATCH_RECORDS, limit - sent)
                 )
             except (WalCorruption, OSError) as exc:  # OSError: a checkpoint recycled the segment
                 yield orjson.dumps({"error": {"code": "wal_unreadable", "message": str(exc)}}) + b"\n"
                 return
             if batch:
-                position = parse_lsn(batch[-1]["end_lsn"])
+                cursor.position = parse_lsn(batch[-1]["end_lsn"])
                 sent += len(batch)
                 yield b"".join(orjson.dumps(item) + b"\n" for item in batch)
                 continue
-            position = until  # only segment headers lay between
-        if not follow or node.stopping.is_set() or node.engine.read_only_reason is not None:
+            cursor.position = until  # only segment headers lay between
+        if not follow or node.stopping.is_set() or engine.read_only_reason is not None:
             return
-        committed = asyncio.ensure_future(progress.wait())
-        stopping = asyncio.ensure_future(node.stopping.wait())
-        done, _ = await asyncio.wait((committed, stopping), timeout=WAL_TAIL_KEEPALIVE_S, return_when=FIRST_COMPLETED)
-        committed.cancel()
-        stopping.cancel()
-        if not done:
+        if not await cursor.wait_for_more(WAL_TAIL_KEEPALIVE_S):
             yield b"\n"  # keepalive: lets the server notice a client that went away

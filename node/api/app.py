@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
-from kvstore.replication import api as replication_api
 from kvstore.replication.peers import SYSTEM_PATH
 
 from .. import listing, metrics
@@ -26,7 +25,7 @@ from ..auth import Authenticator
 from ..catalog import SYS_PREFIX, Principal
 from ..catalog_changes import CatalogChanges
 from ..config import Settings
-from ..engine import Engine, TxnOp, WriteResult
+from ..engine import Engine
 from ..errors import (
     BadRequest,
     Forbidden,
@@ -42,7 +41,9 @@ from ..errors import (
 )
 from ..store import EXPIRES_AT_MS, VALUE, VERSION
 from ..wal.format import format_lsn
+from ..writes import TxnOp, WriteResult
 from . import admin, openapi, security
+from . import replication as replication_api
 from .http import (
     JSON_HEADERS,
     JSON_INT_MAX,
@@ -72,7 +73,7 @@ OPEN_ROUTES: Final = (
     ("GET", "/ready"),
     ("GET", "/metrics"),
     ("POST", LOGIN_PATH),
-    ("GET", SYSTEM_PATH),  # the system identifier only: see replication/api.py
+    ("GET", SYSTEM_PATH),  # the system identifier only: see api/replication.py
 )
 # The data path, routed by hand. The path of a key that ends in /incr is also the INCR path of
 # the key before it (granian hands over the path decoded, %2F as '/'): POST increments, the

@@ -127,6 +127,35 @@ def encode_frame(payload: bytes) -> bytes:
     return FRAME_HEADER.pack(size, crc32c(payload)) + payload
 
 
+def frame_size(data: bytes | bytearray, offset: int = 0) -> int:
+    """Bytes of the frame starting at `offset` (header and payload), from its header alone."""
+    return FRAME_HEADER_BYTES + FRAME_HEADER.unpack_from(data, offset)[0]
+
+
+def whole_frames(data: bytes | bytearray) -> int:
+    """How many leading bytes of `data` are whole frames (lengths only: no checksum)."""
+    offset = 0
+    while offset + FRAME_HEADER_BYTES <= len(data):
+        end = offset + frame_size(data, offset)
+        if end > len(data):
+            break
+        offset = end
+    return offset
+
+
+def intact_payload(data: bytes | bytearray, offset: int) -> bytes | None:
+    """The payload of the frame at `offset` if it is whole, its length possible and its
+    checksum right; None otherwise."""
+    if offset + FRAME_HEADER_BYTES > len(data):
+        return None
+    size, stored_crc = FRAME_HEADER.unpack_from(data, offset)
+    end = offset + FRAME_HEADER_BYTES + size
+    if not 0 < size <= MAX_PAYLOAD_BYTES or end > len(data):
+        return None
+    payload = bytes(data[offset + FRAME_HEADER_BYTES : end])
+    return payload if crc32c(payload) == stored_crc else None
+
+
 class Frame(NamedTuple):  # one per record read: a NamedTuple builds ~5x faster than a frozen dataclass
     lsn: int
     payload: bytes

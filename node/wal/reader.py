@@ -1,29 +1,25 @@
-"""Reading the WAL from disk: segment listing, scanning from an LSN, torn-tail repair.
+"""Reading the WAL from disk: scanning its records from an LSN, telling a torn tail from corruption.
 
 A scan tells two endings apart, as LevelDB's and etcd's readers do:
 - a torn tail: the last segment ends in a partial or damaged record and nothing valid
-  follows it. That is the normal end of a WAL after a crash; `repair_torn_tail` cuts
-  it, keeping a `.broken` copy of the cut bytes.
+  follows it. That is the normal end of a WAL after a crash; `segments.repair_torn_tail`
+  cuts it, keeping a `.broken` copy of the cut bytes.
 - corruption: a damaged record with valid records after it, a damaged record in a
   segment that is not the last, a gap between segments, or a bad header. Scanning
   raises `WalCorruption` naming the file and LSN; nothing is ever skipped.
+
+The scan knows frames, not records: it is given the codec (`decode`, which raises
+ValueError on a payload that is no record), so the WAL layer stays below the records.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
-from .. import records
-from ..fsutil import fsync_dir
 from .format import (
-    FRAME_HEADER,
     FRAME_HEADER_BYTES,
-    MAX_PAYLOAD_BYTES,
     NEED_DATA,
     SEGMENT_HEADER_BYTES,
     CorruptFrame,
@@ -31,12 +27,12 @@ from .format import (
     FrameDecoder,
     SegmentHeader,
     WalFormatError,
-    crc32c,
     format_lsn,
-    parse_segment_name,
+    intact_payload,
 )
+from .segments import Segment, TornTail, list_segments
 
-log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 READ_CHUNK_BYTES = 1024 * 1024
 
@@ -51,55 +47,30 @@ class WalCorruption(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
-    start_lsn: int
-    path: Path
-    size_bytes: int
-
-    @property
-    def end_lsn(self) -> int:
-        return self.start_lsn + self.size_bytes
-
-
-@dataclass(frozen=True, slots=True)
-class TornTail:
-    segment: Segment
-    lsn: int  # where the valid WAL ends and the cut begins
-    reason: str
-
-    @property
-    def cut_bytes(self) -> int:
-        return self.segment.end_lsn - self.lsn
-
-
-class WalRecord(NamedTuple):  # one per record replayed: cheap to build
+class WalRecord(NamedTuple, Generic[R]):  # one per record replayed: cheap to build
     lsn: int
     end_lsn: int
-    record: records.Record
+    record: R
     segment: Segment
 
 
-def list_segments(wal_dir: Path) -> list[Segment]:
-    found = []
-    for entry in os.scandir(wal_dir):
-        start = parse_segment_name(entry.name)
-        if start is not None and entry.is_file():
-            found.append(Segment(start, Path(entry.path), entry.stat().st_size))
-    found.sort(key=lambda segment: segment.start_lsn)
-    return found
-
-
-class WalScan:
-    """Iterate the records from `from_lsn` to the end of the WAL.
+class WalScan(Generic[R]):
+    """Iterate the records (payloads decoded by `decode`) from `from_lsn` to the end of the WAL.
 
     After iteration, `end_lsn` is where the valid WAL ends and `torn_tail` says what
     (if anything) lies beyond it in the last segment. With `until_lsn` the scan stops
     there: a live node's WAL may hold a record being written past that point.
     """
 
-    def __init__(self, wal_dir: Path, from_lsn: int | None = None, until_lsn: int | None = None) -> None:
+    def __init__(
+        self,
+        wal_dir: Path,
+        decode: Callable[[bytes], R],
+        from_lsn: int | None = None,
+        until_lsn: int | None = None,
+    ) -> None:
         self.wal_dir = wal_dir
+        self.decode = decode
         self.segments = list_segments(wal_dir)
         self.from_lsn = from_lsn
         self.until_lsn = until_lsn
@@ -107,7 +78,7 @@ class WalScan:
         self.torn_tail: TornTail | None = None
         self.last_timeline: int | None = None
 
-    def __iter__(self) -> Iterator[WalRecord]:
+    def __iter__(self) -> Iterator[WalRecord[R]]:
         segments = self._segments_from_start()
         for index, segment in enumerate(segments):
             if self.until_lsn is not None and segment.start_lsn >= self.until_lsn:
@@ -134,7 +105,7 @@ class WalScan:
                 return self.segments[index:]
         raise WalCorruption(self.segments[0].path, self.from_lsn, "the segment holding this LSN has been removed")
 
-    def _scan_segment(self, segment: Segment, is_last: bool) -> Iterator[WalRecord]:
+    def _scan_segment(self, segment: Segment, is_last: bool) -> Iterator[WalRecord[R]]:
         with open(segment.path, "rb") as file:
             head = file.read(SEGMENT_HEADER_BYTES)
             if len(head) < SEGMENT_HEADER_BYTES and is_last:
@@ -161,8 +132,8 @@ class WalScan:
                 item = decoder.next_frame()
                 if isinstance(item, Frame):
                     try:
-                        record = records.decode(item.payload)
-                    except records.RecordFormatError as exc:
+                        record = self.decode(item.payload)
+                    except ValueError as exc:
                         raise WalCorruption(segment.path, item.lsn, str(exc)) from None
                     yield WalRecord(item.lsn, item.end_lsn, record, segment)
                     continue
@@ -181,7 +152,7 @@ class WalScan:
                 assert isinstance(item, CorruptFrame)
                 if not is_last:
                     raise WalCorruption(segment.path, item.lsn, item.reason)
-                later = _find_valid_frame_after(segment, item.lsn)
+                later = _find_valid_frame_after(segment, item.lsn, self.decode)
                 if later is not None:
                     raise WalCorruption(
                         segment.path, item.lsn, f"{item.reason}; a valid record follows at {format_lsn(later)}"
@@ -194,53 +165,15 @@ class WalScan:
         self.torn_tail = torn
 
 
-def _find_valid_frame_after(segment: Segment, bad_lsn: int) -> int | None:
+def _find_valid_frame_after(segment: Segment, bad_lsn: int, decode: Callable[[bytes], object]) -> int | None:
     """The LSN of any intact frame after a damaged one, or None (a torn tail)."""
     data = segment.path.read_bytes()
-    offset = bad_lsn - segment.start_lsn + 1
-    limit = len(data) - FRAME_HEADER_BYTES
-    while offset <= limit:
-        size, stored_crc = FRAME_HEADER.unpack_from(data, offset)
-        end = offset + FRAME_HEADER_BYTES + size
-        if 0 < size <= MAX_PAYLOAD_BYTES and end <= len(data):
-            payload = data[offset + FRAME_HEADER_BYTES : end]
-            if crc32c(payload) == stored_crc:
-                try:
-                    records.decode(payload)
-                    return segment.start_lsn + offset
-                except records.RecordFormatError:
-                    pass  # checksum matched by chance on garbage: keep looking
-        offset += 1
+    for offset in range(bad_lsn - segment.start_lsn + 1, len(data) - FRAME_HEADER_BYTES + 1):
+        payload = intact_payload(data, offset)
+        if payload is not None:
+            try:
+                decode(payload)
+                return segment.start_lsn + offset
+            except ValueError:
+                pass  # checksum matched by chance on garbage: keep looking
     return None
-
-
-def repair_torn_tail(torn: TornTail) -> Path:
-    """Cut the torn tail off the last segment, keeping the cut bytes in a `.broken` file."""
-    segment = torn.segment
-    cut_at = torn.lsn - segment.start_lsn
-    broken_path = segment.path.with_name(f"{segment.path.name}.{torn.lsn:016X}.broken")
-    with open(segment.path, "rb") as source:
-        source.seek(cut_at)
-        cut = source.read()
-    with open(broken_path, "wb") as copy:
-        copy.write(cut)
-        copy.flush()
-        os.fsync(copy.fileno())
-    if cut_at < SEGMENT_HEADER_BYTES:
-        segment.path.unlink()  # not even a header survived: the writer recreates the segment
-    else:
-        with open(segment.path, "r+b") as target:
-            target.truncate(cut_at)
-            os.fsync(target.fileno())
-    fsync_dir(segment.path.parent)
-    log.warning(
-        "torn WAL tail cut",
-        extra={
-            "segment": str(segment.path),
-            "lsn": format_lsn(torn.lsn),
-            "bytes_cut": len(cut),
-            "reason": torn.reason,
-            "copy": str(broken_path),
-        },
-    )
-    return broken_path

@@ -18,7 +18,6 @@ later write gets `WalFailed`, and the node must be restarted to recover from dis
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import os
 import threading
@@ -32,16 +31,11 @@ from pathlib import Path
 from .. import metrics
 from ..fsutil import fsync_dir
 from .format import SEGMENT_HEADER_BYTES, SegmentHeader, encode_frame, format_lsn, segment_name
-from .reader import list_segments
+from .policy import FsyncPolicy
+from .segments import list_segments
 from .tail import WalTail
 
 log = logging.getLogger(__name__)
-
-
-class FsyncPolicy(enum.StrEnum):
-    ALWAYS = "always"
-    INTERVAL = "interval"
-    OFF = "off"
 
 
 class WalFailed(Exception):
@@ -349,16 +343,3 @@ class WalWriter:
         started = time.perf_counter()
         os.fsync(fd)
         metrics.WAL_FSYNC_SECONDS.observe(time.perf_counter() - started)
-
-
-def recycle_segments(wal_dir: Path, keep_from_lsn: int) -> list[Path]:
-    """Remove segments that hold nothing at or after `keep_from_lsn` (never the last one)."""
-    segments = list_segments(wal_dir)
-    removed = []
-    for segment, following in zip(segments, segments[1:]):
-        if following.start_lsn <= keep_from_lsn:
-            segment.path.unlink()
-            removed.append(segment.path)
-    if removed:
-        fsync_dir(wal_dir)
-    return removed

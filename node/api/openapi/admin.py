@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from kvstore.replication.api import MAX_POSITION, MAX_SLOT_CHARS
-
 from ... import auth_policy, hba
 from ...auth_policy import AuthPolicy
 from ...catalog import ACTIONS, BUILTIN_ROLES
@@ -14,6 +12,7 @@ from ...catalog_documents import MAX_CIDRS, MAX_GRANTS, MAX_PATTERN_CHARS, MAX_R
 from ...config import Settings
 from ..admin import WAL_RECORDS_MAX
 from ..http import JSON_INT_MAX, LSN_PATTERN, VERSION_ETAG_PATTERN
+from ..replication import MAX_POSITION, MAX_SLOT_CHARS
 from ..users import MAX_PASSWORD_CHARS
 from .parts import (
     CIDR,

@@ -1,4 +1,4 @@
-"""HTTP routes of replication.
+"""HTTP routes of replication (the primary's and the replica's), promotion and rejoin.
 
     GET  /v1/replication/system        {"system_identifier"}, without credentials (see below)
     GET  /v1/replication/identify      system id, role, timeline, history (IDENTIFY_SYSTEM)
@@ -22,15 +22,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from kvstore.node.api.http import Request, Response, StreamResponse, json_integer, json_response
-from kvstore.node.catalog import Principal
-from kvstore.node.engine import Engine
-from kvstore.node.errors import BadRequest, Conflict, Forbidden
-from kvstore.node.store import EXPIRES_AT_MS, VALUE, VERSION
+from kvstore.replication import failover, protocol
+from kvstore.replication.primary import Primary
+from kvstore.replication.replica import Receiver
 
-from . import failover, protocol
-from .primary import Primary
-from .replica import Receiver
+from ..catalog import Principal
+from ..engine import Engine
+from ..errors import BadRequest, Conflict, Forbidden
+from ..store import EXPIRES_AT_MS, VALUE, VERSION
+from .http import Request, Response, StreamResponse, json_integer, json_response
 
 Handler = Callable[[Request, Principal], Awaitable[Response | StreamResponse]]
 MAX_SLOT_CHARS = 64
@@ -88,15 +88,15 @@ def routes(node: ReplicationApiNode) -> dict[tuple[str, str], Handler]:
 
     async def identify(request: Request, principal: Principal) -> Response:
         _require(principal, "replication")
-        if node.primary is not None and not node.is_replica:
-            return json_response(node.primary.identify().to_document())
+        serving = node.primary if not node.is_replica else None
         identity = protocol.Identity(
             system_identifier=node.checkpointer.control.system_identifier,
             timeline=node.timeline,
-            role="replica",
-            committed_lsn=node.engine.committed_lsn,
+            role="primary" if serving is not None else "replica",
+            # A primary streams what is durable here; a replica reports what it applied.
+            committed_lsn=node.engine.flushed_lsn if serving is not None else node.engine.committed_lsn,
             history=tuple(node.history),
-            fenced=None,
+            fenced=serving.not_to_follow() if serving is not None else None,
         )
         return json_response(identity.to_document())
 
