@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Iterator
+from operator import itemgetter
 from typing import Final
 
 from sortedcontainers import SortedList
@@ -26,6 +27,12 @@ VALUE: Final = 0
 VERSION: Final = 1
 CREATED_AT_MS: Final = 2
 EXPIRES_AT_MS: Final = 3  # 0 = never
+
+# How modules above the storage core read an entry, without knowing its layout. itemgetter
+# runs in C (no Python frame per call), so the hot GET path stays close to a tuple index.
+entry_value: Final[Callable[[Entry], bytes]] = itemgetter(VALUE)
+entry_version: Final[Callable[[Entry], int]] = itemgetter(VERSION)
+entry_expires_at_ms: Final[Callable[[Entry], int]] = itemgetter(EXPIRES_AT_MS)  # 0 = never
 
 SHARD_COUNT: Final = 1024
 _SHARD_MASK: Final = SHARD_COUNT - 1
