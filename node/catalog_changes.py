@@ -44,6 +44,11 @@ class CatalogChanges:
         self._store = store
         self._cluster_key = cluster_key
 
+    @property
+    def store(self) -> CatalogStore:
+        """Where the admin API reads what it changes (the versions it compare-and-sets against)."""
+        return self._store
+
     def _version(self, key: str, missing: str) -> int:
         version = self._store.version(key)
         if version is None:

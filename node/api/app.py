@@ -25,7 +25,6 @@ from ..audit import AuditLog
 from ..auth import Authenticator
 from ..catalog import SYS_PREFIX, Principal
 from ..catalog_changes import CatalogChanges
-from ..catalog_store import CatalogStore
 from ..config import Settings
 from ..engine import Engine, TxnOp, WriteResult
 from ..errors import (
@@ -94,7 +93,6 @@ class NodeApi(Protocol):
     auth: Authenticator
     audit: AuditLog
     catalog_changes: CatalogChanges
-    catalog_store: CatalogStore
     is_replica: bool
 
     @property
@@ -283,9 +281,8 @@ class App:
             return error_response(NotFound(f"key {key!r} not found", key=key))
         etag = _etag(entry_version(entry))
         headers = [_OCTET_HEADERS, ("etag", etag)]
-        expires_at_ms = entry_expires_at_ms(entry)
-        if expires_at_ms:
-            headers.append(("x-kv-expires-at", _iso_ms(expires_at_ms)))
+        if entry_expires_at_ms(entry):
+            headers.append(("x-kv-expires-at", _iso_ms(entry_expires_at_ms(entry))))
         if_none_match = request.header("if-none-match")
         if if_none_match is not None and if_none_match.strip(" \t") in (etag, f"W/{etag}", "*"):
             return Response(304, b"", headers[1:])
@@ -395,10 +392,9 @@ class App:
         )
         keys = []
         for key, entry in page.entries:
-            value, expires_at_ms = entry_value(entry), entry_expires_at_ms(entry)
-            item: dict[str, Any] = {"key": key, "version": entry_version(entry), "value_bytes": len(value)}
-            if expires_at_ms:
-                item["expires_at"] = _iso_ms(expires_at_ms)
+            item: dict[str, Any] = {"key": key, "version": entry_version(entry), "value_bytes": len(entry_value(entry))}
+            if entry_expires_at_ms(entry):
+                item["expires_at"] = _iso_ms(entry_expires_at_ms(entry))
             keys.append(item)
         next_after = page.next_after
         if page.stopped_after is not None:  # never name a key the caller may not read

@@ -49,7 +49,6 @@ class CatalogNode(Protocol):
     auth: Authenticator
     audit: AuditLog
     catalog_changes: CatalogChanges
-    catalog_store: CatalogStore
 
 
 def _name(raw: Any, what: str) -> str:
@@ -121,7 +120,7 @@ class CatalogAdmin:
 
     @property
     def documents(self) -> CatalogStore:
-        return self.node.catalog_store  # exists once the node has recovered
+        return self.changes.store
 
     def route_table(self) -> list[tuple[str, str]]:
         return list(self._routes)
