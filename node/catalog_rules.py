@@ -1,5 +1,6 @@
 """The catalog's rules that are not about one document's shape: token generations, the role
-cascade, who may log in, and the API key format. Pure: no I/O, no clock (callers pass `now`).
+cascade, who may log in, and the API key format. No I/O and no clock (callers pass `now`);
+only minting a key draws random bytes.
 
 Kept apart from the code that reads and writes the catalog (catalog_store.py,
 catalog_changes.py) and from authentication (auth.py), so the admin API that mints an API
