@@ -13,103 +13,57 @@ keys through the data API both go through here, so the same rules hold for both:
 - the built-in roles are fixed, and the documents a node cannot work without (the
   catalog marker, the signing keys) cannot be deleted.
 
-Writes use compare-and-set on the version read, so two administrators never lose an
-update: the loser gets a 409 and retries.
+Documents are read, and written with compare-and-set on the version read, through
+catalog_store.py; the rules that need no I/O (generations, the role cascade) are
+catalog_rules.py's.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any, Final
 
-from . import catalog, catalog_documents, signing_keys
+from . import catalog, catalog_documents, catalog_rules, signing_keys
 from .catalog_documents import DocumentError
+from .catalog_store import CatalogStore
 from .cluster_key import ClusterKey, ClusterKeyError
 from .engine import Engine
 from .errors import BadRequest, Conflict, NotFound, PreconditionFailed
-from .store import VALUE, VERSION
 from .writes import TxnOp, WriteResult
 
 REQUIRED_KEYS: Final = (catalog.CATALOG_MARKER_KEY, catalog.JWT_KEYS_KEY)
-# Fields of a user document whose change must end the user's live sessions.
-_SESSION_FIELDS: Final = ("password_hash", "locked_reason", "can_login", "valid_until")
 
 
 class InvalidDocument(BadRequest):
     code = "invalid_catalog_document"
 
 
-class DamagedDocument(Conflict):
-    """A stored document fails its check (written before writes were checked, or by a bug)."""
-
-    code = "damaged_catalog_document"
-
-    def __init__(self, key: str, version: int, why: str) -> None:
-        super().__init__(f"{key} is damaged ({why}); replace it (PUT /v1/kv/{key}) or delete it", key=key)
-        self.version = version
-
-
 class CatalogChanges:
-    def __init__(self, engine: Engine, max_scan_limit: int, cluster_key: ClusterKey) -> None:
+    def __init__(self, engine: Engine, store: CatalogStore, cluster_key: ClusterKey) -> None:
+        """`store` reads and compare-and-sets one document; `engine` makes the transactions
+        that take a user's or a role's dependents along, and the raw writes of the data API."""
         self._engine = engine
-        self._page_keys = max_scan_limit
+        self._store = store
         self._cluster_key = cluster_key
 
-    # -- reads -------------------------------------------------------------------------
-
-    def read(self, key: str) -> tuple[int, dict[str, Any]] | None:
-        """(version, document) at `key`, None when absent; DamagedDocument (a 409) when damaged."""
-        entry = self._engine.get(key)
-        if entry is None:
-            return None
-        try:
-            return entry[VERSION], catalog_documents.parse(key, entry[VALUE])
-        except DocumentError as error:
-            raise DamagedDocument(key, entry[VERSION], str(error)) from None
-
-    def user(self, name: str) -> tuple[int, dict[str, Any]]:
-        found = self.read(catalog.user_key(name))
-        if found is None:
-            raise NotFound(f"no user {name!r}")
-        return found
-
-    def all(self, prefix: str) -> list[tuple[int, dict[str, Any]]]:
-        """Every usable document under a catalog prefix, page by page (never silently cut short);
-        damaged ones are left out (catalog_health reports them)."""
-        store = self._engine.store
-        documents: list[tuple[int, dict[str, Any]]] = []
-        after: str | None = None
-        while True:
-            page, more = store.scan(prefix, after, self._page_keys, int(time.time() * 1000))
-            for key, entry in page:
-                try:
-                    documents.append((entry[VERSION], catalog_documents.parse(key, entry[VALUE])))
-                except DocumentError:
-                    continue
-            if not more or not page:
-                return documents
-            after = page[-1][0]
+    @property
+    def store(self) -> CatalogStore:
+        """Where the admin API reads what it changes (the versions it compare-and-sets against)."""
+        return self._store
 
     def _version(self, key: str, missing: str) -> int:
-        entry = self._engine.get(key)
-        if entry is None:
+        version = self._store.version(key)
+        if version is None:
             raise NotFound(missing)
-        return entry[VERSION]
+        return version
 
     def fresh_generation(self) -> int:
-        # Above every revision so far, so above every generation any incarnation ever had.
-        return self._engine.store.revision + 1
+        return catalog_rules.fresh_generation(self._store.revision)
 
     # -- writes the admin API makes ------------------------------------------------------
 
     async def put(self, key: str, document: dict[str, Any], version: int | None) -> WriteResult:
         """Create (version None) or compare-and-set one document, checked like any other write."""
-        value = self.checked(key, catalog.encode(document))
-        try:
-            return await self._engine.put(key, value, if_version=version, if_absent=version is None)
-        except PreconditionFailed:
-            what = "already exists" if version is None else "was changed by someone else meanwhile; retry"
-            raise Conflict(f"{key.removeprefix(catalog.SYS_PREFIX)} {what}") from None
+        return await self._store.put(key, self.checked(key, catalog.encode(document)), version)
 
     def checked(self, key: str, value: bytes) -> bytes:
         """`value` if it is a valid document for `key` whose references exist; else a 400."""
@@ -118,11 +72,11 @@ class CatalogChanges:
         except DocumentError as error:
             raise InvalidDocument(f"{key}: {error}", key=key) from None
         if key.startswith(catalog.USERS_PREFIX):
-            missing = [role for role in document["roles"] if self._engine.get(catalog.role_key(role)) is None]
+            missing = [role for role in document["roles"] if not self._store.exists(catalog.role_key(role))]
             if missing:
                 raise InvalidDocument(f"{key}: unknown role(s) {', '.join(missing)}", key=key)
         elif key.startswith(catalog.APIKEYS_PREFIX):
-            if self._engine.get(catalog.user_key(document["user"])) is None:
+            if not self._store.exists(catalog.user_key(document["user"])):
                 raise InvalidDocument(f"{key}: unknown user {document['user']!r}", key=key)
         elif key.startswith(catalog.ROLES_PREFIX) and document["name"] in catalog.BUILTIN_ROLES:
             raise InvalidDocument(f"role {document['name']!r} is built in and cannot be changed", key=key)
@@ -132,7 +86,7 @@ class CatalogChanges:
         """Delete a user (a damaged document too) and its API keys in one transaction; returns the
         keys' names."""
         current = self._version(catalog.user_key(name), f"no user {name!r}")
-        keys = [key for _, key in self.all(catalog.APIKEYS_PREFIX) if key["user"] == name]
+        keys = [key for _, key in self._store.all(catalog.APIKEYS_PREFIX) if key["user"] == name]
         ops = [TxnOp("del", catalog.user_key(name), if_version=current if version is None else version)]
         ops += [TxnOp("del", catalog.apikey_key(key["id"])) for key in keys]
         try:
@@ -151,14 +105,12 @@ class CatalogChanges:
             raise BadRequest(f"role {name!r} is built in and cannot be deleted")
         current = self._version(catalog.role_key(name), f"no role {name!r}")
         ops = [TxnOp("del", catalog.role_key(name), if_version=current if version is None else version)]
-        holders = []
-        for user_version, user in self.all(catalog.USERS_PREFIX):
-            if name in user["roles"]:
-                changed = {**user, "roles": [r for r in user["roles"] if r != name]}
-                ops.append(
-                    TxnOp("set", catalog.user_key(user["name"]), catalog.encode(changed), if_version=user_version)
-                )
-                holders.append(user["name"])
+        changed = catalog_rules.without_role(self._store.all(catalog.USERS_PREFIX), name)
+        ops += [
+            TxnOp("set", catalog.user_key(user["name"]), catalog.encode(user), if_version=user_version)
+            for user_version, user in changed
+        ]
+        holders = [user["name"] for _, user in changed]
         try:
             _, result = await self._engine.txn(ops)
         except PreconditionFailed:
@@ -187,12 +139,8 @@ class CatalogChanges:
         if not key.startswith(catalog.USERS_PREFIX):
             return value
         document = catalog.decode(value)
-        entry = self._engine.get(key)
-        try:
-            current = None if entry is None else catalog_documents.parse(key, entry[VALUE])
-        except DocumentError:
-            current = None  # repairing a damaged document: treat it as a new user
-        if current is None or any(document.get(f) != current.get(f) for f in _SESSION_FIELDS):
+        current = self._store.usable(key)  # repairing a damaged document: treat it as a new user
+        if catalog_rules.ends_sessions(None if current is None else current[1], document):
             document["token_generation"] = max(document["token_generation"], self.fresh_generation())
             return catalog.encode(document)
         return value

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from . import catalog_documents
-from .store import VALUE, VERSION, Entry
+from .store import Entry, entry_value, entry_version
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +32,17 @@ class CatalogHealth:
             self._damaged.pop(key, None)
             return
         try:
-            catalog_documents.parse(key, entry[VALUE])
+            catalog_documents.parse(key, entry_value(entry))
         except catalog_documents.DocumentError as error:
-            found = (entry[VERSION], str(error))
+            version = entry_version(entry)
+            found = (version, str(error))
             if self._damaged.get(key) != found:
                 log.error(
                     "damaged catalog document ignored: %s (version %d): %s; repair it with kvctl or the admin API",
                     key,
-                    entry[VERSION],
+                    version,
                     error,
-                    extra={"key": key, "version": entry[VERSION]},
+                    extra={"key": key, "version": version},
                 )
             self._damaged[key] = found
         else:

@@ -39,8 +39,9 @@ from .api.app import App
 from .api.rsgi import Admission, RsgiAdapter
 from .audit import AuditLog
 from .auth import Authenticator
-from .catalog_changes import CatalogChanges, DamagedDocument
+from .catalog_changes import CatalogChanges
 from .catalog_health import CatalogHealth
+from .catalog_store import CatalogStore, DamagedDocument
 from .checkpoint import Checkpointer
 from .config import ConfigError, Settings
 from .control import ROLE_PRIMARY, ROLE_REPLICA, STATE_NEEDS_BASE_BACKUP, STATE_RUNNING, STATE_SHUT_DOWN, read_control
@@ -51,7 +52,6 @@ from .fsutil import atomic_write
 from .passwords import HashingPool
 from .recovery import recover
 from .snapshot import SnapshotError
-from .store import VALUE
 from .wal.format import format_lsn
 from .wal.policy import FsyncPolicy
 from .wal.segments import list_segments
@@ -78,6 +78,7 @@ class Node:
         self.auth: Authenticator
         self.checkpointer: Checkpointer
         self.audit: AuditLog
+        self.catalog_store: CatalogStore
         self.catalog_changes: CatalogChanges
         self.catalog_health = CatalogHealth()
         self._ready = False
@@ -286,6 +287,7 @@ class Node:
             settings.audit_refusal_window_max_lines,
         )
         engine = self.engine
+        self.catalog_store = CatalogStore(engine, settings.max_scan_limit)
         try:
             sealer = cluster_key.load(
                 settings.cluster_key,
@@ -296,21 +298,18 @@ class Node:
             )
         except cluster_key.ClusterKeyError as error:
             raise ConfigError(str(error)) from None
-        self.catalog_changes = CatalogChanges(engine, settings.max_scan_limit, sealer)
+        self.catalog_changes = CatalogChanges(engine, self.catalog_store, sealer)
         hashing = HashingPool(settings.login_hash_threads, settings.login_queue_max)
         metrics.bind_gauge(metrics.LOGIN_HASHES_PENDING, lambda: hashing.pending)
-
-        async def rewrite(key: str, value: bytes, version: int) -> object:
-            return await engine.put(key, value, if_version=version)
-
         self.auth = await loop.run_in_executor(
-            None, Authenticator, engine.store, settings.initial_auth_policy, self.audit, rewrite, sealer, hashing
+            None, Authenticator, self.catalog_store, settings.initial_auth_policy, self.audit, sealer, hashing
         )
         store = self.engine.store
         # Every catalog document is checked now and again whenever it changes: a damaged one is
-        # reported (log, /v1/status, metric) and ignored, never fatal.
+        # reported (log, /v1/status, metric) and ignored, never fatal. A change also moves the
+        # catalog's epoch, which the authenticator's caches follow.
         self.catalog_health.check_all(store.scan(catalog.SYS_PREFIX, None, len(store) + 1, now_ms())[0])
-        store.on_catalog_change = self.catalog_health.check
+        store.watch(catalog.SYS_PREFIX, self.catalog_health.check)
         metrics.bind_gauge(metrics.CATALOG_DAMAGED_DOCUMENTS, lambda: len(self.catalog_health))
         metrics.bind_gauge(metrics.COMMIT_WAITERS, lambda: engine.commit_waiters)
         metrics.bind_gauge(metrics.STORE_KEYS, lambda: len(store))
@@ -321,15 +320,15 @@ class Node:
 
     def _signing_keys_sealed(self) -> bool:
         """The catalog holds signing secrets sealed under some cluster key (a new one cannot open them)."""
-        entry = self.engine.get(catalog.JWT_KEYS_KEY)
+        value = self.catalog_store.stored(catalog.JWT_KEYS_KEY)
         try:
-            document = catalog.decode(entry[VALUE]) if entry is not None else {}
+            document = catalog.decode(value) if value is not None else {}
             return any("sealed" in key for key in document.get("keys", {}).values())
         except (ValueError, AttributeError, TypeError):
             return False  # damaged: catalog_health reports it; a rotation repairs it
 
     def _catalog_exists(self) -> bool:
-        return self.engine.get(catalog.CATALOG_MARKER_KEY) is not None
+        return self.catalog_store.exists(catalog.CATALOG_MARKER_KEY)
 
     async def _bootstrap_catalog(self) -> None:
         password, source = self._initial_admin_password()
@@ -369,7 +368,7 @@ class Node:
         sealing) or secrets sealed under the previous key: a primary writes it once it takes
         writes."""
         try:
-            found = self.catalog_changes.read(catalog.JWT_KEYS_KEY)
+            found = self.catalog_store.read(catalog.JWT_KEYS_KEY)
         except DamagedDocument:
             return None  # catalog_health reports it; a rotation repairs it
         if found is None:
@@ -397,7 +396,7 @@ class Node:
         """A catalog made before `_sys.settings:auth` existed gets it from this node's settings
         (the policy in force until now); settings the catalog overrides are pointed out."""
         seed = self.settings.initial_auth_policy
-        if self.engine.get(catalog.AUTH_KEY) is None:
+        if not self.catalog_store.exists(catalog.AUTH_KEY):
             if not self.is_replica and self.engine.read_only_reason is None:
                 # In the background: with synchronous replication the write waits for a replica.
                 self._spawn("catalog-upgrade", lambda: self._write_auth_policy(seed))

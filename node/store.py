@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Iterator
+from operator import itemgetter
 from typing import Final
 
 from sortedcontainers import SortedList
@@ -26,6 +27,12 @@ VALUE: Final = 0
 VERSION: Final = 1
 CREATED_AT_MS: Final = 2
 EXPIRES_AT_MS: Final = 3  # 0 = never
+
+# How modules above the storage core read an entry, without knowing its layout. itemgetter
+# runs in C (no Python frame per call), so the hot GET path stays close to a tuple index.
+entry_value: Final[Callable[[Entry], bytes]] = itemgetter(VALUE)
+entry_version: Final[Callable[[Entry], int]] = itemgetter(VERSION)
+entry_expires_at_ms: Final[Callable[[Entry], int]] = itemgetter(EXPIRES_AT_MS)  # 0 = never
 
 SHARD_COUNT: Final = 1024
 _SHARD_MASK: Final = SHARD_COUNT - 1
@@ -44,10 +51,17 @@ class Store:
         self._expiring_keys = 0
         self.revision = 0  # highest version applied
         self.applied_lsn = 0  # end LSN of the last record applied
-        self.catalog_epoch = 0  # bumped by every change to a `_sys.` key; invalidates auth caches
-        # Told of every change to a `_sys.` key once applied (the catalog checks the document):
-        # set by the layer above, so the store itself knows nothing of catalogs.
-        self.on_catalog_change: Callable[[str, Entry | None], None] | None = None
+        # Keys under the watched prefix (the catalog's, named by the layer above: the store
+        # knows nothing of catalogs) bump the epoch, which invalidates caches built from them,
+        # and are passed to `_on_watched_change` once applied.
+        self._watched_prefix: str | None = None
+        self._on_watched_change: Callable[[str, Entry | None], None] | None = None
+        self.watched_epoch = 0
+
+    def watch(self, prefix: str, on_change: Callable[[str, Entry | None], None]) -> None:
+        """Count every change to a key under `prefix` in `watched_epoch` and tell `on_change` of it."""
+        self._watched_prefix = prefix
+        self._on_watched_change = on_change
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -71,8 +85,9 @@ class Store:
 
     def _apply_op(self, op: records.Record) -> None:
         key = op[1]
-        if key.startswith("_sys."):
-            self.catalog_epoch += 1
+        watched = self._watched_prefix is not None and key.startswith(self._watched_prefix)
+        if watched:
+            self.watched_epoch += 1
         shard = self._shards[hash(key) & _SHARD_MASK]
         old = shard.get(key)
         if old is not None and old[EXPIRES_AT_MS]:
@@ -93,8 +108,8 @@ class Store:
             version = op[2]
         if version > self.revision:
             self.revision = version
-        if self.on_catalog_change is not None and key.startswith("_sys."):
-            self.on_catalog_change(key, shard.get(key))
+        if watched and self._on_watched_change is not None:
+            self._on_watched_change(key, shard.get(key))
 
     def _track_expiry(self, key: str, entry: Entry) -> None:
         heapq.heappush(self._expiry_heap, (entry[EXPIRES_AT_MS], key, entry[VERSION]))
@@ -172,7 +187,7 @@ class Store:
         heapq.heapify(expiring)
         self._expiry_heap, self._expiring_keys = expiring, len(expiring)
         self.revision = revision
-        self.catalog_epoch += 1
+        self.watched_epoch += 1
         return len(keys)
 
     def items_sorted(self) -> Iterator[tuple[str, Entry]]:

@@ -90,3 +90,14 @@ def test_expired_entries_are_hidden_before_the_expirer_runs() -> None:
     assert store.get("t", now_ms=999) is not None
     assert store.get("t", now_ms=1000) is None
     assert store.scan("", None, 10, now_ms=1000) == ([], False)
+
+
+def test_the_store_counts_and_reports_changes_under_the_watched_prefix_only() -> None:
+    store = Store()
+    seen: list[tuple[str, bytes | None]] = []
+    store.watch("cat.", lambda key, entry: seen.append((key, None if entry is None else entry[0])))
+    store.apply(records.set_record("data", b"x", 1, 0, 0), 10)
+    assert store.watched_epoch == 0 and seen == []
+    store.apply(records.set_record("cat.a", b"1", 2, 0, 0), 20)
+    store.apply(records.del_record("cat.a", 3), 30)
+    assert store.watched_epoch == 2 and seen == [("cat.a", b"1"), ("cat.a", None)]

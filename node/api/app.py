@@ -39,7 +39,7 @@ from ..errors import (
     PreconditionFailed,
     Unavailable,
 )
-from ..store import EXPIRES_AT_MS, VALUE, VERSION
+from ..store import entry_expires_at_ms, entry_value, entry_version
 from ..wal.format import format_lsn
 from ..writes import TxnOp, WriteResult
 from . import admin, openapi, security
@@ -280,14 +280,14 @@ class App:
         entry = self.engine.get(key)
         if entry is None:
             return error_response(NotFound(f"key {key!r} not found", key=key))
-        etag = _etag(entry[VERSION])
+        etag = _etag(entry_version(entry))
         headers = [_OCTET_HEADERS, ("etag", etag)]
-        if entry[EXPIRES_AT_MS]:
-            headers.append(("x-kv-expires-at", _iso_ms(entry[EXPIRES_AT_MS])))
+        if entry_expires_at_ms(entry):
+            headers.append(("x-kv-expires-at", _iso_ms(entry_expires_at_ms(entry))))
         if_none_match = request.header("if-none-match")
         if if_none_match is not None and if_none_match.strip(" \t") in (etag, f"W/{etag}", "*"):
             return Response(304, b"", headers[1:])
-        return Response(200, entry[VALUE], headers)
+        return Response(200, entry_value(entry), headers)
 
     async def _put(self, request: Request, principal: Principal, key: str) -> Response:
         self._authorize(principal, "write", key)
@@ -393,9 +393,9 @@ class App:
         )
         keys = []
         for key, entry in page.entries:
-            item: dict[str, Any] = {"key": key, "version": entry[VERSION], "value_bytes": len(entry[VALUE])}
-            if entry[EXPIRES_AT_MS]:
-                item["expires_at"] = _iso_ms(entry[EXPIRES_AT_MS])
+            item: dict[str, Any] = {"key": key, "version": entry_version(entry), "value_bytes": len(entry_value(entry))}
+            if entry_expires_at_ms(entry):
+                item["expires_at"] = _iso_ms(entry_expires_at_ms(entry))
             keys.append(item)
         next_after = page.next_after
         if page.stopped_after is not None:  # never name a key the caller may not read

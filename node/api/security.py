@@ -22,7 +22,8 @@ from .. import auth_policy, catalog, hba, signing_keys
 from ..audit import AuditLog
 from ..auth import Authenticator
 from ..catalog import Principal
-from ..catalog_changes import CatalogChanges, DamagedDocument
+from ..catalog_changes import CatalogChanges
+from ..catalog_store import DamagedDocument
 from ..errors import BadRequest, Conflict, Forbidden, PreconditionFailed
 from .http import Request, Response, json_response, version_from_etag
 
@@ -60,15 +61,12 @@ def _if_match(request: Request, path: str, what: str, current_version: int | Non
 
 def routes(node: SecurityNode) -> dict[tuple[str, str], Handler]:
     def read(key: str) -> tuple[int | None, dict[str, Any] | None]:
-        found = node.catalog_changes.read(key)
+        found = node.catalog_changes.store.read(key)
         return (None, None) if found is None else found
 
     def current_version(key: str) -> int | None:
         """The version a change replaces: a damaged document is replaced like any other."""
-        try:
-            return read(key)[0]
-        except DamagedDocument as damaged:
-            return damaged.version
+        return node.catalog_changes.store.version(key)
 
     async def write(key: str, document: dict[str, Any], version: int | None) -> int:
         return (await node.catalog_changes.put(key, document, version)).version

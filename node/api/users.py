@@ -2,22 +2,21 @@
 
 Superuser only. Every change is one write of one catalog document, or one transaction
 when dependents go along (a user's API keys, a role's memberships), made through
-catalog_changes.py with compare-and-set on the version read, so two admins changing one
-user never lose an update. A change that must cut off a user's live tokens (password,
+catalog_changes.py with compare-and-set on the version read (catalog_store.py), so two
+admins changing one user never lose an update. A change that must cut off a user's live tokens (password,
 lock, delete-and-recreate) moves the user's `token_generation` to a value no earlier
 incarnation ever had; grants and revokes do not: privileges are resolved per request.
 """
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol
 
-from .. import catalog
+from .. import catalog, catalog_rules
 from ..audit import AuditLog
-from ..auth import API_KEY_PREFIX, Authenticator, api_key_digest
+from ..auth import Authenticator
 from ..catalog import BUILTIN_ROLES, Principal
 from ..catalog_changes import CatalogChanges
 from ..catalog_documents import (
@@ -30,6 +29,7 @@ from ..catalog_documents import (
     check_grants,
     check_name,
 )
+from ..catalog_store import CatalogStore
 from ..errors import BadRequest, Conflict, Forbidden, MethodNotAllowed, NotFound
 from .http import JSON_INT_MAX, Request, Response, json_integer, json_response
 
@@ -118,6 +118,10 @@ class CatalogAdmin:
     def changes(self) -> CatalogChanges:
         return self.node.catalog_changes  # exists once the node has recovered
 
+    @property
+    def documents(self) -> CatalogStore:
+        return self.changes.store
+
     def route_table(self) -> list[tuple[str, str]]:
         return list(self._routes)
 
@@ -139,7 +143,7 @@ class CatalogAdmin:
 
     def _check_roles(self, roles: Any) -> list[str]:
         roles = _names(roles, "roles")
-        missing = [role for role in roles if self.changes.read(catalog.role_key(role)) is None]
+        missing = [role for role in roles if self.documents.read(catalog.role_key(role)) is None]
         if missing:
             raise BadRequest(f"unknown role(s): {', '.join(missing)}")
         return list(dict.fromkeys(roles))
@@ -155,13 +159,19 @@ class CatalogAdmin:
     # -- users -----------------------------------------------------------------------
 
     def _all(self, prefix: str) -> list[dict[str, Any]]:
-        return [document for _, document in self.changes.all(prefix)]
+        return [document for _, document in self.documents.all(prefix)]
+
+    def _user(self, name: str) -> tuple[int, dict[str, Any]]:
+        found = self.documents.read(catalog.user_key(name))
+        if found is None:
+            raise NotFound(f"no user {name!r}")
+        return found
 
     async def _list_users(self, request: Request, actor: Principal, _: str | None) -> Response:
         return json_response({"users": [public_user(u) for u in self._all(catalog.USERS_PREFIX)]})
 
     async def _get_user(self, request: Request, actor: Principal, raw_name: str | None) -> Response:
-        return json_response(public_user(self.changes.user(_name(raw_name, "user"))[1]))
+        return json_response(public_user(self._user(_name(raw_name, "user"))[1]))
 
     async def _delete_user(self, request: Request, actor: Principal, raw_name: str | None) -> Response:
         name = _name(raw_name, "user")
@@ -173,7 +183,7 @@ class CatalogAdmin:
         """PUT .../password, POST .../lock, .../unlock, .../roles: one compare-and-set of the user."""
         name = _name(raw_name, "user")
         action = request.path.rsplit("/", 1)[1]
-        version, user = self.changes.user(name)
+        version, user = self._user(name)
         body = request.json() if request.body else {}
         if not isinstance(body, dict):
             raise BadRequest("body must be a JSON object")
@@ -213,7 +223,7 @@ class CatalogAdmin:
             valid_until = json_integer(valid_until, 0, JSON_INT_MAX)
             if valid_until is None:
                 raise BadRequest("valid_until must be epoch seconds (an integer from 0) or null")
-        if self.changes.read(catalog.user_key(name)) is not None:
+        if self.documents.read(catalog.user_key(name)) is not None:
             raise Conflict(f"user {name!r} already exists")
         password_hash = await self._password_hash(body.get("password"))
         user = catalog.user_document(name, password_hash, roles, int(time.time() * 1000))
@@ -231,7 +241,7 @@ class CatalogAdmin:
     async def _role(self, request: Request, actor: Principal, raw_name: str | None) -> Response:
         """GET, PATCH and DELETE /v1/admin/roles/{name}."""
         name = _name(raw_name, "role")
-        found = self.changes.read(catalog.role_key(name))
+        found = self.documents.read(catalog.role_key(name))
         if found is None:
             raise NotFound(f"no role {name!r}")
         if request.method == "GET":
@@ -323,7 +333,7 @@ class CatalogAdmin:
         if any(key["name"] == name for key in keys):
             raise Conflict(f"API key {name!r} already exists")
         username = body.get("user")
-        user = self.changes.read(catalog.user_key(username)) if isinstance(username, str) else None
+        user = self.documents.read(catalog.user_key(username)) if isinstance(username, str) else None
         if user is None:
             raise BadRequest(f"unknown user {username!r}: an API key acts as an existing user")
         cidrs = body.get("cidrs")
@@ -335,17 +345,7 @@ class CatalogAdmin:
             expires_at = json_integer(expires_at, 0, JSON_INT_MAX)
             if expires_at is None:
                 raise BadRequest("expires_at must be epoch seconds (an integer from 0) or null")
-        key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(24)
-        key = {
-            "id": key_id,
-            "name": name,
-            "user": username,
-            "user_created_at_ms": user[1]["created_at_ms"],  # this incarnation of the user only
-            "cidrs": networks,
-            "expires_at": expires_at,
-            "created_at_ms": int(time.time() * 1000),
-            "secret_sha256": api_key_digest(secret),  # the secret itself is never stored
-        }
-        await self.changes.put(catalog.apikey_key(key_id), key, None)
+        key, token = catalog_rules.mint_api_key(name, user[1], networks, expires_at, int(time.time() * 1000))
+        await self.changes.put(catalog.apikey_key(key["id"]), key, None)
         self.node.audit.record("apikey_created", name=name, user=username, cidrs=networks, by=actor.name)
-        return json_response({**self._public_key(key), "token": f"{API_KEY_PREFIX}{key_id}_{secret}"}, 201)
+        return json_response({**self._public_key(key), "token": token}, 201)
