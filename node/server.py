@@ -22,14 +22,10 @@ from typing import Any
 import httpx
 
 from kvstore.replication import failover, timelines
+from kvstore.replication.basebackup import clear_for_base_backup, drop_wal_before_snapshot, take_base_backup
 from kvstore.replication.primary import Primary
 from kvstore.replication.protocol import ReplicationError
-from kvstore.replication.replica import (
-    Receiver,
-    clear_for_base_backup,
-    drop_wal_before_snapshot,
-    take_base_backup,
-)
+from kvstore.replication.replica import Receiver
 
 from . import background, listener, metrics
 from .api.app import App
