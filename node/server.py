@@ -14,55 +14,42 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import secrets
 import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from kvstore.replication import failover, timelines
+from kvstore.replication.basebackup import clear_for_base_backup, drop_wal_before_snapshot, take_base_backup
 from kvstore.replication.primary import Primary
 from kvstore.replication.protocol import ReplicationError
-from kvstore.replication.replica import (
-    Receiver,
-    clear_for_base_backup,
-    drop_wal_before_snapshot,
-    take_base_backup,
-)
+from kvstore.replication.replica import Receiver
 
-from . import auth_policy, catalog, cluster_key, listener, metrics, signing_keys
+from . import background, listener, metrics
 from .api.app import App
 from .api.rsgi import Admission, RsgiAdapter
 from .audit import AuditLog
 from .auth import Authenticator
 from .catalog_changes import CatalogChanges
 from .catalog_health import CatalogHealth
-from .catalog_store import CatalogStore, DamagedDocument
+from .catalog_start import CatalogStart
+from .catalog_store import CatalogStore
 from .checkpoint import Checkpointer
 from .config import ConfigError, Settings
-from .control import ROLE_PRIMARY, ROLE_REPLICA, STATE_NEEDS_BASE_BACKUP, STATE_RUNNING, STATE_SHUT_DOWN, read_control
+from .control import ROLE_PRIMARY, STATE_NEEDS_BASE_BACKUP, STATE_RUNNING, STATE_SHUT_DOWN, read_control
 from .datadir import DataDir, DataDirLock, create_layout, initdb, make_root
 from .engine import Engine
-from .errors import Conflict
-from .fsutil import atomic_write
-from .passwords import HashingPool
-from .recovery import recover
+from .services import assemble
 from .snapshot import SnapshotError
+from .status import status_document
+from .supervisor import Supervisor
 from .wal.format import format_lsn
 from .wal.policy import FsyncPolicy
-from .wal.segments import list_segments
-from .wal.writer import WalWriter
-from .writes import TxnOp, now_ms
 
 log = logging.getLogger(__name__)
 
-INITIAL_PASSWORD_FILE = "initial-admin-password"
-BACKGROUND_RESTART_DELAY_MAX_S = 30.0
-LOOP_LAG_SAMPLE_S = 0.01
 RESTART_GRACE_S = 0.3
 
 
@@ -80,12 +67,13 @@ class Node:
         self.audit: AuditLog
         self.catalog_store: CatalogStore
         self.catalog_changes: CatalogChanges
-        self.catalog_health = CatalogHealth()
+        self.catalog_health: CatalogHealth
         self._ready = False
-        self._started_at = time.time()
+        self.started_at = time.time()
         self._stop = asyncio.Event()
         self.stopping = asyncio.Event()  # long-lived responses end when this is set
-        self._tasks: list[asyncio.Task[None]] = []
+        self.supervisor = Supervisor()
+        self.catalog_start: CatalogStart
         self._http: list[tuple[listener.Listener, asyncio.Task[None]]] = []  # the main listener, the operator's
         self.app = App(self)
         self.recovery_seconds: float | None = None
@@ -124,20 +112,21 @@ class Node:
             if not await self._prepare_datadir():
                 return  # asked to stop while waiting for a primary
             await self._recover()
-            sealed_upgrade = self._check_signing_keys()
+            sealed_upgrade = self.catalog_start.check_signing_keys()
             if self.is_replica:
                 await self._become_replica()
-            elif not self._catalog_exists():
-                await self._bootstrap_catalog()
+            elif not self.catalog_start.exists():
+                await self.catalog_start.bootstrap()
             await self.checkpointer.update_control(state=STATE_RUNNING)
             gc.freeze()  # recovered objects never need a cyclic GC scan again
             self._start_background()
             if not self.is_replica:
                 await self._check_peers_before_writes()
                 self._become_primary()
-            self._complete_catalog()
-            if sealed_upgrade is not None and not self.is_replica and self.engine.read_only_reason is None:
-                self._spawn("catalog-seal", lambda: self._seal_signing_keys(*sealed_upgrade))
+            takes_writes = not self.is_replica and self.engine.read_only_reason is None
+            self.catalog_start.complete(takes_writes)
+            if sealed_upgrade is not None and takes_writes:
+                self._spawn("catalog-seal", lambda: self.catalog_start.seal_signing_keys(*sealed_upgrade))
             self._ready = True
             log.info(
                 "ready", extra={"url": self.url, "fsync": self.settings.fsync.value, "keys": len(self.engine.store)}
@@ -165,9 +154,7 @@ class Node:
         asyncio.get_running_loop().call_later(RESTART_GRACE_S, self.request_stop)
 
     def cancel_task(self, name: str) -> None:
-        for task in self._tasks:
-            if task.get_name() == name:
-                task.cancel()
+        self.supervisor.cancel(name)
 
     def start_as_primary(self) -> None:
         """After a promotion: the expirer and the primary's replication machinery."""
@@ -258,179 +245,22 @@ class Node:
             self.request_stop()
 
     async def _recover(self) -> None:
-        loop = asyncio.get_running_loop()
-        recovered = await loop.run_in_executor(None, recover, self.datadir)
-        self.recovery_seconds = recovered.seconds
-        self.is_replica = recovered.control.role == ROLE_REPLICA
-        self.history = timelines.read_history(self.datadir.timelines, recovered.timeline)
-        self.engine = Engine(recovered.store)
-        settings = self.settings
-        writer = WalWriter(
-            self.datadir.wal,
-            timeline=recovered.timeline,
-            end_lsn=recovered.end_lsn,
-            segment_size_bytes=settings.wal_segment_size_bytes,
-            policy=settings.fsync,
-            interval_s=settings.fsync_interval_ms / 1000,
-            on_flushed=self.engine.on_wal_flushed,
-            on_failed=self.engine.on_wal_failed,
-            follow=self.is_replica,
+        services = await assemble(self.settings, self.datadir)
+        self.engine, self.checkpointer, self.audit = services.engine, services.checkpointer, services.audit
+        self.catalog_store, self.catalog_changes = services.catalog_store, services.catalog_changes
+        self.catalog_health, self.auth = services.catalog_health, services.auth
+        self.is_replica, self.history = services.is_replica, services.history
+        self.recovery_seconds = services.recovery_seconds
+        self.catalog_start = CatalogStart(
+            self.settings,
+            self.datadir.root,
+            self.engine,
+            self.checkpointer,
+            self.catalog_store,
+            self.catalog_changes,
+            self.auth,
+            self.supervisor.spawn,
         )
-        self.engine.attach(writer)
-        control = recovered.control.replace(timeline=recovered.timeline)
-        self.checkpointer = Checkpointer(self.engine, self.datadir, control, settings.snapshots_keep)
-        self.audit = AuditLog(
-            self.datadir.log / "audit.jsonl",
-            settings.audit_log_max_bytes,
-            settings.audit_log_keep,
-            settings.audit_refusal_window_s,
-            settings.audit_refusal_window_max_lines,
-        )
-        engine = self.engine
-        self.catalog_store = CatalogStore(engine, settings.max_scan_limit)
-        try:
-            sealer = cluster_key.load(
-                settings.cluster_key,
-                settings.cluster_key_file,
-                settings.cluster_key_previous,
-                self.datadir.root,
-                may_generate=not self.is_replica and not self._signing_keys_sealed(),
-            )
-        except cluster_key.ClusterKeyError as error:
-            raise ConfigError(str(error)) from None
-        self.catalog_changes = CatalogChanges(engine, self.catalog_store, sealer)
-        hashing = HashingPool(settings.login_hash_threads, settings.login_queue_max)
-        metrics.bind_gauge(metrics.LOGIN_HASHES_PENDING, lambda: hashing.pending)
-        self.auth = await loop.run_in_executor(
-            None, Authenticator, self.catalog_store, settings.initial_auth_policy, self.audit, sealer, hashing
-        )
-        store = self.engine.store
-        # Every catalog document is checked now and again whenever it changes: a damaged one is
-        # reported (log, /v1/status, metric) and ignored, never fatal. A change also moves the
-        # catalog's epoch, which the authenticator's caches follow.
-        self.catalog_health.check_all(store.scan(catalog.SYS_PREFIX, None, len(store) + 1, now_ms())[0])
-        store.watch(catalog.SYS_PREFIX, self.catalog_health.check)
-        metrics.bind_gauge(metrics.CATALOG_DAMAGED_DOCUMENTS, lambda: len(self.catalog_health))
-        metrics.bind_gauge(metrics.COMMIT_WAITERS, lambda: engine.commit_waiters)
-        metrics.bind_gauge(metrics.STORE_KEYS, lambda: len(store))
-        metrics.bind_gauge(metrics.STORE_REVISION, lambda: store.revision)
-        metrics.bind_gauge(metrics.WAL_END_LSN, lambda: writer.end_lsn)
-        metrics.WAL_WRITTEN_BYTES.bind(lambda: writer.written_bytes)
-        metrics.bind_gauge(metrics.WAL_SIZE_BYTES, lambda: sum(s.size_bytes for s in list_segments(self.datadir.wal)))
-
-    def _signing_keys_sealed(self) -> bool:
-        """The catalog holds signing secrets sealed under some cluster key (a new one cannot open them)."""
-        value = self.catalog_store.stored(catalog.JWT_KEYS_KEY)
-        try:
-            document = catalog.decode(value) if value is not None else {}
-            return any("sealed" in key for key in document.get("keys", {}).values())
-        except (ValueError, AttributeError, TypeError):
-            return False  # damaged: catalog_health reports it; a rotation repairs it
-
-    def _catalog_exists(self) -> bool:
-        return self.catalog_store.exists(catalog.CATALOG_MARKER_KEY)
-
-    async def _bootstrap_catalog(self) -> None:
-        password, source = self._initial_admin_password()
-        loop = asyncio.get_running_loop()
-        password_hash = await loop.run_in_executor(None, self.auth.passwords.hash, password)
-        if source == "generated":
-            # Saved before the catalog commits: a crash in between must not leave a
-            # superuser whose password nobody ever saw.
-            path = self.datadir.root / INITIAL_PASSWORD_FILE
-            await loop.run_in_executor(None, atomic_write, path, (password + "\n").encode())
-        replication_user = None
-        settings = self.settings
-        if settings.replication_user and settings.replication_password:  # as PostgreSQL's images do
-            replication_hash = await loop.run_in_executor(None, self.auth.passwords.hash, settings.replication_password)
-            replication_user = (settings.replication_user, replication_hash)
-        jwt_keys = signing_keys.initial_document(self.auth.cluster_key, now_ms())
-        documents = catalog.bootstrap_documents(
-            password_hash, jwt_keys, now_ms(), settings.initial_auth_policy, replication_user
-        )
-        await self.engine.txn([TxnOp("set", key, value) for key, value in documents])
-        await self.checkpointer.checkpoint("initdb")
-        if source == "generated":
-            # Printed once, like initdb's; never logged.
-            print(
-                f"\nkvstored: created superuser 'admin' with a generated password: {password}\n"
-                f"kvstored: it is also in {self.datadir.root / INITIAL_PASSWORD_FILE} (mode 0600); "
-                "delete that file once you have it.\n",
-                file=sys.stdout,
-                flush=True,
-            )
-        log.info("catalog bootstrapped", extra={"superuser": catalog.ADMIN_USER, "password_source": source})
-
-    def _check_signing_keys(self) -> tuple[dict[str, Any], int] | None:
-        """A node given another cluster's key refuses to start: it could verify no token, and
-        a promoted one would sign tokens no other node takes. Returns the re-sealed document
-        (and the version it replaces) when the catalog holds clear secrets (made before
-        sealing) or secrets sealed under the previous key: a primary writes it once it takes
-        writes."""
-        try:
-            found = self.catalog_store.read(catalog.JWT_KEYS_KEY)
-        except DamagedDocument:
-            return None  # catalog_health reports it; a rotation repairs it
-        if found is None:
-            return None
-        try:
-            signing_keys.open_secrets(found[1], self.auth.cluster_key)
-        except cluster_key.ClusterKeyError as error:
-            raise ConfigError(str(error)) from None
-        sealed = signing_keys.reseal(found[1], self.auth.cluster_key)
-        return None if sealed is None else (sealed, found[0])
-
-    async def _seal_signing_keys(self, sealed: dict[str, Any], version: int) -> None:
-        try:
-            await self.catalog_changes.put(catalog.JWT_KEYS_KEY, sealed, version)
-        except Conflict:
-            return  # rotated meanwhile: the rotation wrote sealed keys
-        log.warning(
-            "token signing secrets sealed under the cluster key (they were in the clear, or under the previous "
-            "key); older WAL and snapshots still hold the old form: rotate them (kvctl jwt-key rotate --drop-old) "
-            "if they may have been read",
-            extra={"key": catalog.JWT_KEYS_KEY},
-        )
-
-    def _complete_catalog(self) -> None:
-        """A catalog made before `_sys.settings:auth` existed gets it from this node's settings
-        (the policy in force until now); settings the catalog overrides are pointed out."""
-        seed = self.settings.initial_auth_policy
-        if not self.catalog_store.exists(catalog.AUTH_KEY):
-            if not self.is_replica and self.engine.read_only_reason is None:
-                # In the background: with synchronous replication the write waits for a replica.
-                self._spawn("catalog-upgrade", lambda: self._write_auth_policy(seed))
-            return
-        in_force, default = self.auth.policy(), auth_policy.AuthPolicy()
-        overridden = [
-            name
-            for name in auth_policy.FIELDS
-            if getattr(seed, name) != getattr(default, name) and getattr(seed, name) != getattr(in_force, name)
-        ]
-        if overridden:
-            log.warning(
-                "these settings only seed a new cluster's catalog; %s holds other values, which are in force: %s "
-                "(change them with kvctl settings set)",
-                catalog.AUTH_KEY,
-                ", ".join(overridden),
-            )
-
-    async def _write_auth_policy(self, policy: auth_policy.AuthPolicy) -> None:
-        try:
-            await self.catalog_changes.put(catalog.AUTH_KEY, policy.to_document(), None)
-        except Conflict:
-            return  # written meanwhile, by an administrator or a newer primary
-        log.info("auth policy written to the catalog from this node's settings", extra={"key": catalog.AUTH_KEY})
-
-    def _initial_admin_password(self) -> tuple[str, str]:
-        if self.settings.admin_password:
-            return self.settings.admin_password, "KVSTORE_ADMIN_PASSWORD"
-        if self.settings.admin_password_file is not None:
-            text = Path(self.settings.admin_password_file).read_text().strip()
-            if not text:
-                raise ValueError(f"admin password file {self.settings.admin_password_file} is empty")
-            return text, "admin_password_file"
-        return secrets.token_urlsafe(18), "generated"
 
     # -- roles ---------------------------------------------------------------------------
 
@@ -511,8 +341,8 @@ class Node:
         settings = self.settings
         if not self.is_replica:  # a replica's keys expire by the primary's DEL records
             self.start_expirer()
-        self._spawn("checkpointer", self._checkpoint_scheduler)
-        self._spawn("loop-lag", self._measure_loop_lag)
+        self._spawn("checkpointer", lambda: background.schedule_checkpoints(settings, self.engine, self.checkpointer))
+        self._spawn("loop-lag", background.measure_loop_lag)
         writer = self.engine.writer
         assert writer is not None
         if settings.fsync is FsyncPolicy.INTERVAL:
@@ -525,86 +355,10 @@ class Node:
         )
 
     def _spawn(self, name: str, run: Callable[[], Awaitable[object]]) -> None:
-        self._tasks.append(asyncio.create_task(self._supervise(name, run), name=name))
-
-    @staticmethod
-    async def _supervise(name: str, run: Callable[[], Awaitable[object]]) -> None:
-        """Run a background task forever: a failure is logged and the task restarted."""
-        delay_s = 1.0
-        while True:
-            try:
-                await run()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("background task failed; restarting", extra={"task": name, "delay_s": delay_s})
-                await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, BACKGROUND_RESTART_DELAY_MAX_S)
-
-    @staticmethod
-    async def _measure_loop_lag() -> None:
-        """Sample how late the loop runs a timer: a stall of the loop delays every request."""
-        loop = asyncio.get_running_loop()
-        while True:
-            due = loop.time() + LOOP_LAG_SAMPLE_S
-            await asyncio.sleep(LOOP_LAG_SAMPLE_S)
-            metrics.EVENT_LOOP_LAG_SECONDS.observe(max(0.0, loop.time() - due))
-
-    async def _checkpoint_scheduler(self) -> None:
-        settings = self.settings
-        last = time.monotonic()
-        while True:
-            await asyncio.sleep(1.0)
-            writer = self.engine.writer
-            assert writer is not None
-            wal_since_redo = writer.end_lsn - self.checkpointer.control.redo_lsn
-            due = time.monotonic() - last >= settings.checkpoint_interval_s
-            if due or wal_since_redo >= settings.checkpoint_wal_bytes:
-                await self.checkpointer.checkpoint("wal size" if not due else "timed")
-                last = time.monotonic()
-
-    # -- status --------------------------------------------------------------------
+        self.supervisor.spawn(name, run)
 
     def status(self) -> dict[str, Any]:
-        engine, control = self.engine, self.checkpointer.control
-        writer = engine.writer
-        assert writer is not None
-        last = self.checkpointer.last
-        if self.is_replica:
-            state = self.receiver.status.state if self.receiver else "replica"
-        elif self.fenced_reason:
-            state = "fenced"
-        else:
-            state = "read-only" if engine.read_only_reason else "running"
-        return {
-            "name": self.settings.node_name,
-            "role": "replica" if self.is_replica else "primary",
-            "state": state,
-            "read_only_reason": engine.read_only_reason,
-            "fenced": self.fenced_reason,
-            "timeline": control.timeline,
-            "system_identifier": str(control.system_identifier),
-            "fsync": writer.policy.value,
-            "lsn": {
-                "end": format_lsn(writer.end_lsn),
-                "flushed": format_lsn(writer.flushed_lsn),
-                "committed": format_lsn(engine.committed_lsn),
-                "applied": format_lsn(engine.store.applied_lsn),
-                "redo": format_lsn(control.redo_lsn),
-            },
-            "keys": len(engine.store),
-            "revision": engine.store.revision,
-            "last_checkpoint": None
-            if last is None
-            else {"snapshot": last.snapshot, "redo_lsn": format_lsn(last.redo_lsn), "seconds": round(last.seconds, 3)},
-            "uptime_s": round(time.time() - self._started_at, 1),
-            "recovery_s": None if self.recovery_seconds is None else round(self.recovery_seconds, 3),
-            "replicas": self.primary.slots.describe(engine.flushed_lsn, time.time()) if self.primary else [],
-            "catalog": self.catalog_health.describe(),
-            "replication": self.receiver.describe() if self.receiver else None,
-            "synchronous_commit": self.settings.synchronous_commit,
-        }
+        return status_document(self)
 
     # -- stop ----------------------------------------------------------------------
 
@@ -623,9 +377,7 @@ class Node:
             except (TimeoutError, Exception):
                 log.exception("HTTP server did not stop cleanly")
             server.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.supervisor.stop()
         if not hasattr(self, "checkpointer"):
             return  # recovery never finished: leave the data directory as it was
         writer = self.engine.writer

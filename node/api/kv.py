@@ -1,0 +1,302 @@
+"""The data API: `/v1/kv/{key}` (GET, PUT, DELETE, POST .../incr), `GET /v1/kv` (listing) and
+`POST /v1/txn`. Every key is checked against the caller's grants; catalog keys (`_sys.`)
+go through the catalog's own checks (catalog_changes.py) and are audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any, Final, Protocol
+
+from .. import listing, metrics
+from ..audit import AuditLog
+from ..catalog import SYS_PREFIX, Principal
+from ..catalog_changes import CatalogChanges
+from ..config import Settings
+from ..engine import Engine
+from ..errors import (
+    BadRequest,
+    Forbidden,
+    GatewayTimeout,
+    LsnBeyondWalEnd,
+    MethodNotAllowed,
+    NotAnInteger,
+    NotFound,
+    PayloadTooLarge,
+    PreconditionFailed,
+)
+from ..store import entry_expires_at_ms, entry_value, entry_version
+from ..wal.format import format_lsn
+from ..writes import WriteResult
+from .http import Request, Response, error_response, json_response, lsn_from_text, version_from_etag
+from .txn_parse import TxnLimits, parse_txn, valid_key
+
+KV_PREFIX: Final = "/v1/kv/"
+INCR_SUFFIX: Final = "/incr"
+# The query parameters each method of /v1/kv/{key} takes (POST is INCR); any other is a 400.
+_KV_QUERY: Final = {"GET": (), "PUT": ("ttl",), "DELETE": (), "POST": ("by",)}
+# The data path, routed by hand. The path of a key that ends in /incr is also the INCR path of
+# the key before it (granian hands over the path decoded, %2F as '/'): POST increments, the
+# other methods act on the whole key.
+_KEY_METHODS: Final = ("DELETE", "GET", "PUT")
+KV_ROUTES: Final = (
+    *((method, "/v1/kv/{key}") for method in _KEY_METHODS),
+    *((method, "/v1/kv/{key}/incr") for method in (*_KEY_METHODS, "POST")),
+)
+_OCTET_HEADERS = ("content-type", "application/octet-stream")
+
+
+class KvNode(Protocol):
+    """What the data API needs from the node it serves."""
+
+    settings: Settings
+    engine: Engine
+    audit: AuditLog
+    catalog_changes: CatalogChanges
+    is_replica: bool
+
+    @property
+    def timeline(self) -> int: ...
+
+
+def _etag(version: int) -> str:
+    return f'"{version}"'
+
+
+def _iso_ms(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _write_headers(result: WriteResult, timeline: int) -> list[tuple[str, str]]:
+    return [
+        ("etag", _etag(result.version)),
+        ("x-kv-commit-lsn", format_lsn(result.commit_lsn)),
+        ("x-kv-timeline", str(timeline)),
+    ]
+
+
+class KvApi:
+    def __init__(self, node: KvNode) -> None:
+        self.node = node
+        self.settings = settings = node.settings
+        self._txn_limits = TxnLimits(
+            settings.max_txn_ops, settings.max_key_bytes, settings.max_value_bytes, settings.max_ttl_s
+        )
+        self._cursors = listing.ListingCursors(settings.listing_cursors_max)
+
+    @property
+    def engine(self) -> Engine:  # exists only once recovery is done
+        return self.node.engine
+
+    def _key(self, raw: str, *, may_create: bool = True) -> str:
+        """`may_create` False: a transaction's del or check, whose JSON names a key exactly, may
+        name one the character rule now refuses (stored by an older version), so it can go."""
+        # granian hands over the path already percent-decoded; never decode twice
+        return valid_key(raw, self.settings.max_key_bytes, may_create=may_create)
+
+    def _authorize(self, principal: Principal, action: str, key: str) -> None:
+        if not principal.can(action, key):
+            metrics.AUTH_FAILURES.labels("forbidden").inc()
+            what = "system catalog keys need a superuser" if key.startswith(SYS_PREFIX) else f"no {action} grant"
+            raise Forbidden(f"user {principal.name!r} may not {action} {key!r}: {what}")
+
+    async def handle(self, request: Request, principal: Principal) -> Response:
+        """`/v1/kv/{key}` (and `/incr`), routed by hand: the hottest path there is."""
+        method = request.method
+        raw = request.path[len(KV_PREFIX) :]
+        if request.query_string and method in _KV_QUERY and (method != "POST" or raw.endswith(INCR_SUFFIX)):
+            request.only_query(_KV_QUERY[method])  # after routing: a POST elsewhere is a 405
+        started = time.perf_counter()
+        if method == "GET":
+            op, response = "get", await self._get(request, principal, self._key(raw))
+        elif method == "PUT":
+            op, response = "put", await self._put(request, principal, self._key(raw))
+        elif method == "DELETE":
+            op, response = "delete", await self._delete(request, principal, self._key(raw))
+        elif method == "POST" and raw.endswith(INCR_SUFFIX):
+            op, response = "incr", await self._incr(request, principal, self._key(raw[: -len(INCR_SUFFIX)]))
+        else:
+            allowed = (*_KEY_METHODS, "POST") if raw.endswith(INCR_SUFFIX) else _KEY_METHODS
+            raise MethodNotAllowed(f"{method} is not supported on {request.path}", allowed)
+        self._observe(op, response.status, time.perf_counter() - started)
+        return response
+
+    @staticmethod
+    def _observe(op: str, status: int, seconds: float) -> None:
+        metrics.KV_OPERATIONS.observe(op, "ok" if status < 400 else str(status), seconds)
+
+    async def _wait_for_lsn(self, request: Request) -> None:
+        """Read your writes on a replica: `X-KV-Min-LSN` (a write's commit LSN) waits, bounded."""
+        raw = request.header("x-kv-min-lsn")
+        if raw is None:
+            return
+        lsn = lsn_from_text(raw, "X-KV-Min-LSN")
+        if lsn <= self.engine.store.applied_lsn:
+            return
+        writer = self.engine.writer
+        assert writer is not None
+        if not self.node.is_replica and lsn > writer.end_lsn:
+            # On a primary no write can have it: waiting would only hold the request (a replica
+            # waits, bounded: its primary may have written it already).
+            raise LsnBeyondWalEnd(
+                f"X-KV-Min-LSN {raw} is beyond this primary's WAL end {format_lsn(writer.end_lsn)}: "
+                "no write has that LSN; send the commit LSN a write answered with"
+            )
+        timeout_s = self.settings.min_lsn_wait_s
+        try:
+            await asyncio.wait_for(self.engine.wait_for_commit(lsn), timeout_s)
+        except TimeoutError:
+            raise GatewayTimeout(
+                f"this node has applied up to {format_lsn(self.engine.store.applied_lsn)}, not {raw}, "
+                f"after {timeout_s} s (min_lsn_wait_s); read from the primary or retry"
+            ) from None
+
+    async def _get(self, request: Request, principal: Principal, key: str) -> Response:
+        self._authorize(principal, "read", key)
+        await self._wait_for_lsn(request)
+        self.engine.check_readable()
+        entry = self.engine.get(key)
+        if entry is None:
+            return error_response(NotFound(f"key {key!r} not found", key=key))
+        etag = _etag(entry_version(entry))
+        headers = [_OCTET_HEADERS, ("etag", etag)]
+        if entry_expires_at_ms(entry):
+            headers.append(("x-kv-expires-at", _iso_ms(entry_expires_at_ms(entry))))
+        if_none_match = request.header("if-none-match")
+        if if_none_match is not None and if_none_match.strip(" \t") in (etag, f"W/{etag}", "*"):
+            return Response(304, b"", headers[1:])
+        return Response(200, entry_value(entry), headers)
+
+    async def _put(self, request: Request, principal: Principal, key: str) -> Response:
+        self._authorize(principal, "write", key)
+        value = request.body
+        if len(value) > self.settings.max_value_bytes:
+            raise PayloadTooLarge(
+                f"value is {len(value)} bytes; the limit is {self.settings.max_value_bytes} (max_value_bytes)"
+            )
+        ttl_s = request.query_int("ttl", None, 1, self.settings.max_ttl_s)
+        if_version, if_absent = self._preconditions(request)
+        if key.startswith(SYS_PREFIX):
+            if ttl_s is not None:
+                raise BadRequest("catalog documents cannot expire: send no ttl")
+            result = await self.node.catalog_changes.raw_put(key, value, if_version, if_absent)
+            self._audit_catalog(request, principal, "set", key)
+        else:
+            result = await self.engine.put(key, value, ttl_s, if_version, if_absent)
+        timeline = self.node.timeline
+        body = {
+            "key": key,
+            "version": result.version,
+            "commit_lsn": format_lsn(result.commit_lsn),
+            "timeline": timeline,
+        }
+        headers = _write_headers(result, timeline)
+        return json_response(body, 201 if result.created else 200, headers)
+
+    def _preconditions(self, request: Request) -> tuple[int | None, bool]:
+        if_match = request.header("if-match")
+        if_none_match = request.header("if-none-match")
+        if if_none_match is not None and if_none_match.strip(" \t") != "*":
+            raise BadRequest("on writes, If-None-Match supports only '*' (create only)")
+        if if_match is not None and if_match.strip(" \t") == "*":
+            raise BadRequest("If-Match: * is not supported; send the version ETag you read")
+        if_version = version_from_etag(if_match, "If-Match") if if_match is not None else None
+        return if_version, if_none_match is not None
+
+    async def _delete(self, request: Request, principal: Principal, key: str) -> Response:
+        self._authorize(principal, "delete", key)
+        if_match = request.header("if-match")
+        if_version = version_from_etag(if_match, "If-Match") if if_match is not None else None
+        try:
+            if key.startswith(SYS_PREFIX):
+                result = await self.node.catalog_changes.raw_delete(key, if_version)
+                self._audit_catalog(request, principal, "del", key)
+            else:
+                result = await self.engine.delete(key, if_version)
+        except NotFound as missing:
+            return error_response(missing)
+        except PreconditionFailed as failed:
+            return error_response(failed)
+        return Response(204, b"", _write_headers(result, self.node.timeline))
+
+    def _audit_catalog(self, request: Request, principal: Principal, op: str, key: str) -> None:
+        """Catalog changes through the data API are audited like the admin API's."""
+        self.node.audit.record("catalog_written", key=key, op=op, by=principal.name, address=request.address)
+
+    async def _incr(self, request: Request, principal: Principal, key: str) -> Response:
+        self._authorize(principal, "write", key)
+        by = request.query_int("by", 1, -(2**63), 2**63 - 1)
+        assert by is not None
+        if key.startswith(SYS_PREFIX):
+            raise BadRequest("catalog documents are JSON objects, not counters: INCR does not apply")
+        try:
+            value, result = await self.engine.incr(key, by)
+        except NotAnInteger as failed:
+            return error_response(failed)
+        timeline = self.node.timeline
+        body = {
+            "key": key,
+            "value": value,
+            "version": result.version,
+            "commit_lsn": format_lsn(result.commit_lsn),
+            "timeline": timeline,
+        }
+        return json_response(body, 200, _write_headers(result, timeline))
+
+    async def list_keys(self, request: Request, principal: Principal) -> Response:
+        request.only_query(("prefix", "after", "limit"))
+        prefix = request.query.get("prefix", "")
+        after = request.query.get("after") or None
+        limit = request.query_int("limit", 100, 1, self.settings.max_scan_limit)
+        assert limit is not None
+        ranges = listing.read_ranges(principal, prefix)
+        if not ranges:
+            metrics.AUTH_FAILURES.labels("forbidden").inc()
+            raise Forbidden(
+                f"user {principal.name!r} may read no key starting with {prefix!r}: no read grant covers it"
+            )
+        after = self._cursors.resolve(after, principal.name, prefix)
+        # Listing shows only what the caller may read (catalogs only to superusers).
+        visible = None if principal.superuser else lambda key: principal.can("read", key)
+        await self._wait_for_lsn(request)
+        self.engine.check_readable()
+        page = listing.list_page(
+            self.engine.store,
+            ranges,
+            after,
+            limit,
+            self.settings.max_scan_examined_keys,
+            visible,
+            int(time.time() * 1000),
+        )
+        keys = []
+        for key, entry in page.entries:
+            item: dict[str, Any] = {"key": key, "version": entry_version(entry), "value_bytes": len(entry_value(entry))}
+            if entry_expires_at_ms(entry):
+                item["expires_at"] = _iso_ms(entry_expires_at_ms(entry))
+            keys.append(item)
+        next_after = page.next_after
+        if page.stopped_after is not None:  # never name a key the caller may not read
+            next_after = self._cursors.issue(principal.name, prefix, page.stopped_after)
+        return json_response({"keys": keys, "next_after": next_after})
+
+    async def txn(self, request: Request, principal: Principal) -> Response:
+        authorize = None if principal.superuser else lambda action, key: self._authorize(principal, action, key)
+        ops = parse_txn(request.json(), self._txn_limits, authorize)
+        catalog_ops = [index for index, op in enumerate(ops) if op.key.startswith(SYS_PREFIX)]
+        for index in catalog_ops:
+            if ops[index].ttl_s is not None:
+                raise BadRequest(f"op {index}: catalog documents cannot expire: send no ttl")
+            ops[index] = self.node.catalog_changes.raw_txn_op(ops[index])
+        started = time.perf_counter()
+        results, result = await self.engine.txn(ops)
+        for index in catalog_ops:
+            if ops[index].kind != "check":
+                self._audit_catalog(request, principal, ops[index].kind, ops[index].key)
+        self._observe("txn", 200, time.perf_counter() - started)
+        timeline = self.node.timeline
+        commit_lsn = format_lsn(result.commit_lsn)
+        body = {"results": results, "version": result.version, "commit_lsn": commit_lsn, "timeline": timeline}
+        return json_response(body, 200, [("x-kv-commit-lsn", commit_lsn), ("x-kv-timeline", str(timeline))])

@@ -1,0 +1,118 @@
+"""Assembly: a node's services built from its settings and its recovered data directory.
+
+The engine and its WAL writer, the checkpointer, the audit log, the catalog (store,
+changes, health) and the authenticator, each handed only what it uses; the metrics that
+read them are bound here too. The lifecycle (server.py) calls `assemble` once recovery is
+done and keeps what it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from kvstore.replication import timelines
+
+from . import catalog, cluster_key, metrics
+from .audit import AuditLog
+from .auth import Authenticator
+from .catalog_changes import CatalogChanges
+from .catalog_health import CatalogHealth
+from .catalog_start import signing_keys_sealed
+from .catalog_store import CatalogStore
+from .checkpoint import Checkpointer
+from .config import ConfigError, Settings
+from .control import ROLE_REPLICA
+from .datadir import DataDir
+from .engine import Engine
+from .passwords import HashingPool
+from .recovery import recover
+from .wal.segments import list_segments
+from .wal.writer import WalWriter
+from .writes import now_ms
+
+
+@dataclass(slots=True)
+class Services:
+    engine: Engine
+    checkpointer: Checkpointer
+    audit: AuditLog
+    catalog_store: CatalogStore
+    catalog_changes: CatalogChanges
+    catalog_health: CatalogHealth
+    auth: Authenticator
+    is_replica: bool  # what control recorded: the role this node starts in
+    history: list[timelines.Switch]  # how its timeline descends from timeline 1
+    recovery_seconds: float
+
+
+async def assemble(settings: Settings, datadir: DataDir) -> Services:
+    """Recover the data directory (in a thread) and build the services on what it holds.
+    Raises ConfigError when the cluster key cannot open this catalog's signing secrets."""
+    loop = asyncio.get_running_loop()
+    recovered = await loop.run_in_executor(None, recover, datadir)
+    is_replica = recovered.control.role == ROLE_REPLICA
+    engine = Engine(recovered.store)
+    writer = WalWriter(
+        datadir.wal,
+        timeline=recovered.timeline,
+        end_lsn=recovered.end_lsn,
+        segment_size_bytes=settings.wal_segment_size_bytes,
+        policy=settings.fsync,
+        interval_s=settings.fsync_interval_ms / 1000,
+        on_flushed=engine.on_wal_flushed,
+        on_failed=engine.on_wal_failed,
+        follow=is_replica,
+    )
+    engine.attach(writer)
+    control = recovered.control.replace(timeline=recovered.timeline)
+    checkpointer = Checkpointer(engine, datadir, control, settings.snapshots_keep)
+    audit = AuditLog(
+        datadir.log / "audit.jsonl",
+        settings.audit_log_max_bytes,
+        settings.audit_log_keep,
+        settings.audit_refusal_window_s,
+        settings.audit_refusal_window_max_lines,
+    )
+    catalog_store = CatalogStore(engine, settings.max_scan_limit)
+    try:
+        sealer = cluster_key.load(
+            settings.cluster_key,
+            settings.cluster_key_file,
+            settings.cluster_key_previous,
+            datadir.root,
+            may_generate=not is_replica and not signing_keys_sealed(catalog_store),
+        )
+    except cluster_key.ClusterKeyError as error:
+        raise ConfigError(str(error)) from None
+    hashing = HashingPool(settings.login_hash_threads, settings.login_queue_max)
+    metrics.bind_gauge(metrics.LOGIN_HASHES_PENDING, lambda: hashing.pending)
+    auth = await loop.run_in_executor(
+        None, Authenticator, catalog_store, settings.initial_auth_policy, audit, sealer, hashing
+    )
+    store = engine.store
+    # Every catalog document is checked now and again whenever it changes: a damaged one is
+    # reported (log, /v1/status, metric) and ignored, never fatal. A change also moves the
+    # catalog's epoch, which the authenticator's caches follow.
+    health = CatalogHealth()
+    health.check_all(store.scan(catalog.SYS_PREFIX, None, len(store) + 1, now_ms())[0])
+    store.watch(catalog.SYS_PREFIX, health.check)
+    metrics.bind_gauge(metrics.CATALOG_DAMAGED_DOCUMENTS, lambda: len(health))
+    metrics.bind_gauge(metrics.COMMIT_WAITERS, lambda: engine.commit_waiters)
+    metrics.bind_gauge(metrics.STORE_KEYS, lambda: len(store))
+    metrics.bind_gauge(metrics.STORE_REVISION, lambda: store.revision)
+    metrics.bind_gauge(metrics.WAL_END_LSN, lambda: writer.end_lsn)
+    metrics.WAL_WRITTEN_BYTES.bind(lambda: writer.written_bytes)
+    metrics.bind_gauge(metrics.WAL_SIZE_BYTES, lambda: sum(s.size_bytes for s in list_segments(datadir.wal)))
+    return Services(
+        engine=engine,
+        checkpointer=checkpointer,
+        audit=audit,
+        catalog_store=catalog_store,
+        catalog_changes=CatalogChanges(engine, catalog_store, sealer),
+        catalog_health=health,
+        auth=auth,
+        is_replica=is_replica,
+        history=timelines.read_history(datadir.timelines, recovered.timeline),
+        recovery_seconds=recovered.seconds,
+    )

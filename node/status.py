@@ -1,0 +1,69 @@
+"""`GET /v1/status`: one node's role, state, LSNs, checkpoint, replicas and catalog health."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+from kvstore.replication.primary import Primary
+from kvstore.replication.replica import Receiver
+
+from .catalog_health import CatalogHealth
+from .checkpoint import Checkpointer
+from .config import Settings
+from .engine import Engine
+from .wal.format import format_lsn
+
+
+class StatusSource(Protocol):
+    settings: Settings
+    engine: Engine
+    checkpointer: Checkpointer
+    catalog_health: CatalogHealth
+    is_replica: bool
+    primary: Primary | None
+    receiver: Receiver | None
+    fenced_reason: str | None
+    started_at: float
+    recovery_seconds: float | None
+
+
+def status_document(node: StatusSource) -> dict[str, Any]:
+    engine, control = node.engine, node.checkpointer.control
+    writer = engine.writer
+    assert writer is not None
+    last = node.checkpointer.last
+    if node.is_replica:
+        state = node.receiver.status.state if node.receiver else "replica"
+    elif node.fenced_reason:
+        state = "fenced"
+    else:
+        state = "read-only" if engine.read_only_reason else "running"
+    return {
+        "name": node.settings.node_name,
+        "role": "replica" if node.is_replica else "primary",
+        "state": state,
+        "read_only_reason": engine.read_only_reason,
+        "fenced": node.fenced_reason,
+        "timeline": control.timeline,
+        "system_identifier": str(control.system_identifier),
+        "fsync": writer.policy.value,
+        "lsn": {
+            "end": format_lsn(writer.end_lsn),
+            "flushed": format_lsn(writer.flushed_lsn),
+            "committed": format_lsn(engine.committed_lsn),
+            "applied": format_lsn(engine.store.applied_lsn),
+            "redo": format_lsn(control.redo_lsn),
+        },
+        "keys": len(engine.store),
+        "revision": engine.store.revision,
+        "last_checkpoint": None
+        if last is None
+        else {"snapshot": last.snapshot, "redo_lsn": format_lsn(last.redo_lsn), "seconds": round(last.seconds, 3)},
+        "uptime_s": round(time.time() - node.started_at, 1),
+        "recovery_s": None if node.recovery_seconds is None else round(node.recovery_seconds, 3),
+        "replicas": node.primary.slots.describe(engine.flushed_lsn, time.time()) if node.primary else [],
+        "catalog": node.catalog_health.describe(),
+        "replication": node.receiver.describe() if node.receiver else None,
+        "synchronous_commit": node.settings.synchronous_commit,
+    }
