@@ -7,5 +7,6 @@ history against the cluster's final state (durability, convergence, per-key line
 and writes a JSON and an HTML report. Modules: history (the record), workload (the clients),
 checkers and linearizability (pure verdicts), backend / process / proxy / compose / waldamage
 (clusters and faults), scenarios and runner (what a run does), report (what it writes), cli
-(`kvchaos`).
+(`kvchaos`). launcher starts kvstored children on 127.0.0.1, for this harness and for the
+tests, the benchmarks and `make run` (kvstore.cli.cluster) too.
 """

@@ -28,10 +28,9 @@ import docker
 import httpx
 from docker.models.containers import Container
 
-from kvstore.cli.launcher import free_port
-
 from .backend import ADMIN_USER, NODE_NAMES, PRIMARY, Backend, ClusterSpec, Corruption, NodeStartFailed, WalDamage
 from .client import NodeClient, Tokens
+from .launcher import free_port
 
 COMPOSE_DIR = Path(__file__).resolve().parent.parent / "compose"
 PROJECT = "kvchaos"

@@ -15,11 +15,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from kvstore.cli.launcher import NodeLauncher
-
 from . import waldamage
 from .backend import ADMIN_USER, Backend, ClusterSpec, Corruption, NodeStartFailed, WalDamage
 from .client import NodeClient, Tokens
+from .launcher import NodeLauncher
 from .proxy import LinkProxy
 
 REPLICATION_USER = "replicator"

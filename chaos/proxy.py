@@ -8,7 +8,7 @@ import socket
 import threading
 from collections.abc import Callable
 
-from kvstore.cli.launcher import free_port
+from .launcher import free_port
 
 RELAY_CHUNK_BYTES = 65536
 REQUEST_HEAD_BYTES = 256

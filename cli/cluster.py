@@ -38,10 +38,9 @@ from typing import Annotated
 
 import typer
 
+from kvstore.chaos.launcher import NodeLauncher
 from kvstore.node import cluster_key
 from kvstore.node.fsutil import atomic_write
-
-from .launcher import NodeLauncher
 
 PRIMARY_NAME = "p"
 NODE_NAMES = (PRIMARY_NAME, "r1", "r2")

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from kvstore.cli.launcher import NodeLauncher, free_port
+from kvstore.chaos.launcher import NodeLauncher, free_port
 
 ADMIN_PASSWORD = "test-admin-password"
 # Every node a test starts gets this cluster key (node/cluster_key.py), as a real cluster's
