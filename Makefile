@@ -73,29 +73,29 @@ bench-deps: system-deps
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends etcd-server >/dev/null; }
 
 bench-servers: setup bench-deps
-	$(BIN)/python -m kvstore.cli.bench.server_bakeoff
+	$(BIN)/python -m bench.bakeoff
 
 bench: setup bench-deps
-	$(BIN)/python -m kvstore.cli.bench.node_bench --write
-	$(BIN)/python -m kvstore.cli.bench.recovery_bench --write
-	$(BIN)/python -m kvstore.cli.bench.auth_bench --write
-	$(BIN)/python -m kvstore.cli.bench.replication_bench --write
+	$(BIN)/python -m bench.node_bench --write
+	$(BIN)/python -m bench.recovery_bench --write
+	$(BIN)/python -m bench.auth_bench --write
+	$(BIN)/python -m bench.replication_bench --write
 
 # Replicas attached, lag, promotion, catch-up of a million keys (also part of `make bench`).
 bench-replication: setup system-deps
-	$(BIN)/python -m kvstore.cli.bench.replication_bench --write
+	$(BIN)/python -m bench.replication_bench --write
 
-# Another client's latency while one address floods the node (bench/RESULTS-flood.md).
+# Another client's latency while one address floods the node (bench/results/RESULTS-flood.md).
 bench-flood: setup
-	$(BIN)/python bench/flood.py --write
+	$(BIN)/python -m bench.flood --write
 
-# Bad logins from fresh addresses: a real login's wait and another client's GETs (cli/bench/RESULTS-login-flood.md).
+# Bad logins from fresh addresses: a real login's wait and another client's GETs (a recorded run: bench/results/RESULTS-login-flood.md).
 bench-login-flood: setup
-	$(BIN)/python -m kvstore.cli.bench.login_flood_bench
+	$(BIN)/python -m bench.login_flood_bench
 
 # Authorization on vs off on the data path (also part of `make bench`).
 bench-auth: setup system-deps
-	$(BIN)/python -m kvstore.cli.bench.auth_bench --write
+	$(BIN)/python -m bench.auth_bench --write
 
 clean:
 	rm -rf $(VENV) $(DATA_DIR) $(CHAOS_REPORT) .pytest_cache .hypothesis *.egg-info build compose/wheelhouse

@@ -1,6 +1,6 @@
 """Flood benchmark: another client's GET and PUT latency while one address floods the node.
 
-    python bench/flood.py [--connections 5000] [--requests 2000] [--write]
+    python -m bench.flood [--connections 5000] [--requests 2000] [--write]
 
 Starts one kvstored (default settings, fsync=always) on 127.0.0.1 and measures a client's
 GET and PUT latency (p50/p99/max, sequential requests on one keep-alive connection) when
@@ -13,7 +13,7 @@ client's event loop:
 - stalled-once: the same N connections, not reopened;
 - logins: 200 concurrent wrong-password logins for one user, in a loop;
 - listings: 4 clients with a grant on app:* listing prefix=zz over 100,000 keys they cannot see.
-Prints a table and, with --write, writes bench/RESULTS-flood.md.
+Prints a table and, with --write, writes bench/results/RESULTS-flood.md.
 """
 
 from __future__ import annotations
@@ -33,14 +33,16 @@ from typing import Any
 
 import httpx
 
-from kvstore.cli.bench.stats import percentile
-from kvstore.cli.launcher import NodeLauncher
+from kvstore.chaos.launcher import NodeLauncher
+
+from .paths import REPOSITORY, results_file
+from .stats import percentile
 
 ADMIN_PASSWORD = "bench-admin-password"
 USER_PASSWORD = "bench-user-password"
 FLOOD_ADDRESS = "127.0.0.2"
 HIDDEN_KEYS = 100_000
-RESULTS_PATH = Path(__file__).with_name("RESULTS-flood.md")
+RESULTS_PATH = results_file("flood")
 FLOODS = ("quiet", "idle", "stalled", "stalled-once", "logins", "listings")
 
 
@@ -196,9 +198,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             for kind in args.floods:
                 worker = None
                 if kind != "quiet":
-                    command = [sys.executable, __file__, "--flood", kind, "--port", str(node.port)]
+                    command = [sys.executable, "-m", "bench.flood", "--flood", kind, "--port", str(node.port)]
                     command += ["--connections", str(args.connections), "--token", flood_token]
-                    worker = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+                    worker = subprocess.Popen(command, cwd=REPOSITORY, stdout=subprocess.PIPE, text=True)
                     assert worker.stdout is not None
                     ready = worker.stdout.readline().strip()
                     if not ready:
@@ -240,7 +242,7 @@ def write_results(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     text = (
         f"""# Flood benchmark
 
-`python bench/flood.py --connections {args.connections} --requests {args.requests} --write` ({machine}).
+`python -m bench.flood --connections {args.connections} --requests {args.requests} --write` ({machine}).
 
 A client on 127.0.0.1 measures {args.requests} sequential GETs, then {args.requests} PUTs (100-byte
 values, fsync=always), on one keep-alive connection, in milliseconds, while a separate process

@@ -118,7 +118,7 @@ class Grant:
 
 def _matchers(grants: tuple[Grant, ...]) -> dict[str, Callable[[str], object]]:
     """One compiled regex per action covering all its patterns: a check is one match call,
-    however many roles and grants the user holds (measured in cli/bench/RESULTS-node.md)."""
+    however many roles and grants the user holds (measured in bench/results/RESULTS-node.md)."""
     by_action: dict[str, list[str]] = {}
     for grant in grants:
         for action in grant.actions:

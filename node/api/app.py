@@ -2,7 +2,7 @@
 
 The data path (`/v1/kv/...`) is routed by hand, without a framework: at ~20 us per
 request a framework's routing and request objects would cost a third of the budget
-(see cli/bench/RESULTS-bakeoff.md). Every route but /health, /ready, /metrics, login and
+(see bench/results/RESULTS-bakeoff.md). Every route but /health, /ready, /metrics, login and
 /v1/replication/system needs `Authorization: Bearer`; 401 means "who are you?", 403 "not
 allowed".
 """

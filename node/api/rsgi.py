@@ -1,7 +1,7 @@
 """Serving the App over granian's RSGI interface: admission, body limits, responses, streaming.
 
 RSGI (granian's native interface) was picked by measurement over ASGI servers; see
-cli/bench/RESULTS-bakeoff.md. RSGI hands the app each request once its headers are in and
+bench/results/RESULTS-bakeoff.md. RSGI hands the app each request once its headers are in and
 leaves the body to be read explicitly, so everything that can refuse a request does so from
 the headers, before a byte of body is buffered: its declared length, its credentials, the
 requests its address has in flight, the body memory in use. A streaming response notices a

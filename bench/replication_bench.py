@@ -1,6 +1,6 @@
 """Replication benchmark: what replicas cost the primary, how far behind they run, failover and catch-up.
 
-    python -m kvstore.cli.bench.replication_bench [--duration 10] [--keys 1000000] [--write]
+    python -m bench.replication_bench [--duration 10] [--keys 1000000] [--write]
 
 All nodes are local processes on 127.0.0.1 (fsync=always), in one run:
 1. Primary PUT throughput (wrk -t1 -c50, 100-byte values) with 0, 1 and 2 asynchronous
@@ -29,10 +29,11 @@ from typing import Any
 
 import httpx
 
-from kvstore.cli.launcher import NodeLauncher, free_port
+from kvstore.chaos.launcher import NodeLauncher, free_port
 
 from . import wrk
 from .loading import load_keys
+from .paths import results_file
 from .stats import percentile
 
 VALUE = "x" * 100
@@ -41,7 +42,7 @@ TXN_OPS = 500
 LOAD_CONCURRENCY = 4
 ADMIN_PASSWORD = "bench-password"
 LAG_SAMPLE_S = 0.02
-RESULTS_PATH = Path(__file__).with_name("RESULTS-replication.md")
+RESULTS_PATH = results_file("replication")
 REPLICATION_ENV = {
     "KVSTORE_REPLICATION_USER": "replicator",
     "KVSTORE_REPLICATION_PASSWORD": "replicator-password",
@@ -274,9 +275,7 @@ def main() -> None:
     print(text)
     print(json.dumps(results, indent=2))
     if args.write:
-        RESULTS_PATH.write_text(
-            "# Replication benchmark\n\n`python -m kvstore.cli.bench.replication_bench --write`\n\n" + text
-        )
+        RESULTS_PATH.write_text("# Replication benchmark\n\n`python -m bench.replication_bench --write`\n\n" + text)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Large-state benchmark: memory per key, request latency during a checkpoint, recovery time.
 
-    python -m kvstore.cli.bench.recovery_bench [--keys 1000000] [--wal-records 100000] [--write]
+    python -m bench.recovery_bench [--keys 1000000] [--wal-records 100000] [--write]
 
 1. Loads KEYS keys (100-byte values) through /v1/txn and reports resident memory per key.
 2. Runs a GET load with wrk (50 connections) twice: once quietly, once while a
@@ -27,16 +27,17 @@ from typing import Any
 
 import httpx
 
-from kvstore.cli.launcher import NodeLauncher
+from kvstore.chaos.launcher import NodeLauncher
 
 from . import wrk
 from .loading import load_keys
+from .paths import results_file
 
 VALUE = "x" * 100
 TXN_OPS = 100
 LOAD_CONCURRENCY = 8
 ADMIN_PASSWORD = "bench-password"
-RESULTS_PATH = Path(__file__).with_name("RESULTS-recovery.md")
+RESULTS_PATH = results_file("recovery")
 
 
 def _lag_buckets(url: str) -> dict[str, float]:
@@ -170,9 +171,7 @@ def main() -> None:
     print(text)
     print(json.dumps(results, indent=2))
     if args.write:
-        RESULTS_PATH.write_text(
-            "# Large-state benchmark\n\n`python -m kvstore.cli.bench.recovery_bench --write`\n\n" + text
-        )
+        RESULTS_PATH.write_text("# Large-state benchmark\n\n`python -m bench.recovery_bench --write`\n\n" + text)
 
 
 if __name__ == "__main__":

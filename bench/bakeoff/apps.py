@@ -15,7 +15,7 @@ Exposed targets:
 * :func:`make_starlette_app` - Starlette factory (``uvicorn --factory``).
 
 Servers that need a Python entry point are started with
-``python -m kvstore.cli.bench.bakeoff_apps {granian-embed,aiohttp} --port P``.
+``python -m bench.bakeoff.apps {granian-embed,aiohttp} --port P``.
 """
 
 from __future__ import annotations

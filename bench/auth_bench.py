@@ -1,6 +1,6 @@
 """What authorization costs on the data path: the same GET/PUT load as different principals, in one run.
 
-    python -m kvstore.cli.bench.auth_bench [--duration 5] [--rounds 3] [--write]
+    python -m bench.auth_bench [--duration 5] [--rounds 3] [--write]
 
 A node has no "authorization off" switch (it must never be open), so "off" is the
 superuser, whose checks stop at `superuser` (no grant or pattern is evaluated), and
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from kvstore.cli.launcher import NodeLauncher
+from kvstore.chaos.launcher import NodeLauncher
 from kvstore.node import catalog, signing_keys
 from kvstore.node.audit import AuditLog
 from kvstore.node.auth import API_KEY_PREFIX, Authenticator, api_key_digest
@@ -38,13 +38,14 @@ from kvstore.node.passwords import HashingPool, HashParameters, Passwords
 from kvstore.node.store import Store
 
 from . import wrk
+from .paths import results_file
 
 KEYS = 10_000
 VALUE = "x" * 100
 GRANTS = 20
 HOST_RULES = 20
 PASSWORD = "bench-password"
-RESULTS_PATH = Path(__file__).with_name("RESULTS-auth.md")
+RESULTS_PATH = results_file("auth")
 
 ROLE = {
     "name": "bench-app",
@@ -196,9 +197,7 @@ def main() -> None:
     text = report(rates, micro, args)
     print(text)
     if args.write:
-        RESULTS_PATH.write_text(
-            "# Authorization on the data path\n\n`python -m kvstore.cli.bench.auth_bench --write`\n\n" + text
-        )
+        RESULTS_PATH.write_text("# Authorization on the data path\n\n`python -m bench.auth_bench --write`\n\n" + text)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """What a flood of bad logins costs everyone else: a legitimate login and another client's GETs.
 
-    python -m kvstore.cli.bench.login_flood_bench [--attackers 60] [--duration 10]
+    python -m bench.login_flood_bench [--attackers 60] [--duration 10]
 
 `--attackers` concurrent clients (a child process) send wrong passwords for made-up user
 names, each attempt from a fresh loopback source address (127.1.x.y), so no per-user or
@@ -25,8 +25,9 @@ from pathlib import Path
 
 import httpx
 
-from kvstore.cli.bench.stats import percentile
-from kvstore.cli.launcher import NodeLauncher
+from kvstore.chaos.launcher import NodeLauncher
+
+from .stats import percentile
 
 PASSWORD = "bench-admin-password"
 LEGIT_SOURCE = "127.0.0.3"

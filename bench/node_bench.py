@@ -1,6 +1,6 @@
 """Data-path benchmark: kvstored GET/PUT/TXN beside the bare server, Redis and etcd, in one run.
 
-    python -m kvstore.cli.bench.node_bench [--duration 10] [--connections 50] [--skip-etcd]
+    python -m bench.node_bench [--duration 10] [--connections 50] [--skip-etcd]
 
 Everything is measured with wrk (1 thread, 50 keep-alive connections, 100-byte
 values, 10,000 keys) on 127.0.0.1:
@@ -9,7 +9,7 @@ values, 10,000 keys) on 127.0.0.1:
 - kvstored with fsync=always and fsync=off;
 - Redis (Debian's redis-server, appendfsync always) with redis-benchmark, as the issue asks;
 - etcd (Debian's etcd-server 3.4) through its HTTP JSON gateway.
-Prints a table and writes JSON and markdown (cli/bench/RESULTS-node.md with --write).
+Prints a table and writes JSON and markdown (bench/results/RESULTS-node.md with --write).
 """
 
 from __future__ import annotations
@@ -32,15 +32,16 @@ from typing import Any
 
 import httpx
 
-from kvstore.cli.launcher import NodeLauncher, free_port
+from kvstore.chaos.launcher import NodeLauncher, free_port
 
 from . import wrk
+from .paths import REPOSITORY, results_file
 
 KEYS = 10_000
 VALUE = "x" * 100
 TXN_OPS = 100
 ADMIN_PASSWORD = "bench-password"
-RESULTS_PATH = Path(__file__).with_name("RESULTS-node.md")
+RESULTS_PATH = results_file("node")
 
 
 def _wait_http(url: str, timeout_s: float = 30.0) -> None:
@@ -55,9 +56,9 @@ def _wait_http(url: str, timeout_s: float = 30.0) -> None:
 
 
 @contextmanager
-def _process(command: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _process(command: list[str], log: Path, cwd: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
     with open(log, "ab") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         yield process
     finally:
@@ -71,8 +72,8 @@ def _process(command: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]
 
 def bench_bare(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     port = free_port()
-    command = [sys.executable, "-m", "kvstore.cli.bench.bakeoff_apps", "granian-embed", "--port", str(port)]
-    with _process(command, workdir / "bare.log"):
+    command = [sys.executable, "-m", "bench.bakeoff.apps", "granian-embed", "--port", str(port)]
+    with _process(command, workdir / "bare.log", cwd=REPOSITORY):
         base = f"http://127.0.0.1:{port}"
         _wait_http(base + "/kv/k1")
         for i in range(10):
@@ -270,7 +271,7 @@ def main() -> None:
     print(text)
     print(json.dumps(results, indent=2))
     if args.write:
-        RESULTS_PATH.write_text("# Data-path benchmark\n\n`python -m kvstore.cli.bench.node_bench --write`\n\n" + text)
+        RESULTS_PATH.write_text("# Data-path benchmark\n\n`python -m bench.node_bench --write`\n\n" + text)
 
 
 if __name__ == "__main__":

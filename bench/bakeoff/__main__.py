@@ -1,0 +1,5 @@
+"""``python -m bench.bakeoff``: see the package's docstring."""
+
+from .runner import main
+
+main()
