@@ -59,14 +59,18 @@ ensure_env_file() {
 }
 
 # The project (wheelhouse/project/) and every dependency (wheelhouse/deps/) as wheels for the
-# image's CPython 3.11. A fixed SOURCE_DATE_EPOCH makes the project's wheel the same bytes
-# for the same code, so that the image build reuses its layers and `up` recreates no container.
+# image's CPython 3.11: the runtime dependencies only, no extra (test, bench, chaos), so the
+# image holds what a node runs (tests/test_wheel.py checks the project's wheel). A fixed
+# SOURCE_DATE_EPOCH makes the project's wheel the same bytes for the same code, so that the
+# image build reuses its layers and `up` recreates no container.
 build_wheelhouse() {
   if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
     log "$PYTHON is not CPython 3.11: its wheels would not install in the image (set PYTHON)" >&2
     exit 1
   fi
-  rm -rf wheelhouse
+  # setuptools builds in the checkout's build/ and packs whatever build/lib holds: files of an
+  # older layout left there (a module since moved out of the package) would ship again.
+  rm -rf wheelhouse ../build
   SOURCE_DATE_EPOCH=315532800 "$PYTHON" -m pip wheel --quiet --wheel-dir wheelhouse/deps ..
   mkdir wheelhouse/project
   mv wheelhouse/deps/kvstore_plus_plus-*.whl wheelhouse/project/
