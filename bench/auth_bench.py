@@ -31,9 +31,12 @@ import httpx
 from kvstore.chaos.launcher import NodeLauncher
 from kvstore.node import catalog, signing_keys
 from kvstore.node.audit import AuditLog
-from kvstore.node.auth import API_KEY_PREFIX, Authenticator, api_key_digest
+from kvstore.node.auth import Authenticator
 from kvstore.node.auth_policy import AuthPolicy
+from kvstore.node.catalog_rules import API_KEY_PREFIX, api_key_digest
+from kvstore.node.catalog_store import CatalogStore
 from kvstore.node.cluster_key import ClusterKey
+from kvstore.node.engine import Engine
 from kvstore.node.passwords import HashingPool, HashParameters, Passwords
 from kvstore.node.store import Store
 
@@ -131,11 +134,9 @@ def bench_in_process(workdir: Path) -> dict[str, float]:
     documents.append((catalog.apikey_key(key_id), catalog.encode(api_key)))
     store.bulk_load((key, (value, 1, now_ms, 0)) for key, value in documents)
 
-    async def rewrite(key: str, value: bytes, version: int) -> None:
-        raise AssertionError("no rehash expected")
-
     audit = AuditLog(workdir / "audit.jsonl", 1 << 20, 1)
-    auth = Authenticator(store, policy, audit, rewrite, sealer, HashingPool(1, 0))
+    # Reads only: an engine with no WAL attached serves the catalog from the loaded store.
+    auth = Authenticator(CatalogStore(Engine(store), 10_000), policy, audit, sealer, HashingPool(1, 0))
     headers = {
         "superuser (off)": "Bearer " + auth.issue_token("admin", 1)[0],
         "role, JWT (on)": "Bearer " + auth.issue_token("app", 1)[0],
