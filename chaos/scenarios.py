@@ -127,7 +127,7 @@ def kill_during_checkpoint(run: Run) -> None:
     """SIGKILL while a checkpoint of a store large enough to take a while is being written."""
     run.load(0.2)
     client = run.client(PRIMARY)
-    versions = {}
+    versions: dict[str, int] = {}
     for start in range(0, PRELOAD_KEYS, PRELOAD_BATCH):
         ops = [{"op": "set", "key": f"pre:{n:06d}", "value": str(n)} for n in range(start, start + PRELOAD_BATCH)]
         version = client.txn(ops)["version"]

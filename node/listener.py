@@ -71,7 +71,9 @@ class Listener(Server):
         # What granian's multi-process server hands its workers: a holder of an existing socket
         # (a duplicate, so granian and this object each close their own descriptor).
         self._ssp = None
-        self._shd = SocketHolder(os.dup(self.sock.fileno()), False, self.backlog)
+        # granian's stub lacks SocketHolder's constructor (fd, uds, backlog), and its Server
+        # declares _shd as None only.
+        self._shd = SocketHolder(os.dup(self.sock.fileno()), False, self.backlog)  # type: ignore[call-arg,assignment]
 
     def close(self) -> None:
         self.sock.close()

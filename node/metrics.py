@@ -47,22 +47,28 @@ class OperationStats(Collector):
         buckets[bisect_left(self._bounds, seconds)] += 1
         self._sums[op] += seconds
 
-    def describe(self) -> Iterator[Metric]:
-        yield CounterMetricFamily(self.counter_name, "Data API operations by kind and result.", labels=["op", "result"])
-        yield HistogramMetricFamily(
-            self.histogram_name, "Data API operation latency inside the node, commit wait included.", labels=["op"]
+    def _families(self) -> tuple[CounterMetricFamily, HistogramMetricFamily]:
+        return (
+            CounterMetricFamily(self.counter_name, "Data API operations by kind and result.", labels=["op", "result"]),
+            HistogramMetricFamily(
+                self.histogram_name, "Data API operation latency inside the node, commit wait included.", labels=["op"]
+            ),
         )
 
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families()
+
     def collect(self) -> Iterator[Metric]:
-        counter, histogram = self.describe()
+        counter, histogram = self._families()
         for (op, result), count in sorted(self._counts.items()):
             counter.add_metric([op, result], count)
         for op, buckets in sorted(self._buckets.items()):
-            cumulative, running = [], 0
+            cumulative: list[tuple[str, float]] = []
+            running = 0
             for bound, count in zip((*map(str, self._bounds), "+Inf"), buckets):
                 running += count
                 cumulative.append((bound, running))
-            histogram.add_metric([op], cumulative, self._sums[op])  # type: ignore[attr-defined]
+            histogram.add_metric([op], cumulative, self._sums[op])
         yield counter
         yield histogram
 

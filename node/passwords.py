@@ -96,7 +96,7 @@ class HashingPool:
         future.add_done_callback(self._done)
         return await asyncio.wrap_future(future)
 
-    def _done(self, _: Future[object]) -> None:
+    def _done(self, _: object) -> None:  # any Future: only its end counts
         with self._lock:
             self._pending -= 1
 

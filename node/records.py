@@ -67,7 +67,7 @@ def encode(record: Record) -> bytes:
 def decode(payload: bytes) -> Record:
     """Decode and check the shape of a record, so apply() never sees a malformed one."""
     try:
-        record = msgpack.unpackb(payload, raw=False, use_list=True, strict_map_key=True)
+        record: Record = msgpack.unpackb(payload, raw=False, use_list=True, strict_map_key=True)  # checked below
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise RecordFormatError(f"payload is not msgpack: {exc}") from None
     _check(record, nested=False)

@@ -46,7 +46,7 @@ def is_live(entry: Entry, now_ms: int) -> bool:
 class Store:
     def __init__(self) -> None:
         self._shards: list[dict[str, Entry]] = [{} for _ in range(SHARD_COUNT)]
-        self._keys = SortedList()
+        self._keys: SortedList[str] = SortedList()
         self._expiry_heap: list[tuple[int, str, int]] = []  # (expires_at_ms, key, version); may hold stale items
         self._expiring_keys = 0
         self.revision = 0  # highest version applied

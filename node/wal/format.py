@@ -52,7 +52,8 @@ _CRC_BYTES = struct.Struct("<I")
 
 
 def crc32c(data: bytes | bytearray | memoryview) -> int:
-    return google_crc32c.value(bytes(data) if isinstance(data, memoryview) else data)
+    checksum: int = google_crc32c.value(bytes(data) if isinstance(data, memoryview) else data)  # untyped C extension
+    return checksum
 
 
 def format_lsn(lsn: int) -> str:
@@ -129,7 +130,8 @@ def encode_frame(payload: bytes) -> bytes:
 
 def frame_size(data: bytes | bytearray, offset: int = 0) -> int:
     """Bytes of the frame starting at `offset` (header and payload), from its header alone."""
-    return FRAME_HEADER_BYTES + FRAME_HEADER.unpack_from(data, offset)[0]
+    payload_size: int = FRAME_HEADER.unpack_from(data, offset)[0]
+    return FRAME_HEADER_BYTES + payload_size
 
 
 def whole_frames(data: bytes | bytearray) -> int:

@@ -165,7 +165,7 @@ def _key_operations(settings: Settings, suffix: str) -> dict[str, Any]:
 def _status() -> Schema:
     nullable_object = {"type": ["object", "null"]}
     lsns = obj({name: LSN_TEXT for name in ("end", "flushed", "committed", "applied", "redo")}, ("end", "applied"))
-    properties = {
+    properties: dict[str, Schema] = {
         "name": {"type": "string"},
         "role": {"enum": ["primary", "replica"]},
         "state": {"type": "string"},
