@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA_DIR ?= run-data
 PORT ?= 8080
 
-.PHONY: run stop test setup system-deps bench-deps bench-servers bench bench-auth bench-replication bench-flood bench-login-flood clean \
+.PHONY: run stop test lint setup system-deps bench-deps bench-servers bench bench-auth bench-replication bench-flood bench-login-flood clean \
 	compose-up compose-down test-compose chaos chaos-docker chaos-soak
 
 $(BIN)/python:
@@ -34,8 +34,19 @@ run: setup
 stop:
 	$(BIN)/python -m kvstore.cli.cluster stop --data-dir $(DATA_DIR)
 
-test: setup system-deps
+test: lint system-deps
 	$(BIN)/python -m pytest -q
+
+# mypy (node/ and replication/ strictly, the rest of the package and bench/ in normal mode; see
+# pyproject's [tool.mypy]) and ruff. mypy finds packages by folder name, and kvstore.node lives
+# in node/ (pyproject's package-dir), so it reads them through links named as they are imported.
+TYPECHECK := .typecheck/kvstore
+lint: setup
+	mkdir -p $(TYPECHECK) && touch $(TYPECHECK)/__init__.py
+	for package in node replication cli chaos; do ln -sfn ../../$$package $(TYPECHECK)/$$package; done
+	$(BIN)/mypy $(TYPECHECK) bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # The compose cluster (compose/): p, r1 and r2 in containers on 127.0.0.1:8080-8082, built with
 # no registry (a local Debian base image, wheels from the host). compose-down keeps the data
@@ -98,4 +109,4 @@ bench-auth: setup system-deps
 	$(BIN)/python -m bench.auth_bench --write
 
 clean:
-	rm -rf $(VENV) $(DATA_DIR) $(CHAOS_REPORT) .pytest_cache .hypothesis *.egg-info build compose/wheelhouse
+	rm -rf $(VENV) $(DATA_DIR) $(CHAOS_REPORT) .pytest_cache .hypothesis .mypy_cache .ruff_cache .typecheck *.egg-info build compose/wheelhouse
