@@ -1,23 +1,26 @@
 """The shipped wheel holds what runs in production and nothing else: no benchmark code, no
-benchmark results. Built from a copy of the sources, so a stale build/ in the checkout
-neither hides nor causes a failure, with the venv's setuptools and no network."""
+benchmark results. Built from a copy of the sources (so a stale build/ in the checkout
+neither hides nor causes a failure) with the venv's setuptools and no network."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# Local state of a checkout that a build must not see (compose/cluster.sh builds from a
-# checkout after `rm -rf build` for the same reason).
-NOT_SOURCES = shutil.ignore_patterns(
-    ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", ".typecheck", "run-data", "wheelhouse"
-)
+# Only what a build reads: a checkout's local state (build/, compose/kvstore.env's secrets, run
+# data) stays out. bench/ goes in, to show that the package configuration leaves it out.
+PACKAGE_DIRS = {
+    path.split("/")[0]
+    for path in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values()
+}
+BUILD_INPUTS = ("pyproject.toml", "README.md", *sorted(PACKAGE_DIRS | {"bench"}))
 SHIPPED = (
     "kvstore/node/server.py",
     "kvstore/node/wal/writer.py",
@@ -32,7 +35,12 @@ SHIPPED = (
 def wheel_files(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     work = tmp_path_factory.mktemp("wheel")
     source = work / "src"
-    shutil.copytree(ROOT, source, ignore=NOT_SOURCES)
+    source.mkdir()
+    for name in BUILD_INPUTS:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(ROOT / name, source / name)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-index", "--no-build-isolation"]
         + ["--wheel-dir", str(work / "dist"), str(source)],
