@@ -21,13 +21,11 @@ from typing import Any
 
 import httpx
 
-from kvstore.replication import failover, timelines
 from kvstore.replication.basebackup import clear_for_base_backup, drop_wal_before_snapshot, take_base_backup
-from kvstore.replication.primary import Primary
 from kvstore.replication.protocol import ReplicationError
-from kvstore.replication.replica import Receiver
+from kvstore.replication.roles import Roles
 
-from . import background, listener, metrics
+from . import background, listener
 from .api.app import App
 from .api.rsgi import Admission, RsgiAdapter
 from .audit import AuditLog
@@ -79,12 +77,7 @@ class Node:
         self.recovery_seconds: float | None = None
         self.restart_requested: str | None = None
         self._before_exec: Callable[[], None] | None = None
-        self.is_replica = False
-        self.history: list[timelines.Switch] = []  # how this node's timeline descends from timeline 1
-        self.primary: Primary | None = None  # the replication machinery of the role this node has
-        self.receiver: Receiver | None = None
-        self.fenced_reason: str | None = None  # a newer timeline exists: writes refused (kept in control)
-        self.peer_watch = failover.PeerWatch(self)
+        self.roles: Roles  # the role this node has, and its changes: built once recovered
 
     @property
     def ready(self) -> bool:
@@ -97,6 +90,15 @@ class Node:
     @property
     def url(self) -> str:
         return f"http://{self.settings.listen}"
+
+    # What the API reads of the role (the rest it reads of `roles`).
+    @property
+    def is_replica(self) -> bool:
+        return self.roles.is_replica
+
+    @property
+    def timeline(self) -> int:
+        return self.roles.timeline
 
     # -- start ---------------------------------------------------------------------
 
@@ -114,15 +116,14 @@ class Node:
             await self._recover()
             sealed_upgrade = self.catalog_start.check_signing_keys()
             if self.is_replica:
-                await self._become_replica()
+                await self.roles.start_as_replica(self._replica_of_flag)
             elif not self.catalog_start.exists():
                 await self.catalog_start.bootstrap()
             await self.checkpointer.update_control(state=STATE_RUNNING)
             gc.freeze()  # recovered objects never need a cyclic GC scan again
             self._start_background()
             if not self.is_replica:
-                await self._check_peers_before_writes()
-                self._become_primary()
+                await self.roles.start_as_primary()
             takes_writes = not self.is_replica and self.engine.read_only_reason is None
             self.catalog_start.complete(takes_writes)
             if sealed_upgrade is not None and takes_writes:
@@ -152,15 +153,6 @@ class Node:
         self.restart_requested = reason
         self._before_exec = before_exec
         asyncio.get_running_loop().call_later(RESTART_GRACE_S, self.request_stop)
-
-    def cancel_task(self, name: str) -> None:
-        self.supervisor.cancel(name)
-
-    def start_as_primary(self) -> None:
-        """After a promotion: the expirer and the primary's replication machinery."""
-        self.receiver = None
-        self.start_expirer()
-        self._become_primary()
 
     async def _prepare_datadir(self) -> bool:
         """A new primary is initialised here; a new replica, or one whose control says it
@@ -249,7 +241,6 @@ class Node:
         self.engine, self.checkpointer, self.audit = services.engine, services.checkpointer, services.audit
         self.catalog_store, self.catalog_changes = services.catalog_store, services.catalog_changes
         self.catalog_health, self.auth = services.catalog_health, services.auth
-        self.is_replica, self.history = services.is_replica, services.history
         self.recovery_seconds = services.recovery_seconds
         self.catalog_start = CatalogStart(
             self.settings,
@@ -261,98 +252,28 @@ class Node:
             self.auth,
             self.supervisor.spawn,
         )
-
-    # -- roles ---------------------------------------------------------------------------
-
-    @property
-    def timeline(self) -> int:
-        return self.checkpointer.control.timeline
-
-    async def _become_replica(self) -> None:
-        recorded = self.checkpointer.control.primary_url
-        # The command line wins over control; control (where the receiver records a new
-        # primary after a failover) wins over the environment and config.toml.
-        primary_url = self._replica_of_flag or recorded or self.settings.replica_of
-        if not primary_url:
-            raise ConfigError("this data directory is a replica's, but no primary is known: set --replica-of")
-        if self._replica_of_flag and primary_url != recorded:
-            log.warning(
-                "following the primary named by --replica-of, not the one in control",
-                extra={"replica_of": primary_url, "control": recorded},
-            )
-            await self.checkpointer.update_control(primary_url=primary_url)
-        self.engine.refuse_writes(f"this node is a replica of {primary_url}; send writes to the primary")
-        self.receiver = Receiver(self, primary_url)
-        metrics.REPLICATION_LAG.bind(self.receiver.lag_rows)
-        self._spawn("wal-receiver", self.receiver.run)
-
-    def _become_primary(self) -> None:
-        self.is_replica = False
-        self.primary = Primary(self)
-        self.primary.install()
-        primary = self.primary
-        metrics.REPLICATION_LAG.bind(
-            lambda: [
-                (row["name"], row["lag_bytes"], row["lag_s"])
-                for row in primary.slots.describe(self.engine.flushed_lsn, time.time())
-                if row["lag_bytes"] is not None
-            ]
+        self.roles = Roles(
+            self.settings,
+            self.datadir,
+            self.engine,
+            self.checkpointer,
+            self.supervisor,
+            self.stopping,
+            self.request_restart,
+            is_replica=services.is_replica,
+            history=services.history,
         )
-        self._spawn("lag-sampler", self.primary.run_lag_sampler)
-        # Fenced in an earlier life (control), or just now by the peer check before this.
-        self.fenced_reason = self.fenced_reason or self.checkpointer.control.fenced_reason
-        if self.fenced_reason:
-            self.engine.refuse_writes(self.fenced_reason)
-            log.critical("this node is fenced", extra={"reason": self.fenced_reason})
-        self._spawn("peer-check", self.peer_watch.run)
-
-    async def _check_peers_before_writes(self) -> None:
-        """A restarted former primary must learn of a promotion before it takes any write."""
-        await self.peer_watch.check()
-
-    async def rejoin(self, primary_url: str) -> dict[str, Any]:
-        return await failover.rejoin(self, primary_url)
-
-    def fence(self, reason: str) -> None:
-        """A newer timeline exists elsewhere: refuse writes from now on, and after restarts."""
-        if self.fenced_reason:
-            return
-        text = f"fenced: {reason}; this node's timeline {self.timeline} was superseded (use kvctl rejoin)"
-        self.fenced_reason = text
-        self.engine.refuse_writes(text)
-        if self.primary is not None:
-            self.primary.fail_sync_waiters(text)
-        log.critical("fenced: refusing writes", extra={"reason": reason})
-        self._spawn("persist-fence", lambda: self.checkpointer.update_control(fenced_reason=text))
-
-    def adopt_timeline(self, timeline: int, switch: timelines.Switch) -> None:
-        """A replica applied its primary's TIMELINE_SWITCH: record the new timeline's history."""
-        if timeline <= self.timeline:
-            return
-        self.history = [*self.history, switch]
-        timelines.write_history(self.datadir.timelines, timeline, self.history)
-        self.checkpointer.control = self.checkpointer.control.replace(timeline=timeline)
-        self._spawn("persist-timeline", lambda: self.checkpointer.update_control(timeline=timeline))
-        log.info("following a new timeline", extra={"timeline": timeline, "switch_lsn": format_lsn(switch.switch_lsn)})
 
     # -- background work -------------------------------------------------------------
 
     def _start_background(self) -> None:
         settings = self.settings
-        if not self.is_replica:  # a replica's keys expire by the primary's DEL records
-            self.start_expirer()
         self._spawn("checkpointer", lambda: background.schedule_checkpoints(settings, self.engine, self.checkpointer))
         self._spawn("loop-lag", background.measure_loop_lag)
         writer = self.engine.writer
         assert writer is not None
         if settings.fsync is FsyncPolicy.INTERVAL:
             self._spawn("wal-interval-sync", writer.run_interval_sync)
-
-    def start_expirer(self) -> None:
-        settings = self.settings
-        self._spawn(
-            "expirer", lambda: self.engine.run_expirer(settings.expire_interval_ms / 1000, settings.expire_batch_keys)
-        )
 
     def _spawn(self, name: str, run: Callable[[], Awaitable[object]]) -> None:
         self.supervisor.spawn(name, run)
@@ -367,8 +288,8 @@ class Node:
         self._ready = False
         self._stop.set()  # an expected stop of the HTTP server from here on
         self.stopping.set()
-        if self.primary is not None:
-            self.primary.fail_sync_waiters("the node is shutting down")
+        if hasattr(self, "roles"):
+            self.roles.stop()
         for server, _task in self._http:
             server.stop()
         for server, task in self._http:
