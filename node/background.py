@@ -1,4 +1,5 @@
-"""The node's own periodic work: checkpoints when due, and the event loop's lag."""
+"""The node's own periodic work: checkpoints when due, the event loop's lag, and the WAL's
+fsync under the interval policy (expiry is a primary's: replication/roles.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,19 @@ from . import metrics
 from .checkpoint import Checkpointer
 from .config import Settings
 from .engine import Engine
+from .supervisor import Spawn
+from .wal.policy import FsyncPolicy
 
 LOOP_LAG_SAMPLE_S = 0.01
+
+
+def start(spawn: Spawn, settings: Settings, engine: Engine, checkpointer: Checkpointer) -> None:
+    spawn("checkpointer", lambda: schedule_checkpoints(settings, engine, checkpointer))
+    spawn("loop-lag", measure_loop_lag)
+    writer = engine.writer
+    assert writer is not None
+    if settings.fsync is FsyncPolicy.INTERVAL:
+        spawn("wal-interval-sync", writer.run_interval_sync)
 
 
 async def schedule_checkpoints(settings: Settings, engine: Engine, checkpointer: Checkpointer) -> None:

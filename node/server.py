@@ -16,37 +16,21 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-import httpx
+from kvstore.replication.roles import Roles
 
-from kvstore.replication import failover, timelines
-from kvstore.replication.basebackup import clear_for_base_backup, drop_wal_before_snapshot, take_base_backup
-from kvstore.replication.primary import Primary
-from kvstore.replication.protocol import ReplicationError
-from kvstore.replication.replica import Receiver
-
-from . import background, listener, metrics
+from . import background, listener
 from .api.app import App
 from .api.rsgi import Admission, RsgiAdapter
-from .audit import AuditLog
-from .auth import Authenticator
-from .catalog_changes import CatalogChanges
-from .catalog_health import CatalogHealth
-from .catalog_start import CatalogStart
-from .catalog_store import CatalogStore
-from .checkpoint import Checkpointer
-from .config import ConfigError, Settings
-from .control import ROLE_PRIMARY, STATE_NEEDS_BASE_BACKUP, STATE_RUNNING, STATE_SHUT_DOWN, read_control
-from .datadir import DataDir, DataDirLock, create_layout, initdb, make_root
-from .engine import Engine
-from .services import assemble
-from .snapshot import SnapshotError
+from .config import Settings
+from .control import STATE_RUNNING
+from .datadir import DataDir, DataDirLock, make_root
+from .services import Services, assemble
+from .startup import prepare_datadir
 from .status import status_document
 from .supervisor import Supervisor
-from .wal.format import format_lsn
-from .wal.policy import FsyncPolicy
 
 log = logging.getLogger(__name__)
 
@@ -61,30 +45,19 @@ class Node:
         self._replica_of_flag = replica_of_flag.rstrip("/") if replica_of_flag else None
         self.datadir = DataDir(settings.data_dir)
         self._lock = DataDirLock(self.datadir)
-        self.engine: Engine
-        self.auth: Authenticator
-        self.checkpointer: Checkpointer
-        self.audit: AuditLog
-        self.catalog_store: CatalogStore
-        self.catalog_changes: CatalogChanges
-        self.catalog_health: CatalogHealth
+        # Once recovered (_recover): the services, and the API's view of them (engine,
+        # checkpointer, audit, catalog_changes, catalog_health, auth) and of the role (roles).
+        self._services: Services | None = None
         self._ready = False
         self.started_at = time.time()
         self._stop = asyncio.Event()
         self.stopping = asyncio.Event()  # long-lived responses end when this is set
         self.supervisor = Supervisor()
-        self.catalog_start: CatalogStart
         self._http: list[tuple[listener.Listener, asyncio.Task[None]]] = []  # the main listener, the operator's
         self.app = App(self)
         self.recovery_seconds: float | None = None
         self.restart_requested: str | None = None
         self._before_exec: Callable[[], None] | None = None
-        self.is_replica = False
-        self.history: list[timelines.Switch] = []  # how this node's timeline descends from timeline 1
-        self.primary: Primary | None = None  # the replication machinery of the role this node has
-        self.receiver: Receiver | None = None
-        self.fenced_reason: str | None = None  # a newer timeline exists: writes refused (kept in control)
-        self.peer_watch = failover.PeerWatch(self)
 
     @property
     def ready(self) -> bool:
@@ -98,6 +71,15 @@ class Node:
     def url(self) -> str:
         return f"http://{self.settings.listen}"
 
+    # What the API reads of the role (the rest it reads of `roles`).
+    @property
+    def is_replica(self) -> bool:
+        return self.roles.is_replica
+
+    @property
+    def timeline(self) -> int:
+        return self.roles.timeline
+
     # -- start ---------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -109,24 +91,24 @@ class Node:
         self._lock.acquire()
         try:
             await self._start_http()
-            if not await self._prepare_datadir():
+            if not await prepare_datadir(self.settings, self.datadir, self._replica_of_flag, self._stop):
                 return  # asked to stop while waiting for a primary
-            await self._recover()
-            sealed_upgrade = self.catalog_start.check_signing_keys()
-            if self.is_replica:
-                await self._become_replica()
-            elif not self.catalog_start.exists():
-                await self.catalog_start.bootstrap()
-            await self.checkpointer.update_control(state=STATE_RUNNING)
+            services = await self._recover()
+            catalog_start, roles = services.catalog_start, self.roles
+            sealed_upgrade = catalog_start.check_signing_keys()
+            if roles.is_replica:
+                await roles.start_as_replica(self._replica_of_flag)
+            elif not catalog_start.exists():
+                await catalog_start.bootstrap()
+            await services.checkpointer.update_control(state=STATE_RUNNING)
             gc.freeze()  # recovered objects never need a cyclic GC scan again
-            self._start_background()
-            if not self.is_replica:
-                await self._check_peers_before_writes()
-                self._become_primary()
-            takes_writes = not self.is_replica and self.engine.read_only_reason is None
-            self.catalog_start.complete(takes_writes)
+            background.start(self.supervisor.spawn, self.settings, services.engine, services.checkpointer)
+            if not roles.is_replica:
+                await roles.start_as_primary()
+            takes_writes = not roles.is_replica and services.engine.read_only_reason is None
+            catalog_start.complete(takes_writes)
             if sealed_upgrade is not None and takes_writes:
-                self._spawn("catalog-seal", lambda: self.catalog_start.seal_signing_keys(*sealed_upgrade))
+                self.supervisor.spawn("catalog-seal", lambda: catalog_start.seal_signing_keys(*sealed_upgrade))
             self._ready = True
             log.info(
                 "ready", extra={"url": self.url, "fsync": self.settings.fsync.value, "keys": len(self.engine.store)}
@@ -152,62 +134,6 @@ class Node:
         self.restart_requested = reason
         self._before_exec = before_exec
         asyncio.get_running_loop().call_later(RESTART_GRACE_S, self.request_stop)
-
-    def cancel_task(self, name: str) -> None:
-        self.supervisor.cancel(name)
-
-    def start_as_primary(self) -> None:
-        """After a promotion: the expirer and the primary's replication machinery."""
-        self.receiver = None
-        self.start_expirer()
-        self._become_primary()
-
-    async def _prepare_datadir(self) -> bool:
-        """A new primary is initialised here; a new replica, or one whose control says it
-        needs a base backup, is filled from its primary. False if asked to stop meanwhile."""
-        control = read_control(self.datadir.control) if self.datadir.exists() else None
-        if control is not None and control.state != STATE_NEEDS_BASE_BACKUP:
-            if control.role == ROLE_PRIMARY and self.settings.replica_of:
-                log.warning(
-                    "this data directory belongs to a primary (perhaps a promoted replica); ignoring replica_of. "
-                    "To make it a replica, use kvctl rejoin",
-                    extra={"replica_of": self.settings.replica_of},
-                )
-            await asyncio.get_running_loop().run_in_executor(None, drop_wal_before_snapshot, self.datadir, control)
-            return True
-        if control is not None:
-            recorded = control.primary_url
-            replica_of = self._replica_of_flag or recorded or self.settings.replica_of
-            if not replica_of:
-                raise ConfigError("this data directory needs a base backup, but names no primary: set --replica-of")
-            if self._replica_of_flag and recorded and self._replica_of_flag != recorded:
-                log.warning(
-                    "taking the base backup from the primary named by --replica-of, not the one in control",
-                    extra={"replica_of": replica_of, "control": recorded},
-                )
-            clear_for_base_backup(self.datadir)
-            return await self._take_base_backup(replica_of, control.system_identifier)
-        if not self.settings.replica_of:
-            initdb(self.datadir)
-            log.info("initialised a new data directory", extra={"data_dir": str(self.datadir.root)})
-            return True
-        create_layout(self.datadir)
-        return await self._take_base_backup(self.settings.replica_of, None)
-
-    async def _take_base_backup(self, primary_url: str, system_identifier: int | None) -> bool:
-        """Retry, backing off, until the base backup is taken (True) or the node is asked to stop."""
-        delay_s = 0.5
-        while not self._stop.is_set():
-            try:
-                await take_base_backup(self.datadir, self.settings, primary_url, system_identifier)
-                return True
-            except (ReplicationError, httpx.HTTPError, OSError, SnapshotError) as error:
-                log.warning("base backup failed; retrying", extra={"primary": primary_url, "error": str(error)})
-            try:
-                await asyncio.wait_for(self._stop.wait(), delay_s)
-            except TimeoutError:
-                delay_s = min(delay_s * 2, 10.0)
-        return False
 
     async def _start_http(self) -> None:
         """The main listener and, when configured, the operator's (README, "Connection limits")."""
@@ -244,118 +170,28 @@ class Node:
             log.critical("HTTP server stopped unexpectedly; shutting down", exc_info=error)
             self.request_stop()
 
-    async def _recover(self) -> None:
-        services = await assemble(self.settings, self.datadir)
+    async def _recover(self) -> Services:
+        services = await assemble(self.settings, self.datadir, self.supervisor.spawn)
         self.engine, self.checkpointer, self.audit = services.engine, services.checkpointer, services.audit
-        self.catalog_store, self.catalog_changes = services.catalog_store, services.catalog_changes
-        self.catalog_health, self.auth = services.catalog_health, services.auth
-        self.is_replica, self.history = services.is_replica, services.history
+        self.catalog_changes, self.catalog_health, self.auth = (
+            services.catalog_changes,
+            services.catalog_health,
+            services.auth,
+        )
         self.recovery_seconds = services.recovery_seconds
-        self.catalog_start = CatalogStart(
+        self.roles = Roles(
             self.settings,
-            self.datadir.root,
-            self.engine,
-            self.checkpointer,
-            self.catalog_store,
-            self.catalog_changes,
-            self.auth,
-            self.supervisor.spawn,
+            self.datadir,
+            services.engine,
+            services.checkpointer,
+            self.supervisor,
+            self.stopping,
+            self.request_restart,
+            is_replica=services.is_replica,
+            history=services.history,
         )
-
-    # -- roles ---------------------------------------------------------------------------
-
-    @property
-    def timeline(self) -> int:
-        return self.checkpointer.control.timeline
-
-    async def _become_replica(self) -> None:
-        recorded = self.checkpointer.control.primary_url
-        # The command line wins over control; control (where the receiver records a new
-        # primary after a failover) wins over the environment and config.toml.
-        primary_url = self._replica_of_flag or recorded or self.settings.replica_of
-        if not primary_url:
-            raise ConfigError("this data directory is a replica's, but no primary is known: set --replica-of")
-        if self._replica_of_flag and primary_url != recorded:
-            log.warning(
-                "following the primary named by --replica-of, not the one in control",
-                extra={"replica_of": primary_url, "control": recorded},
-            )
-            await self.checkpointer.update_control(primary_url=primary_url)
-        self.engine.refuse_writes(f"this node is a replica of {primary_url}; send writes to the primary")
-        self.receiver = Receiver(self, primary_url)
-        metrics.REPLICATION_LAG.bind(self.receiver.lag_rows)
-        self._spawn("wal-receiver", self.receiver.run)
-
-    def _become_primary(self) -> None:
-        self.is_replica = False
-        self.primary = Primary(self)
-        self.primary.install()
-        primary = self.primary
-        metrics.REPLICATION_LAG.bind(
-            lambda: [
-                (row["name"], row["lag_bytes"], row["lag_s"])
-                for row in primary.slots.describe(self.engine.flushed_lsn, time.time())
-                if row["lag_bytes"] is not None
-            ]
-        )
-        self._spawn("lag-sampler", self.primary.run_lag_sampler)
-        # Fenced in an earlier life (control), or just now by the peer check before this.
-        self.fenced_reason = self.fenced_reason or self.checkpointer.control.fenced_reason
-        if self.fenced_reason:
-            self.engine.refuse_writes(self.fenced_reason)
-            log.critical("this node is fenced", extra={"reason": self.fenced_reason})
-        self._spawn("peer-check", self.peer_watch.run)
-
-    async def _check_peers_before_writes(self) -> None:
-        """A restarted former primary must learn of a promotion before it takes any write."""
-        await self.peer_watch.check()
-
-    async def rejoin(self, primary_url: str) -> dict[str, Any]:
-        return await failover.rejoin(self, primary_url)
-
-    def fence(self, reason: str) -> None:
-        """A newer timeline exists elsewhere: refuse writes from now on, and after restarts."""
-        if self.fenced_reason:
-            return
-        text = f"fenced: {reason}; this node's timeline {self.timeline} was superseded (use kvctl rejoin)"
-        self.fenced_reason = text
-        self.engine.refuse_writes(text)
-        if self.primary is not None:
-            self.primary.fail_sync_waiters(text)
-        log.critical("fenced: refusing writes", extra={"reason": reason})
-        self._spawn("persist-fence", lambda: self.checkpointer.update_control(fenced_reason=text))
-
-    def adopt_timeline(self, timeline: int, switch: timelines.Switch) -> None:
-        """A replica applied its primary's TIMELINE_SWITCH: record the new timeline's history."""
-        if timeline <= self.timeline:
-            return
-        self.history = [*self.history, switch]
-        timelines.write_history(self.datadir.timelines, timeline, self.history)
-        self.checkpointer.control = self.checkpointer.control.replace(timeline=timeline)
-        self._spawn("persist-timeline", lambda: self.checkpointer.update_control(timeline=timeline))
-        log.info("following a new timeline", extra={"timeline": timeline, "switch_lsn": format_lsn(switch.switch_lsn)})
-
-    # -- background work -------------------------------------------------------------
-
-    def _start_background(self) -> None:
-        settings = self.settings
-        if not self.is_replica:  # a replica's keys expire by the primary's DEL records
-            self.start_expirer()
-        self._spawn("checkpointer", lambda: background.schedule_checkpoints(settings, self.engine, self.checkpointer))
-        self._spawn("loop-lag", background.measure_loop_lag)
-        writer = self.engine.writer
-        assert writer is not None
-        if settings.fsync is FsyncPolicy.INTERVAL:
-            self._spawn("wal-interval-sync", writer.run_interval_sync)
-
-    def start_expirer(self) -> None:
-        settings = self.settings
-        self._spawn(
-            "expirer", lambda: self.engine.run_expirer(settings.expire_interval_ms / 1000, settings.expire_batch_keys)
-        )
-
-    def _spawn(self, name: str, run: Callable[[], Awaitable[object]]) -> None:
-        self.supervisor.spawn(name, run)
+        self._services = services
+        return services
 
     def status(self) -> dict[str, Any]:
         return status_document(self)
@@ -367,8 +203,8 @@ class Node:
         self._ready = False
         self._stop.set()  # an expected stop of the HTTP server from here on
         self.stopping.set()
-        if self.primary is not None:
-            self.primary.fail_sync_waiters("the node is shutting down")
+        if self._services is not None:
+            self.roles.stop()
         for server, _task in self._http:
             server.stop()
         for server, task in self._http:
@@ -378,19 +214,7 @@ class Node:
                 log.exception("HTTP server did not stop cleanly")
             server.close()
         await self.supervisor.stop()
-        if not hasattr(self, "checkpointer"):
+        if self._services is None:
             return  # recovery never finished: leave the data directory as it was
-        writer = self.engine.writer
-        if writer is not None and writer.failure is None and self._before_exec is None:
-            try:
-                await self.checkpointer.checkpoint("shutdown")
-                await self.checkpointer.update_control(state=STATE_SHUT_DOWN)
-            except Exception:
-                log.exception("final checkpoint failed; the next start will recover from the WAL")
-        if writer is not None:
-            await writer.close()
-        self.checkpointer.close()
-        self.audit.close()
-        if hasattr(self, "auth"):  # not when the cluster key was refused
-            self.auth.hashing.close()
-        log.info("shut down", extra={"committed_lsn": format_lsn(self.engine.committed_lsn)})
+        # After `before_exec` is planned, the snapshot must stay the one it planned with.
+        await self._services.close(final_checkpoint=self._before_exec is None)

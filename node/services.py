@@ -1,14 +1,15 @@
 """Assembly: a node's services built from its settings and its recovered data directory.
 
 The engine and its WAL writer, the checkpointer, the audit log, the catalog (store,
-changes, health) and the authenticator, each handed only what it uses; the metrics that
-read them are bound here too. The lifecycle (server.py) calls `assemble` once recovery is
-done and keeps what it returns.
+changes, health, start) and the authenticator, each handed only what it uses; the metrics
+that read them are bound here too. The lifecycle (server.py) calls `assemble` once recovery
+is done, keeps what it returns, and `Services.close` as it stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 from kvstore.replication import timelines
@@ -18,18 +19,21 @@ from .audit import AuditLog
 from .auth import Authenticator
 from .catalog_changes import CatalogChanges
 from .catalog_health import CatalogHealth
-from .catalog_start import signing_keys_sealed
+from .catalog_start import CatalogStart, Spawn, signing_keys_sealed
 from .catalog_store import CatalogStore
 from .checkpoint import Checkpointer
 from .config import ConfigError, Settings
-from .control import ROLE_REPLICA
+from .control import ROLE_REPLICA, STATE_SHUT_DOWN
 from .datadir import DataDir
 from .engine import Engine
 from .passwords import HashingPool
 from .recovery import recover
+from .wal.format import format_lsn
 from .wal.segments import list_segments
 from .wal.writer import WalWriter
 from .writes import now_ms
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -41,14 +45,33 @@ class Services:
     catalog_changes: CatalogChanges
     catalog_health: CatalogHealth
     auth: Authenticator
+    catalog_start: CatalogStart
     is_replica: bool  # what control recorded: the role this node starts in
     history: list[timelines.Switch]  # how its timeline descends from timeline 1
     recovery_seconds: float
 
+    async def close(self, final_checkpoint: bool) -> None:
+        """Stop writing: a final checkpoint (unless the WAL failed, or `final_checkpoint` is
+        False) marking a clean shutdown, then close the WAL, the audit log and the hashing pool."""
+        writer = self.engine.writer
+        if writer is not None and writer.failure is None and final_checkpoint:
+            try:
+                await self.checkpointer.checkpoint("shutdown")
+                await self.checkpointer.update_control(state=STATE_SHUT_DOWN)
+            except Exception:
+                log.exception("final checkpoint failed; the next start will recover from the WAL")
+        if writer is not None:
+            await writer.close()
+        self.checkpointer.close()
+        self.audit.close()
+        self.auth.hashing.close()
+        log.info("shut down", extra={"committed_lsn": format_lsn(self.engine.committed_lsn)})
 
-async def assemble(settings: Settings, datadir: DataDir) -> Services:
-    """Recover the data directory (in a thread) and build the services on what it holds.
-    Raises ConfigError when the cluster key cannot open this catalog's signing secrets."""
+
+async def assemble(settings: Settings, datadir: DataDir, spawn: Spawn) -> Services:
+    """Recover the data directory (in a thread) and build the services on what it holds;
+    `spawn` starts the catalog's background writes. Raises ConfigError when the cluster key
+    cannot open this catalog's signing secrets."""
     loop = asyncio.get_running_loop()
     recovered = await loop.run_in_executor(None, recover, datadir)
     is_replica = recovered.control.role == ROLE_REPLICA
@@ -104,14 +127,18 @@ async def assemble(settings: Settings, datadir: DataDir) -> Services:
     metrics.bind_gauge(metrics.WAL_END_LSN, lambda: writer.end_lsn)
     metrics.WAL_WRITTEN_BYTES.bind(lambda: writer.written_bytes)
     metrics.bind_gauge(metrics.WAL_SIZE_BYTES, lambda: sum(s.size_bytes for s in list_segments(datadir.wal)))
+    catalog_changes = CatalogChanges(engine, catalog_store, sealer)
     return Services(
         engine=engine,
         checkpointer=checkpointer,
         audit=audit,
         catalog_store=catalog_store,
-        catalog_changes=CatalogChanges(engine, catalog_store, sealer),
+        catalog_changes=catalog_changes,
         catalog_health=health,
         auth=auth,
+        catalog_start=CatalogStart(
+            settings, datadir.root, engine, checkpointer, catalog_store, catalog_changes, auth, spawn
+        ),
         is_replica=is_replica,
         history=timelines.read_history(datadir.timelines, recovered.timeline),
         recovery_seconds=recovered.seconds,

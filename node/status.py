@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
-from kvstore.replication.primary import Primary
-from kvstore.replication.replica import Receiver
+from kvstore.replication.roles import Roles
 
 from .catalog_health import CatalogHealth
 from .checkpoint import Checkpointer
@@ -20,31 +19,28 @@ class StatusSource(Protocol):
     engine: Engine
     checkpointer: Checkpointer
     catalog_health: CatalogHealth
-    is_replica: bool
-    primary: Primary | None
-    receiver: Receiver | None
-    fenced_reason: str | None
+    roles: Roles
     started_at: float
     recovery_seconds: float | None
 
 
 def status_document(node: StatusSource) -> dict[str, Any]:
-    engine, control = node.engine, node.checkpointer.control
+    engine, control, roles = node.engine, node.checkpointer.control, node.roles
     writer = engine.writer
     assert writer is not None
     last = node.checkpointer.last
-    if node.is_replica:
-        state = node.receiver.status.state if node.receiver else "replica"
-    elif node.fenced_reason:
+    if roles.is_replica:
+        state = roles.receiver.status.state if roles.receiver else "replica"
+    elif roles.fenced_reason:
         state = "fenced"
     else:
         state = "read-only" if engine.read_only_reason else "running"
     return {
         "name": node.settings.node_name,
-        "role": "replica" if node.is_replica else "primary",
+        "role": "replica" if roles.is_replica else "primary",
         "state": state,
         "read_only_reason": engine.read_only_reason,
-        "fenced": node.fenced_reason,
+        "fenced": roles.fenced_reason,
         "timeline": control.timeline,
         "system_identifier": str(control.system_identifier),
         "fsync": writer.policy.value,
@@ -62,8 +58,8 @@ def status_document(node: StatusSource) -> dict[str, Any]:
         else {"snapshot": last.snapshot, "redo_lsn": format_lsn(last.redo_lsn), "seconds": round(last.seconds, 3)},
         "uptime_s": round(time.time() - node.started_at, 1),
         "recovery_s": None if node.recovery_seconds is None else round(node.recovery_seconds, 3),
-        "replicas": node.primary.slots.describe(engine.flushed_lsn, time.time()) if node.primary else [],
+        "replicas": roles.primary.slots.describe(engine.flushed_lsn, time.time()) if roles.primary else [],
         "catalog": node.catalog_health.describe(),
-        "replication": node.receiver.describe() if node.receiver else None,
+        "replication": roles.receiver.describe() if roles.receiver else None,
         "synchronous_commit": node.settings.synchronous_commit,
     }

@@ -12,6 +12,8 @@ log = logging.getLogger(__name__)
 
 RESTART_DELAY_MAX_S = 30.0
 
+Spawn = Callable[[str, Callable[[], Awaitable[object]]], None]  # Supervisor.spawn
+
 
 class Supervisor:
     def __init__(self) -> None:

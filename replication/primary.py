@@ -43,12 +43,8 @@ BASE_BACKUP_CHUNK_BYTES = 1024 * 1024
 FEEDBACK_LSNS = ("write_lsn", "flush_lsn", "apply_lsn")
 
 
-class ReplicationNode(Protocol):
-    settings: Settings
-    datadir: DataDir
-    engine: Engine
-    checkpointer: Checkpointer
-    stopping: asyncio.Event
+class PrimaryRole(Protocol):
+    """What the primary's machinery reads of the node's role, and the fence it may raise."""
 
     @property
     def timeline(self) -> int: ...
@@ -79,25 +75,36 @@ def _messages_for(read: TailRead) -> bytes:
 
 
 class Primary:
-    def __init__(self, node: ReplicationNode) -> None:
-        self.node = node
-        settings = node.settings
-        self.slots = SlotRegistry(node.datadir.root / "replication" / "slots.json", settings.max_slot_wal_keep_bytes)
+    def __init__(
+        self,
+        settings: Settings,
+        datadir: DataDir,
+        engine: Engine,
+        checkpointer: Checkpointer,
+        stopping: asyncio.Event,
+        role: PrimaryRole,
+    ) -> None:
+        self._settings = settings
+        self._datadir = datadir
+        self._engine = engine
+        self._checkpointer = checkpointer
+        self._stopping = stopping
+        self._role = role
+        self.slots = SlotRegistry(datadir.root / "replication" / "slots.json", settings.max_slot_wal_keep_bytes)
         self.sync_count, self.sync_names = settings.sync_replicas
         self.sync_mode = settings.synchronous_commit
 
     def install(self) -> None:
-        node = self.node
-        writer = node.engine.writer
+        writer = self._engine.writer
         assert writer is not None
-        node.checkpointer.wal_retention = lambda redo_lsn: self.slots.retention(redo_lsn, writer.end_lsn)
+        self._checkpointer.wal_retention = lambda redo_lsn: self.slots.retention(redo_lsn, writer.end_lsn)
         if self.sync_mode != "local":
-            node.engine.replicas_confirmed = self.confirmed_lsn
-            node.engine.commit_gate = self.wait_for_replicas
-            node.engine.hold_until_confirmed()
+            self._engine.replicas_confirmed = self.confirmed_lsn
+            self._engine.commit_gate = self.wait_for_replicas
+            self._engine.hold_until_confirmed()
 
     async def run_lag_sampler(self) -> None:
-        engine, lag = self.node.engine, self.slots.lag
+        engine, lag = self._engine, self.slots.lag
         while True:
             lag.sample(engine.flushed_lsn, time.time())
             await asyncio.sleep(LAG_SAMPLE_INTERVAL_S)
@@ -116,10 +123,10 @@ class Primary:
 
     async def wait_for_replicas(self, lsn: int) -> None:
         """The engine's commit wait under synchronous commit, bounded by its timeout."""
-        timeout_s = self.node.settings.synchronous_commit_timeout_s or None
+        timeout_s = self._settings.synchronous_commit_timeout_s or None
         started = time.perf_counter()
         try:
-            await asyncio.wait_for(self.node.engine.wait_for_commit(lsn), timeout_s)
+            await asyncio.wait_for(self._engine.wait_for_commit(lsn), timeout_s)
         except TimeoutError:
             raise GatewayTimeout(
                 f"durable here at {format_lsn(lsn)}, but not confirmed by {self.sync_count} of "
@@ -131,7 +138,7 @@ class Primary:
 
     def fail_sync_waiters(self, reason: str) -> None:
         """Fenced or stopping: no replica confirmation will come; the outcome is unknown to the client."""
-        self.node.engine.fail_waiters(Unavailable(f"written here but not confirmed by replicas: {reason}"))
+        self._engine.fail_waiters(Unavailable(f"written here but not confirmed by replicas: {reason}"))
 
     # -- requests from replicas -----------------------------------------------------------
 
@@ -139,17 +146,16 @@ class Primary:
         """Why replicas must not follow this node: fenced, or its WAL failed. Writes held while a
         peer cannot be checked (failover.PeerWatch) are not a reason: the node is still the
         primary of its timeline, and its replicas keep what it has."""
-        node = self.node
-        if node.fenced_reason is not None:
-            return node.fenced_reason
-        return node.engine.read_only_reason if node.engine.wal_failed else None
+        if self._role.fenced_reason is not None:
+            return self._role.fenced_reason
+        return self._engine.read_only_reason if self._engine.wal_failed else None
 
     def feedback(self, document: dict[str, Any], address: str) -> dict[str, Any]:
-        node = self.node
+        role = self._role
         timeline = int(document["timeline"])
-        if timeline > node.timeline:
-            node.fence(f"replica {document['slot']!r} reports timeline {timeline}, newer than this node's")
-        writer = node.engine.writer
+        if timeline > role.timeline:
+            role.fence(f"replica {document['slot']!r} reports timeline {timeline}, newer than this node's")
+        writer = self._engine.writer
         assert writer is not None
         end_lsn = writer.end_lsn
         beyond = [
@@ -173,23 +179,23 @@ class Primary:
         if slot is None:
             raise Refused(Refusal.NO_SLOT, f"no replication slot {document['slot']!r}; open a stream first")
         if self.sync_mode != "local":
-            node.engine.on_replicas_confirmed()
-        return {"timeline": node.timeline, "committed_lsn": node.engine.flushed_lsn}
+            self._engine.on_replicas_confirmed()
+        return {"timeline": role.timeline, "committed_lsn": self._engine.flushed_lsn}
 
     def check_stream(self, from_lsn: int, timeline: int, system_identifier: str | None) -> None:
         """Refuse (409, with a code) a stream the replica cannot follow from `from_lsn`."""
-        node = self.node
-        ours = str(node.checkpointer.control.system_identifier)
+        role, engine = self._role, self._engine
+        ours = str(self._checkpointer.control.system_identifier)
         if system_identifier is not None and system_identifier != ours:
             raise Refused(Refusal.SYSTEM_MISMATCH, f"this node is system {ours}, the replica {system_identifier}")
-        if timeline > node.timeline:
-            node.fence(f"a replica streams on timeline {timeline}, newer than this node's {node.timeline}")
-            raise Refused(Refusal.FENCED, f"this node's timeline {node.timeline} was superseded by {timeline}")
+        if timeline > role.timeline:
+            role.fence(f"a replica streams on timeline {timeline}, newer than this node's {role.timeline}")
+            raise Refused(Refusal.FENCED, f"this node's timeline {role.timeline} was superseded by {timeline}")
         refusal = self.not_to_follow()
         if refusal is not None:
             raise Refused(Refusal.NOT_PRIMARY, f"this node is not a primary to follow: {refusal}")
-        if timeline < node.timeline:
-            ended = timelines.end_of(node.history, timeline)
+        if timeline < role.timeline:
+            ended = timelines.end_of(role.history, timeline)
             if ended is None or from_lsn > ended:
                 raise Refused(
                     Refusal.DIVERGED,
@@ -197,12 +203,12 @@ class Primary:
                     f"goes on to {format_lsn(from_lsn)}: it must rewind (kvctl rejoin) or take a base backup",
                     switch_lsn=ended,
                 )
-        if from_lsn > node.engine.flushed_lsn:
+        if from_lsn > engine.flushed_lsn:
             raise Refused(
                 Refusal.AHEAD,
-                f"the replica is at {format_lsn(from_lsn)}, ahead of this node's {format_lsn(node.engine.flushed_lsn)}",
+                f"the replica is at {format_lsn(from_lsn)}, ahead of this node's {format_lsn(engine.flushed_lsn)}",
             )
-        found = segments.list_segments(node.datadir.wal)
+        found = segments.list_segments(self._datadir.wal)
         if not found or segments.segment_holding(found, from_lsn) is None:
             raise Refused(Refusal.WAL_REMOVED, f"WAL at {format_lsn(from_lsn)} was recycled; take a base backup")
 
@@ -220,12 +226,12 @@ class Primary:
             log.info("replica stream ended", extra={"slot": slot_name})
 
     async def _messages(self, slot: Slot, position: int) -> AsyncIterator[bytes]:
-        node, engine = self.node, self.node.engine
+        engine = self._engine
         loop = asyncio.get_running_loop()
-        keepalive_s = node.settings.replication_keepalive_s
+        keepalive_s = self._settings.replication_keepalive_s
         last_keepalive = 0.0
-        cursor = WalCursor(engine.progress, position, lambda: engine.flushed_lsn, node.stopping)
-        while not node.stopping.is_set():
+        cursor = WalCursor(engine.progress, position, lambda: engine.flushed_lsn, self._stopping)
+        while not self._stopping.is_set():
             if slot.lost:
                 yield protocol.encode_end(Refusal.SLOT_LOST, "this replica's slot was lost; take a base backup")
                 return
@@ -242,7 +248,7 @@ class Primary:
                     source = "disk"
                     try:
                         read = await loop.run_in_executor(
-                            None, segments.read_frames, node.datadir.wal, cursor.position, limit, protocol.BATCH_BYTES
+                            None, segments.read_frames, self._datadir.wal, cursor.position, limit, protocol.BATCH_BYTES
                         )
                     except FileNotFoundError as error:
                         yield protocol.encode_end(Refusal.WAL_REMOVED, str(error))
@@ -253,29 +259,28 @@ class Primary:
                 continue
             now = time.monotonic()
             if now - last_keepalive >= KEEPALIVE_MIN_INTERVAL_S:
-                yield protocol.encode_keepalive(limit, int(time.time() * 1000), node.timeline)
+                yield protocol.encode_keepalive(limit, int(time.time() * 1000), self._role.timeline)
                 last_keepalive = now
             if not await cursor.wait_for_more(keepalive_s):
                 last_keepalive = 0.0  # idle for a keepalive interval (or stopping): a keepalive next
 
     async def base_backup(self, slot_name: str) -> BaseBackup:
         """A consistent snapshot (a fresh checkpoint) and the LSNs to stream from after it."""
-        node = self.node
-        await node.checkpointer.checkpoint("base backup")
-        control = node.checkpointer.control
+        await self._checkpointer.checkpoint("base backup")
+        control = self._checkpointer.control
         assert control.snapshot is not None
-        segment = segments.segment_holding(segments.list_segments(node.datadir.wal), control.redo_lsn)
+        segment = segments.segment_holding(segments.list_segments(self._datadir.wal), control.redo_lsn)
         assert segment is not None, "the checkpoint keeps the segment holding its redo LSN"
         # No await since the checkpoint: no other checkpoint can have recycled that segment.
         self.slots.slots.pop(slot_name, None)
         self.slots.acquire(slot_name, segment.start_lsn)
         # Opened now: readable even if a later checkpoint unlinks it; _file_chunks closes it.
-        file = open(node.datadir.base / control.snapshot, "rb")  # noqa: SIM115
+        file = open(self._datadir.base / control.snapshot, "rb")  # noqa: SIM115
         size = os.fstat(file.fileno()).st_size
         headers = [
             ("content-type", "application/octet-stream"),
             ("x-kv-system-identifier", str(control.system_identifier)),
-            ("x-kv-timeline", str(node.timeline)),
+            ("x-kv-timeline", str(self._role.timeline)),
             ("x-kv-redo-lsn", str(control.redo_lsn)),
             ("x-kv-start-lsn", str(segment.start_lsn)),
             ("x-kv-consistent-lsn", str(control.consistent_lsn)),

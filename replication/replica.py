@@ -18,7 +18,6 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,8 +26,6 @@ import httpx
 from kvstore.node import metrics, records
 from kvstore.node.checkpoint import Checkpointer
 from kvstore.node.config import Settings
-from kvstore.node.control import STATE_NEEDS_BASE_BACKUP, write_control
-from kvstore.node.datadir import DataDir
 from kvstore.node.engine import Engine
 from kvstore.node.errors import KvError
 from kvstore.node.wal.format import format_lsn
@@ -43,19 +40,15 @@ BACKOFF_MAX_S = 10.0
 FEEDBACK_INTERVAL_S = 1.0
 
 
-class ReplicaNode(Protocol):
-    settings: Settings
-    datadir: DataDir
-    engine: Engine
-    checkpointer: Checkpointer
-    stopping: asyncio.Event
+class ReplicaRole(Protocol):
+    """What the receiver reads of the node's role, and the changes of role it asks for."""
 
     @property
     def timeline(self) -> int: ...
 
     def adopt_timeline(self, timeline: int, switch: timelines.Switch) -> None: ...
 
-    def request_restart(self, reason: str, before_exec: Callable[[], None] | None = None) -> None: ...
+    def rebootstrap(self, primary_url: str, reason: str) -> None: ...
 
     async def rejoin(self, primary_url: str) -> dict[str, Any]: ...
 
@@ -77,16 +70,28 @@ class ReceiverStatus:
 
 
 class Receiver:
-    def __init__(self, node: ReplicaNode, primary_url: str) -> None:
-        self.node = node
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        checkpointer: Checkpointer,
+        stopping: asyncio.Event,
+        role: ReplicaRole,
+        primary_url: str,
+    ) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._checkpointer = checkpointer
+        self._stopping = stopping
+        self._role = role
         self.status = ReceiverStatus(primary_url=primary_url.rstrip("/"))
         self._feedback_due = asyncio.Event()
-        self._logins = peers.PeerLogins(node.settings)
+        self._logins = peers.PeerLogins(settings)
 
     # -- what /v1/status shows ---------------------------------------------------------------
 
     def describe(self) -> dict[str, Any]:
-        status, store, writer = self.status, self.node.engine.store, self.node.engine.writer
+        status, store, writer = self.status, self._engine.store, self._engine.writer
         assert writer is not None
         now = time.time()
         lag_bytes = max(0, status.primary_flush_lsn - store.applied_lsn)
@@ -107,18 +112,17 @@ class Receiver:
 
     def lag_rows(self) -> list[tuple[str, float, float]]:
         described = self.describe()
-        return [(self.node.settings.node_name, described["lag_bytes"], described["lag_s"])]
+        return [(self._settings.node_name, described["lag_bytes"], described["lag_s"])]
 
     # -- the loop ------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        settings = self.node.settings
-        read_timeout = max(5.0, 5 * settings.replication_keepalive_s)  # keepalives prove the primary alive
+        read_timeout = max(5.0, 5 * self._settings.replication_keepalive_s)  # keepalives prove the primary alive
         delay = BACKOFF_FIRST_S
         async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=read_timeout)) as client:
             feedback = asyncio.create_task(self._send_feedback(client))
             try:
-                while not self.node.stopping.is_set():
+                while not self._stopping.is_set():
                     try:
                         await self._session(client)
                         delay = BACKOFF_FIRST_S
@@ -131,7 +135,7 @@ class Receiver:
                     self.status.reconnects += 1
                     await self._sleep(delay * random.uniform(0.5, 1.0))
                     delay = min(delay * 2, BACKOFF_MAX_S)
-                    if not self.node.stopping.is_set():  # no new requests while the node shuts down
+                    if not self._stopping.is_set():  # no new requests while the node shuts down
                         await self._find_primary(client)
             finally:
                 feedback.cancel()
@@ -144,26 +148,21 @@ class Receiver:
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.node.stopping.wait(), seconds)
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _on_refused(self, client: httpx.AsyncClient, refused: Refused) -> bool:
         """Act on a primary's refusal; True when the receiver should stop."""
         self.status.last_error = f"{refused.refusal.value}: {refused}"
         if refused.refusal in (Refusal.WAL_REMOVED, Refusal.SLOT_LOST):
             log.warning("the primary no longer has this replica's WAL; taking a new base backup")
-            datadir, control = self.node.datadir, self.node.checkpointer.control
-            marked = control.replace(state=STATE_NEEDS_BASE_BACKUP, primary_url=self.status.primary_url)
-            self.node.request_restart(
-                f"re-bootstrap from {self.status.primary_url}: {refused}",
-                before_exec=lambda: write_control(datadir.control, marked),
-            )
+            self._role.rebootstrap(self.status.primary_url, str(refused))
             return True
         if refused.refusal is Refusal.DIVERGED:
             # The new primary's timeline is the truth; what only this replica holds was never
             # confirmed on it. Rewind (or re-bootstrap), keeping the divergent WAL in diverged/.
             log.warning("this replica's WAL diverged from the new timeline; rejoining", extra={"reason": str(refused)})
             try:
-                await self.node.rejoin(self.status.primary_url)
+                await self._role.rejoin(self.status.primary_url)
                 return True
             except KvError as error:
                 self.status.last_error = f"rejoin failed: {error.message}"
@@ -177,17 +176,16 @@ class Receiver:
         return False
 
     async def _session(self, client: httpx.AsyncClient) -> None:
-        node, status = self.node, self.status
-        writer = node.engine.writer
+        status, writer = self.status, self._engine.writer
         assert writer is not None
         url = status.primary_url
         self.status.state = "connecting"
         headers = await self._logins.headers(client, url)
         params = {
             "from_lsn": str(writer.end_lsn),
-            "timeline": str(node.timeline),
-            "slot": node.settings.node_name,
-            "system_identifier": str(node.checkpointer.control.system_identifier),
+            "timeline": str(self._role.timeline),
+            "slot": self._settings.node_name,
+            "system_identifier": str(self._checkpointer.control.system_identifier),
         }
         async with client.stream("GET", f"{url}/v1/replication/stream", params=params, headers=headers) as response:
             if response.status_code != 200:
@@ -204,8 +202,7 @@ class Receiver:
     async def _receive(self, messages: list[protocol.Message]) -> None:
         """Write, fsync, apply and acknowledge one chunk's messages (whatever was written, even
         when a later message in the chunk is bad)."""
-        node, status = self.node, self.status
-        writer = node.engine.writer
+        status, writer = self.status, self._engine.writer
         assert writer is not None
         items: list[tuple[records.Record, int]] = []
         try:
@@ -232,7 +229,7 @@ class Receiver:
                 await writer.sync()
             self._apply(items)
         now = time.time()
-        if status.primary_flush_lsn > node.engine.store.applied_lsn:
+        if status.primary_flush_lsn > self._engine.store.applied_lsn:
             status.behind_since = status.behind_since or now
         else:
             status.behind_since = None
@@ -240,11 +237,11 @@ class Receiver:
     def _apply(self, items: list[tuple[records.Record, int]]) -> None:
         if not items:
             return
-        self.node.engine.apply_replicated(items)
+        self._engine.apply_replicated(items)
         for record, _ in items:
             if record[0] == records.TIMELINE_SWITCH:
                 _, timeline, parent, switch_lsn, time_ms = record
-                self.node.adopt_timeline(timeline, timelines.Switch(parent, switch_lsn, time_ms))
+                self._role.adopt_timeline(timeline, timelines.Switch(parent, switch_lsn, time_ms))
         self._feedback_due.set()
 
     async def _send_feedback(self, client: httpx.AsyncClient) -> None:
@@ -255,14 +252,14 @@ class Receiver:
             self._feedback_due.clear()
             if self.status.state != "streaming":
                 continue
-            node, writer = self.node, self.node.engine.writer
+            writer = self._engine.writer
             assert writer is not None
             body = {
-                "slot": node.settings.node_name,
-                "timeline": node.timeline,
+                "slot": self._settings.node_name,
+                "timeline": self._role.timeline,
                 "write_lsn": writer.end_lsn,
                 "flush_lsn": writer.synced_lsn,
-                "apply_lsn": node.engine.store.applied_lsn,
+                "apply_lsn": self._engine.store.applied_lsn,
             }
             url = self.status.primary_url
             try:
@@ -276,9 +273,8 @@ class Receiver:
 
     async def _find_primary(self, client: httpx.AsyncClient) -> None:
         """After a failure: follow whichever known node is now the unfenced primary on the newest timeline."""
-        settings = self.node.settings
-        candidates = dict.fromkeys([self.status.primary_url, *settings.peer_urls])
-        ours = self.node.checkpointer.control.system_identifier
+        candidates = dict.fromkeys([self.status.primary_url, *self._settings.peer_urls])
+        ours = self._checkpointer.control.system_identifier
         best: tuple[int, str] | None = None
         for url in candidates:
             try:
@@ -288,14 +284,14 @@ class Receiver:
                 continue
             if not identity.takes_writes or identity.system_identifier != ours:
                 continue
-            if identity.timeline >= self.node.timeline and (best is None or identity.timeline > best[0]):
+            if identity.timeline >= self._role.timeline and (best is None or identity.timeline > best[0]):
                 best = (identity.timeline, url)
         if best is not None and best[1] != self.status.primary_url:
             log.warning(
                 "following a new primary", extra={"old_primary": self.status.primary_url, "new_primary": best[1]}
             )
             self.status.primary_url = best[1]
-            await self.node.checkpointer.update_control(primary_url=best[1])
+            await self._checkpointer.update_control(primary_url=best[1])
 
 
 def _refusal(url: str, response: httpx.Response) -> ReplicationError:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from fake_peer import HTML_PAGE, Answer, FakePeer, json_answer
@@ -18,7 +17,7 @@ from kvstore.node.config import Settings
 from kvstore.node.engine import Engine
 from kvstore.node.errors import ReadOnly, Unavailable
 from kvstore.node.store import Store
-from kvstore.replication.failover import FailoverNode, PeerWatch
+from kvstore.replication.failover import PeerWatch
 
 MakeNode = Callable[..., NodeProcess]
 SYSTEM = 7310000000000000001
@@ -113,14 +112,14 @@ def test_a_peer_that_is_not_a_kvstored_node_holds_writes_until_it_stops_answerin
 
 
 class WatchedNode:
-    """What PeerWatch uses of a Node: a primary on timeline 1 of SYSTEM."""
+    """What PeerWatch uses of a node: its settings, its engine, and its role (failover.WatchedRole),
+    a primary on timeline 1 of SYSTEM."""
 
     def __init__(self, peer_url: str) -> None:
         self.settings = Settings(
             peers=peer_url, replication_user="replicator", replication_password="replicator-password"
         )
         self.engine = Engine(Store())
-        self.checkpointer = SimpleNamespace(control=SimpleNamespace(system_identifier=SYSTEM))
         self.is_replica = False
         self.fenced_reason: str | None = None
         self.timeline = 1
@@ -154,6 +153,10 @@ def peer() -> Iterator[FakePeer]:
     fake.close()
 
 
+def watching(node: WatchedNode) -> PeerWatch:
+    return PeerWatch(node.settings, node.engine, SYSTEM, node)
+
+
 def check(node: WatchedNode, watch: PeerWatch) -> str | None:
     asyncio.run(watch.check())
     return node.engine.read_only_reason
@@ -161,7 +164,7 @@ def check(node: WatchedNode, watch: PeerWatch) -> str | None:
 
 def test_the_watch_holds_writes_only_while_an_answering_peer_cannot_be_checked(peer: FakePeer) -> None:
     node = WatchedNode(peer.url)
-    watch = PeerWatch(cast(FailoverNode, node))
+    watch = watching(node)
     assert check(node, watch) is None
 
     # The replication user's password changed on the peer: the token and a new login are refused.
@@ -192,13 +195,13 @@ def test_the_watch_holds_writes_only_while_an_answering_peer_cannot_be_checked(p
 
 def test_the_watch_fences_on_a_newer_timeline_and_never_lifts_a_fence_or_a_failed_wal(peer: FakePeer) -> None:
     fenced = WatchedNode(peer.url)
-    watch = PeerWatch(cast(FailoverNode, fenced))
+    watch = watching(fenced)
     peer.answers["/v1/replication/identify"] = identity(timeline=2)
     assert check(fenced, watch) == f"fenced: peer {peer.url} is on timeline 2"
 
     other_system = identity(timeline=5, system_identifier="42")
     held = WatchedNode(peer.url)
-    watch = PeerWatch(cast(FailoverNode, held))
+    watch = watching(held)
     peer.answers["/v1/replication/identify"] = REFUSED_LOGIN
     assert check(held, watch) is not None
     held.fence("a replica streams on timeline 2")
@@ -206,7 +209,7 @@ def test_the_watch_fences_on_a_newer_timeline_and_never_lifts_a_fence_or_a_faile
     assert check(held, watch) == "fenced: a replica streams on timeline 2"
 
     failed = WatchedNode(peer.url)
-    watch = PeerWatch(cast(FailoverNode, failed))
+    watch = watching(failed)
     peer.answers["/v1/replication/identify"] = REFUSED_LOGIN
     assert check(failed, watch) is not None
     failed.engine.on_wal_failed(OSError("No space left on device"))
@@ -217,7 +220,7 @@ def test_the_watch_fences_on_a_newer_timeline_and_never_lifts_a_fence_or_a_faile
 
 def test_the_watch_logs_in_once_and_replaces_a_token_the_peer_no_longer_takes_once(peer: FakePeer) -> None:
     node = WatchedNode(peer.url)
-    watch = PeerWatch(cast(FailoverNode, node))
+    watch = watching(node)
     login, identify = ("POST", "/v1/auth/login"), ("GET", "/v1/replication/identify")
     assert check(node, watch) is None and check(node, watch) is None
     assert (peer.requests.count(login), peer.requests.count(identify)) == (1, 2)  # a login costs the peer argon2

@@ -16,11 +16,8 @@ from typing import Any, Final, Protocol
 from kvstore.replication.peers import SYSTEM_PATH
 
 from .. import metrics
-from ..audit import AuditLog
 from ..auth import Authenticator
 from ..catalog import Principal
-from ..catalog_changes import CatalogChanges
-from ..config import Settings
 from ..engine import Engine
 from ..errors import (
     BadRequest,
@@ -39,8 +36,8 @@ from .http import (
     error_response,
     json_response,
 )
-from .kv import KV_PREFIX, KV_ROUTES, KvApi
-from .users import CATALOG_PATHS, CatalogAdmin
+from .kv import KV_PREFIX, KV_ROUTES, KvApi, KvNode
+from .users import CATALOG_PATHS, CatalogAdmin, CatalogNode
 
 log = logging.getLogger(__name__)
 
@@ -55,21 +52,14 @@ OPEN_ROUTES: Final = (
 )
 
 
-class NodeApi(Protocol):
-    """What the API needs from the node it serves."""
-
-    settings: Settings
-    engine: Engine
-    auth: Authenticator
-    audit: AuditLog
-    catalog_changes: CatalogChanges
-    is_replica: bool
+class NodeApi(
+    KvNode, CatalogNode, security.SecurityNode, admin.AdminNode, replication_api.ReplicationApiNode, Protocol
+):
+    """What the API needs from the node it serves: what each part of it uses (each declares
+    its own), the node's readiness and its status document."""
 
     @property
     def ready(self) -> bool: ...
-
-    @property
-    def timeline(self) -> int: ...
 
     def status(self) -> dict[str, Any]: ...
 
@@ -79,16 +69,16 @@ class App:
         self.node = node
         self.settings = node.settings
         self._kv = KvApi(node)
-        self._catalog = CatalogAdmin(node)  # type: ignore[arg-type]
+        self._catalog = CatalogAdmin(node)
         self._document: tuple[object, bytes] | None = None  # (auth policy, OpenAPI document) served
         self._routes: dict[tuple[str, str], Callable[[Request, Principal], Awaitable[Response | StreamResponse]]] = {
             ("GET", "/v1/kv"): self._kv.list_keys,
             ("POST", "/v1/txn"): self._kv.txn,
             ("GET", "/v1/status"): self.status,
             ("GET", "/openapi.json"): self.openapi,
-            **admin.routes(node),  # type: ignore[arg-type]
+            **admin.routes(node),
             **security.routes(node),
-            **replication_api.routes(node),  # type: ignore[arg-type]
+            **replication_api.routes(node),
         }
 
     # The engine and authenticator exist only once recovery is done (see NodeApi.ready).

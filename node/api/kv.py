@@ -55,7 +55,9 @@ class KvNode(Protocol):
     engine: Engine
     audit: AuditLog
     catalog_changes: CatalogChanges
-    is_replica: bool
+
+    @property
+    def is_replica(self) -> bool: ...
 
     @property
     def timeline(self) -> int: ...

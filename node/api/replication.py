@@ -22,11 +22,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from kvstore.replication import failover, protocol
+from kvstore.replication import protocol
 from kvstore.replication.primary import Primary
-from kvstore.replication.replica import Receiver
+from kvstore.replication.roles import Roles
 
 from ..catalog import Principal
+from ..checkpoint import Checkpointer
 from ..engine import Engine
 from ..errors import BadRequest, Conflict, Forbidden
 from ..store import EXPIRES_AT_MS, VALUE, VERSION
@@ -38,10 +39,12 @@ MAX_POSITION = 2**63 - 1  # LSNs and timelines a client sends
 FEEDBACK_LSNS = ("write_lsn", "flush_lsn", "apply_lsn")
 
 
-class ReplicationApiNode(failover.FailoverNode, Protocol):
+class ReplicationApiNode(Protocol):
+    """What these routes use: the role (primary, receiver, promotion, rejoin) and the storage."""
+
     engine: Engine
-    primary: Primary | None
-    receiver: Receiver | None
+    checkpointer: Checkpointer
+    roles: Roles
 
 
 def _require(principal: Principal, action: str) -> None:
@@ -82,20 +85,22 @@ def digest(engine: Engine) -> dict[str, Any]:
 
 def routes(node: ReplicationApiNode) -> dict[tuple[str, str], Handler]:
     def primary() -> Primary:
-        if node.primary is None or node.is_replica:
-            raise Conflict(f"this node is a replica of {node.receiver.status.primary_url if node.receiver else '?'}")
-        return node.primary
+        roles = node.roles
+        if roles.primary is None or roles.is_replica:
+            raise Conflict(f"this node is a replica of {roles.receiver.status.primary_url if roles.receiver else '?'}")
+        return roles.primary
 
     async def identify(request: Request, principal: Principal) -> Response:
         _require(principal, "replication")
-        serving = node.primary if not node.is_replica else None
+        roles = node.roles
+        serving = roles.primary if not roles.is_replica else None
         identity = protocol.Identity(
             system_identifier=node.checkpointer.control.system_identifier,
-            timeline=node.timeline,
+            timeline=roles.timeline,
             role="primary" if serving is not None else "replica",
             # A primary streams what is durable here; a replica reports what it applied.
             committed_lsn=node.engine.flushed_lsn if serving is not None else node.engine.committed_lsn,
-            history=tuple(node.history),
+            history=tuple(roles.history),
             fenced=serving.not_to_follow() if serving is not None else None,
         )
         return json_response(identity.to_document())
@@ -136,7 +141,7 @@ def routes(node: ReplicationApiNode) -> dict[tuple[str, str], Handler]:
 
     async def promote(request: Request, principal: Principal) -> Response:
         _require_superuser(principal)
-        return json_response(await failover.promote(node))
+        return json_response(await node.roles.promote())
 
     async def rejoin(request: Request, principal: Principal) -> Response:
         _require_superuser(principal)
@@ -144,7 +149,7 @@ def routes(node: ReplicationApiNode) -> dict[tuple[str, str], Handler]:
         url = document.get("primary") if isinstance(document, dict) else None
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise BadRequest('body must be {"primary": "http://HOST:PORT"}')
-        return json_response(await failover.rejoin(node, url), 202)
+        return json_response(await node.roles.rejoin(url), 202)
 
     async def store_digest(request: Request, principal: Principal) -> Response:
         _require_superuser(principal)

@@ -1,0 +1,77 @@
+"""The data directory as a node starts, before recovery: a new primary's is initialised
+(initdb); a new replica's, or one whose control says it needs a base backup, is filled from
+its primary; any other has the WAL its snapshot already holds dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import httpx
+
+from kvstore.replication.basebackup import clear_for_base_backup, drop_wal_before_snapshot, take_base_backup
+from kvstore.replication.protocol import ReplicationError
+
+from .config import ConfigError, Settings
+from .control import ROLE_PRIMARY, STATE_NEEDS_BASE_BACKUP, read_control
+from .datadir import DataDir, create_layout, initdb
+from .snapshot import SnapshotError
+
+log = logging.getLogger(__name__)
+
+BASE_BACKUP_RETRY_FIRST_S = 0.5
+BASE_BACKUP_RETRY_MAX_S = 10.0
+
+
+async def prepare_datadir(
+    settings: Settings, datadir: DataDir, replica_of_flag: str | None, stop: asyncio.Event
+) -> bool:
+    """Ready the data directory for recovery; False if `stop` was set while waiting for a
+    primary. `replica_of_flag` is --replica-of: it names the primary even when control names
+    another (settings.replica_of from the environment or config.toml does not)."""
+    control = read_control(datadir.control) if datadir.exists() else None
+    if control is not None and control.state != STATE_NEEDS_BASE_BACKUP:
+        if control.role == ROLE_PRIMARY and settings.replica_of:
+            log.warning(
+                "this data directory belongs to a primary (perhaps a promoted replica); ignoring replica_of. "
+                "To make it a replica, use kvctl rejoin",
+                extra={"replica_of": settings.replica_of},
+            )
+        await asyncio.get_running_loop().run_in_executor(None, drop_wal_before_snapshot, datadir, control)
+        return True
+    if control is not None:
+        recorded = control.primary_url
+        replica_of = replica_of_flag or recorded or settings.replica_of
+        if not replica_of:
+            raise ConfigError("this data directory needs a base backup, but names no primary: set --replica-of")
+        if replica_of_flag and recorded and replica_of_flag != recorded:
+            log.warning(
+                "taking the base backup from the primary named by --replica-of, not the one in control",
+                extra={"replica_of": replica_of, "control": recorded},
+            )
+        clear_for_base_backup(datadir)
+        return await _take_base_backup(settings, datadir, replica_of, control.system_identifier, stop)
+    if not settings.replica_of:
+        initdb(datadir)
+        log.info("initialised a new data directory", extra={"data_dir": str(datadir.root)})
+        return True
+    create_layout(datadir)
+    return await _take_base_backup(settings, datadir, settings.replica_of, None, stop)
+
+
+async def _take_base_backup(
+    settings: Settings, datadir: DataDir, primary_url: str, system_identifier: int | None, stop: asyncio.Event
+) -> bool:
+    """Retry, backing off, until the base backup is taken (True) or `stop` is set."""
+    delay_s = BASE_BACKUP_RETRY_FIRST_S
+    while not stop.is_set():
+        try:
+            await take_base_backup(datadir, settings, primary_url, system_identifier)
+            return True
+        except (ReplicationError, httpx.HTTPError, OSError, SnapshotError) as error:
+            log.warning("base backup failed; retrying", extra={"primary": primary_url, "error": str(error)})
+        try:
+            await asyncio.wait_for(stop.wait(), delay_s)
+        except TimeoutError:
+            delay_s = min(delay_s * 2, BASE_BACKUP_RETRY_MAX_S)
+    return False
