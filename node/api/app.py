@@ -63,7 +63,7 @@ class App:
         self.node = node
         self.settings = node.settings
         self._kv = KvApi(node)
-        self._catalog = CatalogAdmin(node)  # type: ignore[arg-type]
+        self._catalog = CatalogAdmin(node)
         self._document: tuple[object, bytes] | None = None  # (auth policy, OpenAPI document) served
         self.router = Router(
             [

@@ -13,7 +13,7 @@ The order of answers:
   the caller lacks what the route requires.
 
 The data path (`/v1/kv/{key}`) is matched by its prefix first, without walking templates: at
-~20 us a request, routing must cost next to nothing (cli/bench/RESULTS-bakeoff.md).
+~20 us a request, routing must cost next to nothing (the server bake-off's RESULTS-bakeoff.md).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def schemas() -> dict[str, Schema]:
         closed=True,
     )
     nullable_int = {"type": ["integer", "null"]}
-    apikey = {
+    apikey: dict[str, Schema] = {
         "id": {"type": "string"},
         "name": {"type": "string"},
         "user": {"type": "string"},
