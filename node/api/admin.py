@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import orjson
@@ -14,18 +14,16 @@ from ..catalog import Principal
 from ..checkpoint import Checkpointer, CheckpointResult
 from ..datadir import DataDir
 from ..engine import Engine
-from ..errors import Forbidden
 from ..wal.format import format_lsn, parse_lsn
 from ..wal.reader import WalCorruption, WalScan
 from ..wal.segments import list_segments
 from ..wal_cursor import WalCursor
 from .http import Request, Response, StreamResponse, json_response, lsn_from_text
+from .routes import Route, superuser
 
 WAL_TAIL_BATCH_RECORDS = 1000
 WAL_TAIL_KEEPALIVE_S = 5.0
 WAL_RECORDS_MAX = 100_000
-
-Handler = Callable[[Request, Principal], Awaitable[Response | StreamResponse]]
 
 
 class AdminNode(Protocol):
@@ -33,11 +31,6 @@ class AdminNode(Protocol):
     datadir: DataDir
     checkpointer: Checkpointer
     stopping: asyncio.Event
-
-
-def _require_superuser(principal: Principal) -> None:
-    if not principal.superuser:
-        raise Forbidden(f"user {principal.name!r} is not a superuser; admin routes need the admin role")
 
 
 def checkpoint_document(result: CheckpointResult) -> dict[str, Any]:
@@ -51,14 +44,12 @@ def checkpoint_document(result: CheckpointResult) -> dict[str, Any]:
     }
 
 
-def routes(node: AdminNode) -> dict[tuple[str, str], Handler]:
+def routes(node: AdminNode) -> list[Route]:
     async def checkpoint(request: Request, principal: Principal) -> Response:
-        _require_superuser(principal)
         result = await node.checkpointer.checkpoint("requested")
         return json_response(checkpoint_document(result))
 
     async def list_snapshots(request: Request, principal: Principal) -> Response:
-        _require_superuser(principal)
         current = node.checkpointer.control.snapshot
         snapshots = [
             {"name": path.name, "bytes": path.stat().st_size, "current": path.name == current}
@@ -67,7 +58,6 @@ def routes(node: AdminNode) -> dict[tuple[str, str], Handler]:
         return json_response({"snapshots": snapshots})
 
     async def wal_info(request: Request, principal: Principal) -> Response:
-        _require_superuser(principal)
         writer = node.engine.writer
         assert writer is not None
         segments = [
@@ -87,7 +77,6 @@ def routes(node: AdminNode) -> dict[tuple[str, str], Handler]:
 
     async def wal_records(request: Request, principal: Principal) -> StreamResponse:
         """NDJSON records from `from_lsn` (default: now); with follow=true, new ones as they commit."""
-        _require_superuser(principal)
         raw_from = request.query.get("from_lsn")
         from_lsn = node.engine.committed_lsn if raw_from is None else lsn_from_text(raw_from, "from_lsn")
         limit = request.query_int("limit", WAL_RECORDS_MAX, 1, WAL_RECORDS_MAX)
@@ -98,13 +87,14 @@ def routes(node: AdminNode) -> dict[tuple[str, str], Handler]:
             [("content-type", "application/x-ndjson")],
         )
 
-    return {
-        ("POST", "/v1/admin/checkpoint"): checkpoint,
-        ("POST", "/v1/admin/snapshots"): checkpoint,
-        ("GET", "/v1/admin/snapshots"): list_snapshots,
-        ("GET", "/v1/admin/wal"): wal_info,
-        ("GET", "/v1/admin/wal/records"): wal_records,
-    }
+    admin = superuser("admin routes")
+    return [
+        Route("POST", "/v1/admin/checkpoint", checkpoint, admin),
+        Route("POST", "/v1/admin/snapshots", checkpoint, admin),
+        Route("GET", "/v1/admin/snapshots", list_snapshots, admin),
+        Route("GET", "/v1/admin/wal", wal_info, admin),
+        Route("GET", "/v1/admin/wal/records", wal_records, admin),
+    ]
 
 
 def _read_batch(node: AdminNode, from_lsn: int, until_lsn: int, limit: int) -> list[dict[str, Any]]:

@@ -92,6 +92,8 @@ class Request:
     client: str = ""
     # Who sent it, when the server authenticated it from the headers before reading the body.
     principal: Principal | None = None
+    # The `{name}` parameters of the route's path template, set by the router (routes.py).
+    path_params: dict[str, str] = field(default_factory=dict)
     _query: dict[str, str] | None = None
 
     @property

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
@@ -21,7 +22,6 @@ from ..errors import (
     Forbidden,
     GatewayTimeout,
     LsnBeyondWalEnd,
-    MethodNotAllowed,
     NotAnInteger,
     NotFound,
     PayloadTooLarge,
@@ -31,21 +31,19 @@ from ..store import entry_expires_at_ms, entry_value, entry_version
 from ..wal.format import format_lsn
 from ..writes import WriteResult
 from .http import Request, Response, error_response, json_response, lsn_from_text, version_from_etag
+from .routes import KEY_ACTION, Route
 from .txn_parse import TxnLimits, parse_txn, valid_key
 
 KV_PREFIX: Final = "/v1/kv/"
 INCR_SUFFIX: Final = "/incr"
+_KEY_PATH: Final = KV_PREFIX + "{key}"
 # The query parameters each method of /v1/kv/{key} takes (POST is INCR); any other is a 400.
 _KV_QUERY: Final = {"GET": (), "PUT": ("ttl",), "DELETE": (), "POST": ("by",)}
-# The data path, routed by hand. The path of a key that ends in /incr is also the INCR path of
-# the key before it (granian hands over the path decoded, %2F as '/'): POST increments, the
-# other methods act on the whole key.
-_KEY_METHODS: Final = ("DELETE", "GET", "PUT")
-KV_ROUTES: Final = (
-    *((method, "/v1/kv/{key}") for method in _KEY_METHODS),
-    *((method, "/v1/kv/{key}/incr") for method in (*_KEY_METHODS, "POST")),
-)
 _OCTET_HEADERS = ("content-type", "application/octet-stream")
+
+
+# What a route does to the key its path names, once the key is checked.
+KeyAction = Callable[[Request, Principal, str], Awaitable[Response]]
 
 
 class KvNode(Protocol):
@@ -104,24 +102,42 @@ class KvApi:
             what = "system catalog keys need a superuser" if key.startswith(SYS_PREFIX) else f"no {action} grant"
             raise Forbidden(f"user {principal.name!r} may not {action} {key!r}: {what}")
 
-    async def handle(self, request: Request, principal: Principal) -> Response:
-        """`/v1/kv/{key}` (and `/incr`), routed by hand: the hottest path there is."""
-        method = request.method
-        raw = request.path[len(KV_PREFIX) :]
-        if request.query_string and method in _KV_QUERY and (method != "POST" or raw.endswith(INCR_SUFFIX)):
-            request.only_query(_KV_QUERY[method])  # after routing: a POST elsewhere is a 405
+    def routes(self) -> list[Route]:
+        """The path of a key that ends in /incr is also the INCR path of the key before it
+        (granian hands over the path decoded, %2F as '/'): POST increments, the other methods
+        act on the whole key. So the key handlers read their key from the path themselves."""
+        on_key = (("DELETE", self.delete_key), ("GET", self.get_key), ("PUT", self.put_key))
+        return [
+            Route("GET", "/v1/kv", self.list_keys, KEY_ACTION),
+            Route("POST", "/v1/txn", self.txn, KEY_ACTION),
+            *(Route(method, _KEY_PATH, handler, KEY_ACTION) for method, handler in on_key),
+            *(
+                Route(method, _KEY_PATH + INCR_SUFFIX, handler, KEY_ACTION)
+                for method, handler in (*on_key, ("POST", self.incr_key))
+            ),
+        ]
+
+    def get_key(self, request: Request, principal: Principal) -> Awaitable[Response]:
+        return self._on_key("get", self._get, request, principal, request.path[len(KV_PREFIX) :])
+
+    def put_key(self, request: Request, principal: Principal) -> Awaitable[Response]:
+        return self._on_key("put", self._put, request, principal, request.path[len(KV_PREFIX) :])
+
+    def delete_key(self, request: Request, principal: Principal) -> Awaitable[Response]:
+        return self._on_key("delete", self._delete, request, principal, request.path[len(KV_PREFIX) :])
+
+    def incr_key(self, request: Request, principal: Principal) -> Awaitable[Response]:
+        raw = request.path[len(KV_PREFIX) : -len(INCR_SUFFIX)]
+        return self._on_key("incr", self._incr, request, principal, raw)
+
+    async def _on_key(self, op: str, act: KeyAction, request: Request, principal: Principal, raw: str) -> Response:
+        """The hottest path there is: the query and the key checked, then `act` timed. (The key
+        handlers above return this coroutine rather than await it: one frame less a request.)"""
+        if request.query_string:
+            request.only_query(_KV_QUERY[request.method])
+        key = self._key(raw)
         started = time.perf_counter()
-        if method == "GET":
-            op, response = "get", await self._get(request, principal, self._key(raw))
-        elif method == "PUT":
-            op, response = "put", await self._put(request, principal, self._key(raw))
-        elif method == "DELETE":
-            op, response = "delete", await self._delete(request, principal, self._key(raw))
-        elif method == "POST" and raw.endswith(INCR_SUFFIX):
-            op, response = "incr", await self._incr(request, principal, self._key(raw[: -len(INCR_SUFFIX)]))
-        else:
-            allowed = (*_KEY_METHODS, "POST") if raw.endswith(INCR_SUFFIX) else _KEY_METHODS
-            raise MethodNotAllowed(f"{method} is not supported on {request.path}", allowed)
+        response = await act(request, principal, key)
         self._observe(op, response.status, time.perf_counter() - started)
         return response
 

@@ -19,21 +19,21 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from kvstore.replication import protocol
+from kvstore.replication.peers import SYSTEM_PATH
 from kvstore.replication.primary import Primary
 from kvstore.replication.roles import Roles
 
 from ..catalog import Principal
 from ..checkpoint import Checkpointer
 from ..engine import Engine
-from ..errors import BadRequest, Conflict, Forbidden
+from ..errors import BadRequest, Conflict
 from ..store import EXPIRES_AT_MS, VALUE, VERSION
 from .http import Request, Response, StreamResponse, json_integer, json_response
+from .routes import REPLICATION, OpenRoute, Route, superuser
 
-Handler = Callable[[Request, Principal], Awaitable[Response | StreamResponse]]
 MAX_SLOT_CHARS = 64
 MAX_POSITION = 2**63 - 1  # LSNs and timelines a client sends
 FEEDBACK_LSNS = ("write_lsn", "flush_lsn", "apply_lsn")
@@ -47,25 +47,11 @@ class ReplicationApiNode(Protocol):
     roles: Roles
 
 
-def _require(principal: Principal, action: str) -> None:
-    if not (principal.superuser or principal.has_action(action)):
-        raise Forbidden(f"user {principal.name!r} may not use replication routes: needs the replication role")
-
-
-def _require_superuser(principal: Principal) -> None:
-    if not principal.superuser:
-        raise Forbidden(f"user {principal.name!r} is not a superuser; admin routes need the admin role")
-
-
 def _lsn_param(request: Request, name: str) -> int:
     value = request.query_int(name, None, 0, MAX_POSITION)
     if value is None:
         raise BadRequest(f"query parameter {name!r} is required")
     return value
-
-
-def system_document(node: ReplicationApiNode) -> dict[str, str]:
-    return {"system_identifier": str(node.checkpointer.control.system_identifier)}
 
 
 def digest(engine: Engine) -> dict[str, Any]:
@@ -83,15 +69,17 @@ def digest(engine: Engine) -> dict[str, Any]:
     return {"digest": hasher.hexdigest(), "keys": count, "applied_lsn": store.applied_lsn, "revision": store.revision}
 
 
-def routes(node: ReplicationApiNode) -> dict[tuple[str, str], Handler]:
+def routes(node: ReplicationApiNode) -> list[Route | OpenRoute]:
     def primary() -> Primary:
         roles = node.roles
         if roles.primary is None or roles.is_replica:
             raise Conflict(f"this node is a replica of {roles.receiver.status.primary_url if roles.receiver else '?'}")
         return roles.primary
 
+    async def system(request: Request) -> Response:
+        return json_response({"system_identifier": str(node.checkpointer.control.system_identifier)})
+
     async def identify(request: Request, principal: Principal) -> Response:
-        _require(principal, "replication")
         roles = node.roles
         serving = roles.primary if not roles.is_replica else None
         identity = protocol.Identity(
@@ -106,7 +94,6 @@ def routes(node: ReplicationApiNode) -> dict[tuple[str, str], Handler]:
         return json_response(identity.to_document())
 
     async def stream(request: Request, principal: Principal) -> StreamResponse:
-        _require(principal, "replication")
         source = primary()
         from_lsn, timeline = _lsn_param(request, "from_lsn"), _lsn_param(request, "timeline")
         slot = request.query.get("slot") or ""
@@ -117,7 +104,6 @@ def routes(node: ReplicationApiNode) -> dict[tuple[str, str], Handler]:
         return StreamResponse(200, chunks, [("content-type", "application/x-kvstore-wal")])
 
     async def base_backup(request: Request, principal: Principal) -> StreamResponse:
-        _require(principal, "replication")
         slot = request.query.get("slot") or ""
         if not slot or len(slot) > MAX_SLOT_CHARS:
             raise BadRequest(f"query parameter 'slot' (the replica's name, 1-{MAX_SLOT_CHARS} characters) is required")
@@ -125,7 +111,6 @@ def routes(node: ReplicationApiNode) -> dict[tuple[str, str], Handler]:
         return StreamResponse(200, backup.chunks, backup.headers)
 
     async def feedback(request: Request, principal: Principal) -> Response:
-        _require(principal, "replication")
         document = request.json()
         fields = ("slot", "timeline", *FEEDBACK_LSNS)
         if not isinstance(document, dict) or any(name not in document for name in fields):
@@ -140,11 +125,9 @@ def routes(node: ReplicationApiNode) -> dict[tuple[str, str], Handler]:
         return json_response(primary().feedback({**document, **positions}, request.address))
 
     async def promote(request: Request, principal: Principal) -> Response:
-        _require_superuser(principal)
         return json_response(await node.roles.promote())
 
     async def rejoin(request: Request, principal: Principal) -> Response:
-        _require_superuser(principal)
         document = request.json()
         url = document.get("primary") if isinstance(document, dict) else None
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
@@ -152,18 +135,19 @@ def routes(node: ReplicationApiNode) -> dict[tuple[str, str], Handler]:
         return json_response(await node.roles.rejoin(url), 202)
 
     async def store_digest(request: Request, principal: Principal) -> Response:
-        _require_superuser(principal)
         started = time.perf_counter()
         document = digest(node.engine)
         document["seconds"] = round(time.perf_counter() - started, 3)
         return json_response(document)
 
-    return {
-        ("GET", "/v1/replication/identify"): identify,
-        ("GET", "/v1/replication/stream"): stream,
-        ("GET", "/v1/replication/basebackup"): base_backup,
-        ("POST", "/v1/replication/feedback"): feedback,
-        ("POST", "/v1/admin/promote"): promote,
-        ("POST", "/v1/admin/rejoin"): rejoin,
-        ("GET", "/v1/admin/digest"): store_digest,
-    }
+    admin = superuser("admin routes")
+    return [
+        OpenRoute("GET", SYSTEM_PATH, system),
+        Route("GET", "/v1/replication/identify", identify, REPLICATION),
+        Route("GET", "/v1/replication/stream", stream, REPLICATION),
+        Route("GET", "/v1/replication/basebackup", base_backup, REPLICATION),
+        Route("POST", "/v1/replication/feedback", feedback, REPLICATION),
+        Route("POST", "/v1/admin/promote", promote, admin),
+        Route("POST", "/v1/admin/rejoin", rejoin, admin),
+        Route("GET", "/v1/admin/digest", store_digest, admin),
+    ]

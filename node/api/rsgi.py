@@ -29,13 +29,12 @@ from ..errors import (
     TooManyRequests,
     Unavailable,
 )
-from .app import LOGIN_PATH, OPEN_ROUTES, App
+from .app import LOGIN_PATH, App
 from .http import Request, Response, StreamResponse, client_address, error_response
 
 log = logging.getLogger(__name__)
 
 _BODY_METHODS = frozenset(("PUT", "POST", "PATCH"))
-_OPEN_PATHS = frozenset(path for _method, path in OPEN_ROUTES)
 # What an operator needs while the node is at its request limit: the probes, and the admin API
 # for a superuser (settings.operator_reserved_requests beyond max_requests_in_flight).
 _PROBE_PATHS = frozenset(("/health", "/ready", "/metrics"))
@@ -111,6 +110,7 @@ class RsgiAdapter:
         self.app = app
         self.admission = admission
         self.operator = operator
+        self._open_paths = app.router.open_paths
         self.body_timeout_s = app.settings.http_body_timeout_ms / 1000
 
     def _body_limit(self, method: str, path: str) -> int:
@@ -161,7 +161,7 @@ class RsgiAdapter:
     def _authenticate(self, path: str, authorization: str | None, address: str) -> Principal | None:
         """Every route but the open ones needs credentials: check them before the body is read.
         Before recovery is done there is no authenticator; the app answers 503 then."""
-        if path in _OPEN_PATHS or not self.app.node.ready:
+        if path in self._open_paths or not self.app.node.ready:
             return None
         return self.app.auth.authenticate(authorization, address)
 

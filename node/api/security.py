@@ -15,7 +15,6 @@ PATCH /v1/admin/settings/auth    change some of it: {"password_min_length": 12, 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from .. import auth_policy, catalog, hba, signing_keys
@@ -24,14 +23,13 @@ from ..auth import Authenticator
 from ..catalog import Principal
 from ..catalog_changes import CatalogChanges
 from ..catalog_store import DamagedDocument
-from ..errors import BadRequest, Conflict, Forbidden, PreconditionFailed
+from ..errors import BadRequest, Conflict, PreconditionFailed
 from .http import Request, Response, json_response, version_from_etag
+from .routes import Route, superuser
 
 HBA_PATH = "/v1/admin/hba"
 JWT_KEYS_PATH = "/v1/admin/jwt-keys"
 AUTH_SETTINGS_PATH = "/v1/admin/settings/auth"
-
-Handler = Callable[[Request, Principal], Awaitable[Response]]
 
 
 class SecurityNode(Protocol):
@@ -44,11 +42,6 @@ class WouldLockOut(BadRequest):
     code = "would_lock_out"
 
 
-def _require_superuser(principal: Principal) -> None:
-    if not principal.superuser:
-        raise Forbidden(f"user {principal.name!r} is not a superuser; host rules and signing keys need the admin role")
-
-
 def _if_match(request: Request, path: str, what: str, current_version: int | None) -> None:
     """An optional If-Match: the version ETag the caller read; a 412 when it is not the current one."""
     raw = request.header("if-match")
@@ -59,7 +52,7 @@ def _if_match(request: Request, path: str, what: str, current_version: int | Non
         raise PreconditionFailed(f"{what} are at version {current_version}, not {expected}; read them again")
 
 
-def routes(node: SecurityNode) -> dict[tuple[str, str], Handler]:
+def routes(node: SecurityNode) -> list[Route]:
     def read(key: str) -> tuple[int | None, dict[str, Any] | None]:
         found = node.catalog_changes.store.read(key)
         return (None, None) if found is None else found
@@ -76,12 +69,10 @@ def routes(node: SecurityNode) -> dict[tuple[str, str], Handler]:
         return json_response({"rules": rules, "version": version}, headers=headers)
 
     async def get_hba(request: Request, principal: Principal) -> Response:
-        _require_superuser(principal)
         version, document = read(catalog.HBA_KEY)
         return rules_response(document["rules"] if document else hba.DEFAULT_RULES, version)
 
     async def put_hba(request: Request, principal: Principal) -> Response:
-        _require_superuser(principal)
         body = request.json()
         if not isinstance(body, dict) or set(body) != {"rules"}:
             raise BadRequest('body must be {"rules": [{"action", "cidr", "user"?, "role"?, "comment"?}, ...]}')
@@ -104,14 +95,12 @@ def routes(node: SecurityNode) -> dict[tuple[str, str], Handler]:
         return rules_response(stored, version)
 
     async def get_jwt_keys(request: Request, principal: Principal) -> Response:
-        _require_superuser(principal)
         _, document = read(catalog.JWT_KEYS_KEY)
         if document is None:
             raise Conflict("this node has no signing keys yet (catalog not bootstrapped)")
         return json_response(signing_keys.public(document))
 
     async def rotate_jwt_key(request: Request, principal: Principal) -> Response:
-        _require_superuser(principal)
         body = request.json() if request.body else {}
         drop_old = body.get("drop_old", False) if isinstance(body, dict) and set(body) <= {"drop_old"} else None
         if not isinstance(drop_old, bool):
@@ -134,11 +123,9 @@ def routes(node: SecurityNode) -> dict[tuple[str, str], Handler]:
         return json_response({"settings": policy.to_document(), "version": version}, headers=headers)
 
     async def get_auth_settings(request: Request, principal: Principal) -> Response:
-        _require_superuser(principal)
         return policy_response(node.auth.policy(), current_version(catalog.AUTH_KEY))
 
     async def change_auth_settings(request: Request, principal: Principal) -> Response:
-        _require_superuser(principal)
         changes = request.json()
         version = current_version(catalog.AUTH_KEY)
         _if_match(request, AUTH_SETTINGS_PATH, "auth settings", version)
@@ -150,11 +137,12 @@ def routes(node: SecurityNode) -> dict[tuple[str, str], Handler]:
         node.audit.record("auth_settings_changed", changes=changes, by=principal.name, address=request.address)
         return policy_response(policy, new_version)
 
-    return {
-        ("GET", AUTH_SETTINGS_PATH): get_auth_settings,
-        ("PATCH", AUTH_SETTINGS_PATH): change_auth_settings,
-        ("GET", HBA_PATH): get_hba,
-        ("PUT", HBA_PATH): put_hba,
-        ("GET", JWT_KEYS_PATH): get_jwt_keys,
-        ("POST", JWT_KEYS_PATH + "/rotate"): rotate_jwt_key,
-    }
+    admin = superuser("host rules and signing keys")
+    return [
+        Route("GET", AUTH_SETTINGS_PATH, get_auth_settings, admin),
+        Route("PATCH", AUTH_SETTINGS_PATH, change_auth_settings, admin),
+        Route("GET", HBA_PATH, get_hba, admin),
+        Route("PUT", HBA_PATH, put_hba, admin),
+        Route("GET", JWT_KEYS_PATH, get_jwt_keys, admin),
+        Route("POST", JWT_KEYS_PATH + "/rotate", rotate_jwt_key, admin),
+    ]

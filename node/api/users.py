@@ -11,7 +11,6 @@ incarnation ever had; grants and revokes do not: privileges are resolved per req
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol
 
 from .. import catalog, catalog_rules
@@ -30,19 +29,15 @@ from ..catalog_documents import (
     check_name,
 )
 from ..catalog_store import CatalogStore
-from ..errors import BadRequest, Conflict, Forbidden, MethodNotAllowed, NotFound
+from ..errors import BadRequest, Conflict, NotFound
 from .http import JSON_INT_MAX, Request, Response, json_integer, json_response
+from .routes import Route, superuser
 
 USERS_PATH = "/v1/admin/users"
 ROLES_PATH = "/v1/admin/roles"
 APIKEYS_PATH = "/v1/admin/apikeys"
-CATALOG_PATHS = (USERS_PATH, ROLES_PATH, APIKEYS_PATH)
-NAME_SEGMENT: Final = "{name}"
 MAX_PASSWORD_CHARS = 1024
 DEFAULT_LOCK_REASON: Final = "locked by an administrator"
-
-# A route's handler gets the request, who asks, and the {name} of the path (None on a collection).
-Handler = Callable[[Request, Principal, str | None], Awaitable[Response]]
 
 
 class CatalogNode(Protocol):
@@ -59,6 +54,11 @@ def _name(raw: Any, what: str) -> str:
     if NAME_PATTERN.fullmatch(name) is None:  # the pattern's `$` would also let a trailing newline through
         raise BadRequest(f"{what} name {raw!r} must be 1-64 of letters, digits, '_', '.', '@', '-'")
     return name
+
+
+def _path_name(request: Request, what: str) -> str:
+    """The {name} of the route's path, checked like a name in a body."""
+    return _name(request.path_params["name"], what)
 
 
 def _names(raw: Any, field: str) -> list[str]:
@@ -90,29 +90,28 @@ def public_user(user: dict[str, Any]) -> dict[str, Any]:
 class CatalogAdmin:
     def __init__(self, node: CatalogNode) -> None:
         self.node = node
-        user, role, apikey = (
-            f"{USERS_PATH}/{NAME_SEGMENT}",
-            f"{ROLES_PATH}/{NAME_SEGMENT}",
-            f"{APIKEYS_PATH}/{NAME_SEGMENT}",
-        )
-        self._routes: dict[tuple[str, str], Handler] = {
-            ("GET", USERS_PATH): self._list_users,
-            ("POST", USERS_PATH): self._create_user,
-            ("GET", user): self._get_user,
-            ("DELETE", user): self._delete_user,
-            ("PUT", user + "/password"): self._change_user,
-            ("POST", user + "/lock"): self._change_user,
-            ("POST", user + "/unlock"): self._change_user,
-            ("POST", user + "/roles"): self._change_user,
-            ("GET", ROLES_PATH): self._list_roles,
-            ("POST", ROLES_PATH): self._create_role,
-            ("GET", role): self._role,
-            ("PATCH", role): self._role,
-            ("DELETE", role): self._role,
-            ("GET", APIKEYS_PATH): self._list_keys,
-            ("POST", APIKEYS_PATH): self._create_key,
-            ("DELETE", apikey): self._delete_key,
-        }
+
+    def routes(self) -> list[Route]:
+        user, role, apikey = f"{USERS_PATH}/{{name}}", f"{ROLES_PATH}/{{name}}", f"{APIKEYS_PATH}/{{name}}"
+        admin = superuser("catalog changes")
+        return [
+            Route("GET", USERS_PATH, self._list_users, admin),
+            Route("POST", USERS_PATH, self._create_user, admin),
+            Route("GET", user, self._get_user, admin),
+            Route("DELETE", user, self._delete_user, admin),
+            Route("PUT", user + "/password", self._change_user, admin),
+            Route("POST", user + "/lock", self._change_user, admin),
+            Route("POST", user + "/unlock", self._change_user, admin),
+            Route("POST", user + "/roles", self._change_user, admin),
+            Route("GET", ROLES_PATH, self._list_roles, admin),
+            Route("POST", ROLES_PATH, self._create_role, admin),
+            Route("GET", role, self._role, admin),
+            Route("PATCH", role, self._role, admin),
+            Route("DELETE", role, self._role, admin),
+            Route("GET", APIKEYS_PATH, self._list_keys, admin),
+            Route("POST", APIKEYS_PATH, self._create_key, admin),
+            Route("DELETE", apikey, self._delete_key, admin),
+        ]
 
     @property
     def changes(self) -> CatalogChanges:
@@ -121,25 +120,6 @@ class CatalogAdmin:
     @property
     def documents(self) -> CatalogStore:
         return self.changes.store
-
-    def route_table(self) -> list[tuple[str, str]]:
-        return list(self._routes)
-
-    async def handle(self, request: Request, principal: Principal) -> Response:
-        if not principal.superuser:
-            raise Forbidden(f"user {principal.name!r} is not a superuser; catalog changes need the admin role")
-        parts = request.path.split("/")  # an empty {name} (/users/, /users//lock) is a bad name, not another route
-        for template in dict.fromkeys(template for _, template in self._routes):
-            pattern = template.split("/")
-            if len(pattern) != len(parts) or any(p != q and p != NAME_SEGMENT for p, q in zip(pattern, parts)):
-                continue
-            handler = self._routes.get((request.method, template))
-            if handler is None:
-                allowed = [method for method, other in self._routes if other == template]
-                raise MethodNotAllowed(f"{request.method} is not supported on {request.path}", allowed)
-            name = parts[pattern.index(NAME_SEGMENT)] if NAME_SEGMENT in pattern else None
-            return await handler(request, principal, name)
-        raise NotFound(f"no route {request.method} {request.path}")
 
     def _check_roles(self, roles: Any) -> list[str]:
         roles = _names(roles, "roles")
@@ -167,21 +147,21 @@ class CatalogAdmin:
             raise NotFound(f"no user {name!r}")
         return found
 
-    async def _list_users(self, request: Request, actor: Principal, _: str | None) -> Response:
+    async def _list_users(self, request: Request, actor: Principal) -> Response:
         return json_response({"users": [public_user(u) for u in self._all(catalog.USERS_PREFIX)]})
 
-    async def _get_user(self, request: Request, actor: Principal, raw_name: str | None) -> Response:
-        return json_response(public_user(self._user(_name(raw_name, "user"))[1]))
+    async def _get_user(self, request: Request, actor: Principal) -> Response:
+        return json_response(public_user(self._user(_path_name(request, "user"))[1]))
 
-    async def _delete_user(self, request: Request, actor: Principal, raw_name: str | None) -> Response:
-        name = _name(raw_name, "user")
+    async def _delete_user(self, request: Request, actor: Principal) -> Response:
+        name = _path_name(request, "user")
         apikeys, _ = await self.changes.delete_user(name)
         self.node.audit.record("user_deleted", user=name, apikeys=apikeys, by=actor.name)
         return Response(204)
 
-    async def _change_user(self, request: Request, actor: Principal, raw_name: str | None) -> Response:
+    async def _change_user(self, request: Request, actor: Principal) -> Response:
         """PUT .../password, POST .../lock, .../unlock, .../roles: one compare-and-set of the user."""
-        name = _name(raw_name, "user")
+        name = _path_name(request, "user")
         action = request.path.rsplit("/", 1)[1]
         version, user = self._user(name)
         body = request.json() if request.body else {}
@@ -212,7 +192,7 @@ class CatalogAdmin:
         self.node.audit.record(f"user_{action}", user=name, by=actor.name, **event)
         return Response(204) if action == "password" else json_response(public_user(user))
 
-    async def _create_user(self, request: Request, actor: Principal, _: str | None) -> Response:
+    async def _create_user(self, request: Request, actor: Principal) -> Response:
         body = request.json()
         if not isinstance(body, dict):
             raise BadRequest('body must be {"name", "password", "roles"}')
@@ -235,12 +215,12 @@ class CatalogAdmin:
 
     # -- roles -----------------------------------------------------------------------
 
-    async def _list_roles(self, request: Request, actor: Principal, _: str | None) -> Response:
+    async def _list_roles(self, request: Request, actor: Principal) -> Response:
         return json_response({"roles": self._all(catalog.ROLES_PREFIX)})
 
-    async def _role(self, request: Request, actor: Principal, raw_name: str | None) -> Response:
+    async def _role(self, request: Request, actor: Principal) -> Response:
         """GET, PATCH and DELETE /v1/admin/roles/{name}."""
-        name = _name(raw_name, "role")
+        name = _path_name(request, "role")
         found = self.documents.read(catalog.role_key(name))
         if found is None:
             raise NotFound(f"no role {name!r}")
@@ -252,7 +232,7 @@ class CatalogAdmin:
         self.node.audit.record("role_deleted", role=name, holders=holders, by=actor.name)
         return Response(204)
 
-    async def _create_role(self, request: Request, actor: Principal, _: str | None) -> Response:
+    async def _create_role(self, request: Request, actor: Principal) -> Response:
         body = request.json()
         if not isinstance(body, dict):
             raise BadRequest('body must be {"name", "grants": [{"actions", "pattern"}]}')
@@ -312,11 +292,11 @@ class CatalogAdmin:
         shown["last_used_at"] = self.node.auth.key_last_used.get(key["id"])
         return shown
 
-    async def _list_keys(self, request: Request, actor: Principal, _: str | None) -> Response:
+    async def _list_keys(self, request: Request, actor: Principal) -> Response:
         return json_response({"apikeys": [self._public_key(key) for key in self._all(catalog.APIKEYS_PREFIX)]})
 
-    async def _delete_key(self, request: Request, actor: Principal, raw_name: str | None) -> Response:
-        name = _name(raw_name, "API key")
+    async def _delete_key(self, request: Request, actor: Principal) -> Response:
+        name = _path_name(request, "API key")
         key = next((key for key in self._all(catalog.APIKEYS_PREFIX) if key["name"] == name), None)
         if key is None:
             raise NotFound(f"no API key {name!r}")
@@ -324,7 +304,7 @@ class CatalogAdmin:
         self.node.audit.record("apikey_revoked", name=name, user=key["user"], by=actor.name)
         return Response(204)
 
-    async def _create_key(self, request: Request, actor: Principal, _: str | None) -> Response:
+    async def _create_key(self, request: Request, actor: Principal) -> Response:
         keys = self._all(catalog.APIKEYS_PREFIX)
         body = request.json()
         if not isinstance(body, dict):

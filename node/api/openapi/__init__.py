@@ -15,7 +15,7 @@ import orjson
 
 from ...auth_policy import AuthPolicy
 from ...config import Settings
-from . import admin, data
+from . import catalog, data, operations, replication, security
 from .parts import components, finish
 
 _OPEN_OPERATIONS = {
@@ -29,7 +29,7 @@ _OPEN_OPERATIONS = {
 
 def spec(settings: Settings, policy: AuthPolicy) -> dict[str, Any]:
     shared = components()
-    shared["schemas"] |= admin.schemas()
+    shared["schemas"] |= catalog.schemas() | security.schemas()
     return {
         "openapi": "3.1.0",
         "info": {
@@ -49,7 +49,16 @@ def spec(settings: Settings, policy: AuthPolicy) -> dict[str, Any]:
         },
         "components": shared,
         "security": [{"bearer": []}],
-        "paths": finish({**data.paths(settings, policy), **admin.paths(settings, policy)}, _OPEN_OPERATIONS),
+        "paths": finish(
+            {
+                **data.paths(settings, policy),
+                **catalog.paths(policy),
+                **security.paths(),
+                **operations.paths(),
+                **replication.paths(),
+            },
+            _OPEN_OPERATIONS,
+        ),
     }
 
 

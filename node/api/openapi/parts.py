@@ -19,6 +19,8 @@ INT64_MAX: Final = 2**63 - 1
 LSN_TEXT: Final[Schema] = {"type": "string", "pattern": "^[0-9A-F]{1,8}/[0-9A-F]{1,8}$", "examples": ["0/1A2B"]}
 NAME: Final[Schema] = {"type": "string", "pattern": NAME_PATTERN.pattern}
 NULLABLE_TEXT: Final[Schema] = {"type": ["string", "null"]}
+# A catalog change is a write: refused on a replica (421), bounded by synchronous commit (504).
+CATALOG_WRITES: Final = (421, 504)
 # ip_network(strict=False) reads more spellings (netmasks, scoped IPv6); these are the usual ones.
 _IPV4 = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}"
 _H = "[0-9A-Fa-f]{1,4}"

@@ -1,0 +1,109 @@
+"""The operations paths: checkpoints, snapshots, WAL inspection and the store's digest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..admin import WAL_RECORDS_MAX
+from ..http import LSN_PATTERN
+from .parts import LSN_TEXT, error_responses, integer, obj, ok, query_param
+
+
+def paths() -> dict[str, dict[str, Any]]:
+    checkpoint = obj(
+        {
+            "redo_lsn": LSN_TEXT,
+            "snapshot": {"type": ["string", "null"]},
+            "entries": {"type": "integer"},
+            "snapshot_bytes": {"type": "integer"},
+            "segments_removed": {"type": "integer"},
+            "seconds": {"type": "number"},
+        },
+        ("redo_lsn", "snapshot", "entries", "snapshot_bytes", "segments_removed", "seconds"),
+    )
+    run_checkpoint = {
+        "summary": "Run a checkpoint now (a snapshot, then WAL no longer needed is removed)",
+        "responses": {"200": ok(checkpoint, "the checkpoint")},
+    }
+    segment = obj(
+        {"name": {"type": "string"}, "start_lsn": LSN_TEXT, "bytes": {"type": "integer"}},
+        ("name", "start_lsn", "bytes"),
+    )
+    wal = obj(
+        {
+            **{name: LSN_TEXT for name in ("end_lsn", "flushed_lsn", "committed_lsn", "redo_lsn")},
+            "fsync": {"enum": ["always", "interval", "off"]},
+            "segments": {"type": "array", "items": segment},
+        },
+        ("end_lsn", "flushed_lsn", "committed_lsn", "redo_lsn", "fsync", "segments"),
+    )
+    snapshot = obj(
+        {"name": {"type": "string"}, "bytes": {"type": "integer"}, "current": {"type": "boolean"}},
+        ("name", "bytes", "current"),
+    )
+    return {
+        "/v1/admin/checkpoint": {"post": {"operationId": "checkpoint", **run_checkpoint}},
+        "/v1/admin/snapshots": {
+            "get": {
+                "operationId": "listSnapshots",
+                "summary": "Snapshots in base/",
+                "responses": {
+                    "200": ok(obj({"snapshots": {"type": "array", "items": snapshot}}, ("snapshots",)), "the snapshots")
+                },
+            },
+            "post": {"operationId": "createSnapshot", **run_checkpoint},
+        },
+        "/v1/admin/wal": {
+            "get": {
+                "operationId": "walInfo",
+                "summary": "WAL positions and segments",
+                "responses": {"200": ok(wal, "the WAL")},
+            }
+        },
+        "/v1/admin/wal/records": {
+            "get": {
+                "operationId": "walRecords",
+                "summary": "WAL records as NDJSON, one object a line, from from_lsn (default: now)",
+                "parameters": [
+                    query_param("from_lsn", {"type": "string", "pattern": LSN_PATTERN}, "X/Y, or a byte position"),
+                    query_param(
+                        "limit", integer(1, WAL_RECORDS_MAX), f"at most this many records (default {WAL_RECORDS_MAX})"
+                    ),
+                    query_param(
+                        "follow",
+                        {"type": "boolean"},
+                        "keep streaming records as they commit (empty lines keep the "
+                        "connection alive) until the client leaves",
+                    ),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "NDJSON: {lsn, end_lsn, kind, ...} per line",
+                        "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                    }
+                }
+                | error_responses(400),
+            }
+        },
+        "/v1/admin/digest": {
+            "get": {
+                "operationId": "digest",
+                "summary": "SHA-256 over every key, value, version and expiry, in key order",
+                "responses": {
+                    "200": ok(
+                        obj(
+                            {
+                                "digest": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                                "keys": {"type": "integer"},
+                                "applied_lsn": {"type": "integer"},
+                                "revision": {"type": "integer"},
+                                "seconds": {"type": "number"},
+                            },
+                            ("digest", "keys", "applied_lsn", "revision", "seconds"),
+                        ),
+                        "the digest at applied_lsn",
+                    )
+                },
+            }
+        },
+    }
