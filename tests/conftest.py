@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import NodeProcess
+from support.harness import NodeProcess
 
 
 @pytest.fixture
