@@ -26,3 +26,9 @@ def node_factory(tmp_path: Path) -> Iterator[object]:
 @pytest.fixture
 def node(node_factory) -> NodeProcess:  # type: ignore[no-untyped-def]
     return node_factory().start()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    """A kvctl login file path in a directory that does not exist yet."""
+    return tmp_path / "kvctl-home" / "config.json"

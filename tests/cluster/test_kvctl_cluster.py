@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,9 @@ import pytest
 
 from kvstore.cli.client import KvctlError, NodeUnreachable
 from kvstore.cli.commands.cluster import NodeReport, cluster_problems, wait_for_replica
-from support.harness import ADMIN_PASSWORD, NodeProcess, free_port
-from support.kvctl_runner import as_env, fails, kvctl, kvctl_json, ok
+from support.harness import NodeProcess, free_port
+from support.kvctl_runner import as_env, fails, kvctl, kvctl_json, kvctl_login, ok
+from support.waiting import wait_until
 
 REPLICATION_ENV = {"KVSTORE_REPLICATION_USER": "replicator", "KVSTORE_REPLICATION_PASSWORD": "replicator-password"}
 WAIT_S = 30.0
@@ -129,13 +129,6 @@ def table(output: str) -> dict[str, dict[str, str]]:
     return {row["NODE"]: row for row in rows}
 
 
-def wait_until(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def last_contact_s_ago(replica: NodeProcess) -> float | None:
     with replica.client() as client:
         return client.get("/v1/status").json()["replication"]["last_contact_s_ago"]  # type: ignore[no-any-return]
@@ -147,10 +140,6 @@ def pick(row: dict[str, str], *columns: str) -> tuple[str, ...]:
 
 def fields(output: str) -> dict[str, str]:
     return dict(line.split(None, 1) for line in output.splitlines() if line.strip())
-
-
-def login(node: NodeProcess, config: Path) -> None:
-    ok(kvctl("login", "--url", node.url, "--password-stdin", config=config, stdin=f"{ADMIN_PASSWORD}\n".encode()))
 
 
 def found_problems(result: subprocess.CompletedProcess[str]) -> str:
@@ -180,9 +169,9 @@ def test_status_promote_and_rejoin_through_a_failover(node_factory: MakeNode, tm
     primary = node_factory("p", env=REPLICATION_ENV, args=["--name", "p"]).start()
     replica = node_factory("r1", env=REPLICATION_ENV, args=["--name", "r1", "--replica-of", primary.url]).start()
     dead = f"http://127.0.0.1:{free_port()}"
-    login(primary, config)  # the login file's token goes to every listed node
+    ok(kvctl_login(primary, config))  # the login file's token goes to every listed node
     ok(kvctl("set", "before", "1", "--url", primary.url, config=config))
-    wait_until(lambda: last_contact_s_ago(replica) is not None, "the replica's first contact")
+    wait_until(lambda: last_contact_s_ago(replica) is not None, WAIT_S, "the replica's first contact")
     cluster = ["--url", primary.url, "--url", replica.url, "--url", dead]
 
     rows = table(ok(kvctl("status", *cluster, config=config)))
@@ -241,4 +230,4 @@ def test_status_promote_and_rejoin_through_a_failover(node_factory: MakeNode, tm
     assert [n["status"]["role"] for n in final["nodes"]] == ["primary", "replica"] and final["problems"] == []
     ok(kvctl("set", "after", "2", config=config, env=env))
     with primary.client() as client:  # the token from before the failover still works
-        wait_until(lambda: client.get("/v1/kv/after").text == "2", "the rejoined node to apply a new write")
+        wait_until(lambda: client.get("/v1/kv/after").text == "2", WAIT_S, "the rejoined node to apply a new write")

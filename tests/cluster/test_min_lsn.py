@@ -6,18 +6,10 @@ queue, and from then on no write was answered until a restart.
 
 from __future__ import annotations
 
-import httpx
-
-from support.harness import NodeProcess
+from support.sessions import session
 
 NEVER_WRITTEN = "FFFFFFFF/FFFFFFFF"
 REPLICATION_ENV = {"KVSTORE_REPLICATION_USER": "replicator", "KVSTORE_REPLICATION_PASSWORD": "replicator-password"}
-
-
-def login(node: NodeProcess, name: str, password: str) -> httpx.Client:
-    response = httpx.post(f"{node.url}/v1/auth/login", json={"username": name, "password": password}, timeout=10)
-    assert response.status_code == 200, response.text
-    return httpx.Client(base_url=node.url, headers={"authorization": f"Bearer {response.json()['token']}"}, timeout=10)
 
 
 def test_a_primary_refuses_an_lsn_beyond_its_wal_and_keeps_answering_writes(node_factory) -> None:  # type: ignore[no-untyped-def]
@@ -30,7 +22,7 @@ def test_a_primary_refuses_an_lsn_beyond_its_wal_and_keeps_answering_writes(node
             assert refused.json()["error"]["code"] == "lsn_beyond_wal_end"
             assert "WAL end" in refused.json()["error"]["message"]
         # A user with no roles is refused before anything waits.
-        with login(node, "nobody", "nobody-password") as nobody:
+        with session(node, "nobody", "nobody-password") as nobody:
             forbidden = nobody.get("/v1/kv", params={"prefix": "x"}, headers={"x-kv-min-lsn": NEVER_WRITTEN})
             assert forbidden.status_code == 403, forbidden.text
         written = admin.put("/v1/kv/after", content=b"1", timeout=5)

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from support.harness import NodeProcess
+from support.sessions import session
 
 ALICE_PASSWORD = "alice-password-1"
 
@@ -26,12 +27,6 @@ def catalog_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProce
         node.close()
 
 
-def login(node: NodeProcess, name: str, password: str) -> httpx.Client:
-    response = httpx.post(f"{node.url}/v1/auth/login", json={"username": name, "password": password}, timeout=10)
-    assert response.status_code == 200, response.text
-    return httpx.Client(base_url=node.url, headers={"authorization": f"Bearer {response.json()['token']}"}, timeout=10)
-
-
 def create_user(admin: httpx.Client, name: str, roles: list[str]) -> None:
     response = admin.post("/v1/admin/users", json={"name": name, "password": ALICE_PASSWORD, "roles": roles})
     assert response.status_code == 201, response.text
@@ -42,7 +37,7 @@ def test_a_role_grants_exactly_its_actions_on_its_patterns(catalog_node: NodePro
     with catalog_node.client() as admin:
         create_user(admin, "alice", ["app-writer"])
         assert admin.put("/v1/kv/other:x", content=b"secret").status_code == 201
-    with login(catalog_node, "alice", ALICE_PASSWORD) as alice:
+    with session(catalog_node, "alice", ALICE_PASSWORD) as alice:
         assert alice.put("/v1/kv/app:x", content=b"1").status_code == 201
         assert alice.get("/v1/kv/app:x").content == b"1"
         assert alice.put("/v1/kv/other:x", content=b"1").status_code == 403
@@ -64,7 +59,7 @@ def test_a_reader_reads_and_writes_nothing(catalog_node: NodeProcess) -> None:
     with catalog_node.client() as admin:
         create_user(admin, "rita", ["reader"])
         admin.put("/v1/kv/doc", content=b"v")
-    with login(catalog_node, "rita", ALICE_PASSWORD) as rita:
+    with session(catalog_node, "rita", ALICE_PASSWORD) as rita:
         assert rita.get("/v1/kv/doc").status_code == 200
         assert rita.put("/v1/kv/doc", content=b"x").status_code == 403
         assert rita.post("/v1/kv/doc/incr").status_code == 403
@@ -75,7 +70,7 @@ def test_each_change_cuts_off_live_tokens_at_once(catalog_node: NodeProcess, cha
     name = f"victim-{change}"
     with catalog_node.client() as admin:
         create_user(admin, name, ["writer"])
-        victim = login(catalog_node, name, ALICE_PASSWORD)
+        victim = session(catalog_node, name, ALICE_PASSWORD)
         assert victim.put("/v1/kv/v", content=b"1").status_code in (200, 201)
         if change == "password":
             assert admin.put(f"/v1/admin/users/{name}/password", json={"password": "a-new-password"}).status_code == 204
@@ -95,7 +90,7 @@ def test_each_change_cuts_off_live_tokens_at_once(catalog_node: NodeProcess, cha
             )
             assert refused.status_code == 401
             assert admin.post(f"/v1/admin/users/{name}/unlock").status_code == 200
-            login(catalog_node, name, ALICE_PASSWORD).close()
+            session(catalog_node, name, ALICE_PASSWORD).close()
         victim.close()
 
 
@@ -125,7 +120,7 @@ def test_catalog_changes_are_audited_and_survive_sigkill(catalog_node: NodeProce
         create_user(admin, "durable", ["reader"])
     catalog_node.kill()
     catalog_node.restart()
-    login(catalog_node, "durable", ALICE_PASSWORD).close()
+    session(catalog_node, "durable", ALICE_PASSWORD).close()
     with catalog_node.client() as admin:
         assert admin.get("/v1/admin/roles/app-writer").json()["grants"][0]["pattern"] == "app:*"
     events = [json.loads(line) for line in (catalog_node.data_dir / "log" / "audit.jsonl").read_text().splitlines()]

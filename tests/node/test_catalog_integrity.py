@@ -14,6 +14,7 @@ import pytest
 
 from support.harness import ADMIN_PASSWORD, NodeProcess
 from support.olddata import append_as_an_older_node_would
+from support.sessions import login, session
 
 PASSWORD = "a-long-enough-password"
 DAMAGED = {
@@ -31,16 +32,6 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
         yield node.start()
     finally:
         node.close()
-
-
-def login(node: NodeProcess, name: str, password: str = PASSWORD) -> httpx.Response:
-    return httpx.post(f"{node.url}/v1/auth/login", json={"username": name, "password": password}, timeout=10)
-
-
-def session(node: NodeProcess, name: str, password: str = PASSWORD) -> httpx.Client:
-    response = login(node, name, password)
-    assert response.status_code == 200, response.text
-    return httpx.Client(base_url=node.url, headers={"authorization": f"Bearer {response.json()['token']}"}, timeout=10)
 
 
 def error_of(response: httpx.Response, status: int, code: str) -> str:
@@ -138,8 +129,8 @@ def test_damaged_documents_in_the_wal_are_reported_and_ignored_never_fatal(node_
             assert {document["key"] for document in catalog["documents"]} == set(DAMAGED)
             assert "kvstore_catalog_damaged_documents 4.0" in admin.get("/metrics").text
             assert admin.post("/v1/admin/checkpoint").status_code == 200
-        assert login(node, "eve").status_code == 401  # a damaged user is refused
-        with session(node, "alice") as alice:  # a damaged role grants nothing
+        assert login(node, "eve", PASSWORD).status_code == 401  # a damaged user is refused
+        with session(node, "alice", PASSWORD) as alice:  # a damaged role grants nothing
             assert alice.put("/v1/kv/app:x", content=b"1").status_code == 403
         assert "damaged catalog document ignored" in node.log()
         assert node.stop() == 0
@@ -153,7 +144,7 @@ def test_damaged_documents_in_the_wal_are_reported_and_ignored_never_fatal(node_
         assert admin.put("/v1/kv/_sys.roles:app-rw", json=role).status_code == 200
         assert admin.delete("/v1/kv/_sys.users:eve").status_code == 204
         assert admin.get("/v1/status").json()["catalog"] == {"damaged": 0, "documents": []}
-    with session(node, "alice") as alice:
+    with session(node, "alice", PASSWORD) as alice:
         assert alice.put("/v1/kv/app:x", content=b"1").status_code == 201
 
 
@@ -168,7 +159,7 @@ def test_a_role_altered_in_place_applies_to_live_sessions(shared: NodeProcess) -
             admin.post("/v1/admin/users", json={"name": "ed", "password": PASSWORD, "roles": ["editor"]}).status_code
             == 201
         )
-        with session(shared, "ed") as ed:
+        with session(shared, "ed", PASSWORD) as ed:
             assert ed.put("/v1/kv/doc:1", content=b"1").status_code == 403
             grant = {"grant": [{"actions": ["write"], "pattern": "doc:*"}, {"actions": ["read"], "pattern": "wiki:*"}]}
             altered = admin.patch("/v1/admin/roles/editor", json=grant)

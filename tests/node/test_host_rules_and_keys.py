@@ -12,6 +12,7 @@ import pytest
 from kvstore.node import hba, signing_keys
 from kvstore.node.cluster_key import ClusterKey
 from support.harness import ADMIN_PASSWORD, CHEAP_HASHING, NodeProcess
+from support.sessions import bearer, login
 
 PASSWORD = "a-user-password"
 
@@ -28,14 +29,6 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
         yield node
     finally:
         node.close()
-
-
-def login(node: NodeProcess, name: str, password: str = PASSWORD) -> httpx.Response:
-    return httpx.post(f"{node.url}/v1/auth/login", json={"username": name, "password": password}, timeout=10)
-
-
-def bearer(node: NodeProcess, token: str) -> httpx.Client:
-    return httpx.Client(base_url=node.url, headers={"authorization": f"Bearer {token}"}, timeout=10)
 
 
 def hashes_run(node: NodeProcess) -> float:
@@ -108,8 +101,8 @@ def test_rotation_retires_keys_and_drops_them_once_their_tokens_expired() -> Non
 
 
 def test_host_rules_are_checked_at_login_and_on_every_request(secured: NodeProcess) -> None:
-    wendy_token = login(secured, "wendy").json()["token"]
-    rex_token = login(secured, "rex").json()["token"]
+    wendy_token = login(secured, "wendy", PASSWORD).json()["token"]
+    rex_token = login(secured, "rex", PASSWORD).json()["token"]
     with secured.client() as admin:
         key = admin.post("/v1/admin/apikeys", json={"name": "wendy-key", "user": "wendy"}).json()["token"]
         current = admin.get("/v1/admin/hba")
@@ -135,7 +128,7 @@ def test_host_rules_are_checked_at_login_and_on_every_request(secured: NodeProce
                 assert refused.status_code == 403 and "host rule 1 rejects" in refused.json()["error"]["message"]
         # Host rules come before the password: one answer whatever the password, and no hash spent.
         hashes = hashes_run(secured)
-        refused_login = login(secured, "wendy")
+        refused_login = login(secured, "wendy", PASSWORD)
         assert refused_login.status_code == 403 and "127.0.0.1" in refused_login.json()["error"]["message"]
         wrong = login(secured, "wendy", "a-wrong-password")
         assert (wrong.status_code, wrong.json()) == (403, refused_login.json())
@@ -172,7 +165,7 @@ def test_host_rules_are_checked_at_login_and_on_every_request(secured: NodeProce
 
 
 def test_non_superusers_cannot_see_or_change_host_rules_or_keys(secured: NodeProcess) -> None:
-    with bearer(secured, login(secured, "rex").json()["token"]) as rex:
+    with bearer(secured, login(secured, "rex", PASSWORD).json()["token"]) as rex:
         assert rex.get("/v1/admin/hba").status_code == 403
         assert rex.put("/v1/admin/hba", json={"rules": hba.DEFAULT_RULES}).status_code == 403
         assert rex.get("/v1/admin/jwt-keys").status_code == 403
@@ -184,7 +177,7 @@ def test_non_superusers_cannot_see_or_change_host_rules_or_keys(secured: NodePro
 
 
 def test_rotation_keeps_old_tokens_until_a_drop(secured: NodeProcess) -> None:
-    before = login(secured, "rex").json()["token"]
+    before = login(secured, "rex", PASSWORD).json()["token"]
     with secured.client() as admin:
         rotated = admin.post("/v1/admin/jwt-keys/rotate")
         assert rotated.status_code == 200, rotated.text
@@ -192,7 +185,7 @@ def test_rotation_keeps_old_tokens_until_a_drop(secured: NodeProcess) -> None:
         keys = rotated.json()["keys"]
         assert keys[0]["current"] and keys[0]["kid"] == rotated.json()["current"]
         assert jwt.get_unverified_header(before)["kid"] in {key["kid"] for key in keys[1:]}
-    after = login(secured, "rex").json()["token"]
+    after = login(secured, "rex", PASSWORD).json()["token"]
     assert jwt.get_unverified_header(after)["kid"] == rotated.json()["current"]
     for token in (before, after):
         with bearer(secured, token) as rex:
@@ -205,7 +198,7 @@ def test_rotation_keeps_old_tokens_until_a_drop(secured: NodeProcess) -> None:
     for token in (before, after, admin_token):
         with bearer(secured, token) as stale:
             assert stale.get("/v1/status").status_code == 401
-    fresh = login(secured, "rex").json()["token"]
+    fresh = login(secured, "rex", PASSWORD).json()["token"]
     with bearer(secured, fresh) as rex:
         assert rex.get("/v1/status").status_code == 200
     rotations = [event for event in audit_events(secured) if event["event"] == "jwt_key_rotated"]

@@ -38,6 +38,7 @@ from support.kvctl_runner import (
     kvctl,
     kvctl_env,
     kvctl_json,
+    kvctl_login,
     ok,
     spawn_kvctl,
 )
@@ -53,16 +54,6 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
         yield node
     finally:
         node.close()
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    """A login file path in a directory that does not exist yet."""
-    return tmp_path / "kvctl-home" / "config.json"
-
-
-def login(node: NodeProcess, config: Path) -> None:
-    ok(kvctl("login", "--url", node.url, "--password-stdin", config=config, stdin=f"{ADMIN_PASSWORD}\n".encode()))
 
 
 # -- pure parts -----------------------------------------------------------------------------
@@ -150,7 +141,7 @@ def test_login_token_goes_to_another_url_and_a_refusal_names_both(
     config: Path,
     node_factory,  # type: ignore[no-untyped-def]
 ) -> None:
-    login(shared, config)
+    ok(kvctl_login(shared, config))
     same_node = shared.url.replace("127.0.0.1", "localhost")
 
     assert kvctl_json("--url", same_node, "status", config=config)["role"] == "primary"

@@ -19,11 +19,6 @@ DAY_S = 86400
 USER_PASSWORD = b"user-password-1"
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    return tmp_path / "admin" / "config.json"
-
-
 # -- pure parts -----------------------------------------------------------------------------
 
 

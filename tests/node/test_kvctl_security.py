@@ -28,11 +28,6 @@ from support.kvctl_runner import as_env, fails, kvctl, kvctl_json, ok
 ALLOW_ALL = [{"action": "allow", "cidr": "0.0.0.0/0"}, {"action": "allow", "cidr": "::/0"}]
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    return tmp_path / "admin" / "config.json"
-
-
 def table(stdout: str) -> list[list[str]]:
     return [line.split() for line in stdout.splitlines()]
 

@@ -12,16 +12,11 @@ import pytest
 from kvstore.cli.commands.users import grant_text, parse_grant, parse_valid_until, split_names, user_fields, user_row
 from kvstore.cli.output import utc_text
 from support.harness import NodeProcess
-from support.kvctl_runner import as_env, fails, kvctl, kvctl_json, ok
+from support.kvctl_runner import as_env, fails, kvctl, kvctl_json, kvctl_login, ok
 
 PASSWORD = "alice-password-1"
 NEW_PASSWORD = "alice-password-2"
 YEAR_2100 = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp())
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    return tmp_path / "admin" / "config.json"
 
 
 # -- pure parts -----------------------------------------------------------------------------
@@ -82,14 +77,6 @@ def test_bad_usage_exits_2_without_a_node(config: Path) -> None:
 # -- against a node -------------------------------------------------------------------------
 
 
-def login_as(node: NodeProcess, user: str, password: str, config: Path) -> str:
-    """Log `user` in with its own login file; the reason if that failed, else ''."""
-    result = kvctl(
-        "login", "--url", node.url, "--user", user, "--password-stdin", config=config, stdin=password.encode()
-    )
-    return "" if result.returncode == 0 else fails(result)
-
-
 def test_user_lifecycle(node: NodeProcess, config: Path, tmp_path: Path) -> None:
     env = as_env(node)
     created = kvctl(
@@ -111,7 +98,7 @@ def test_user_lifecycle(node: NodeProcess, config: Path, tmp_path: Path) -> None
 
     # alice logs in with her own password, and is no superuser.
     alice_config = tmp_path / "alice" / "config.json"
-    assert login_as(node, "alice", PASSWORD, alice_config) == ""
+    ok(kvctl_login(node, alice_config, "alice", PASSWORD))
     ok(kvctl("set", "alice:k", "v", config=alice_config))
     assert "superuser" in fails(kvctl("user", "list", config=alice_config))
 
@@ -121,9 +108,9 @@ def test_user_lifecycle(node: NodeProcess, config: Path, tmp_path: Path) -> None
         line.split(None, 1) for line in ok(kvctl("user", "show", "alice", config=config, env=env)).splitlines()
     )
     assert shown["locked"] == "yes" and shown["locked_reason"] == "suspicious activity"
-    assert login_as(node, "alice", PASSWORD, alice_config)
+    fails(kvctl_login(node, alice_config, "alice", PASSWORD))
     assert kvctl_json("user", "unlock", "alice", config=config, env=env)["locked_reason"] is None
-    assert login_as(node, "alice", PASSWORD, alice_config) == ""
+    ok(kvctl_login(node, alice_config, "alice", PASSWORD))
 
     assert kvctl_json("grant", "--user=alice", "--role=admin", config=config, env=env)["roles"] == [
         "writer", "reader", "admin",
@@ -134,8 +121,8 @@ def test_user_lifecycle(node: NodeProcess, config: Path, tmp_path: Path) -> None
 
     changed = kvctl("user", "passwd", "alice", "--password-stdin", config=config, env=env, stdin=NEW_PASSWORD.encode())
     assert ok(changed) == "changed the password of alice\n"
-    assert "invalid username or password" in login_as(node, "alice", PASSWORD, alice_config)
-    assert login_as(node, "alice", NEW_PASSWORD, alice_config) == ""
+    assert "invalid username or password" in fails(kvctl_login(node, alice_config, "alice", PASSWORD))
+    ok(kvctl_login(node, alice_config, "alice", NEW_PASSWORD))
 
     assert ok(kvctl("user", "delete", "alice", config=config, env=env)) == "deleted user alice\n"
     assert "alice" in fails(kvctl("user", "show", "alice", config=config, env=env))
@@ -199,7 +186,7 @@ def test_role_lifecycle(node: NodeProcess, config: Path) -> None:
         )
     )
     carol_config = config.parent / "carol.json"
-    assert login_as(node, "carol", "carol-pw-1", carol_config) == ""
+    ok(kvctl_login(node, carol_config, "carol", "carol-pw-1"))
     ok(kvctl("set", "app:1", "v", config=carol_config))
     fails(kvctl("set", "other:1", "v", config=carol_config))
 

@@ -11,6 +11,7 @@ import httpx
 from kvstore.node.audit import AuditLog
 from kvstore.node.throttle import IN_FLIGHT_RETRY_S, Attempt, LoginThrottle, ThrottlePolicy, describe
 from support.harness import ADMIN_PASSWORD
+from support.sessions import login
 
 POLICY = ThrottlePolicy(max_failures=3, window_s=60, lockout_s=30)
 
@@ -118,24 +119,19 @@ def test_refusals_are_aggregated_per_address_and_window_and_beyond_the_budget_on
 def test_brute_force_locks_out_even_the_right_password_and_is_audited(node_factory) -> None:  # type: ignore[no-untyped-def]
     env = {"KVSTORE_LOGIN_MAX_FAILURES": "3", "KVSTORE_LOGIN_LOCKOUT_S": "2"}
     node = node_factory(env=env).start()
-    login = f"{node.url}/v1/auth/login"
     wrong = [f"guess-{i}-secret" for i in range(3)]
-
-    def login_as(username: str, password: str) -> httpx.Response:
-        return httpx.post(login, json={"username": username, "password": password}, timeout=10)
-
     node.token()  # the admin's own login, before the attack
     for password in wrong:
-        assert login_as("admin", password).status_code == 401
-    right = login_as("admin", ADMIN_PASSWORD)
+        assert login(node, "admin", password).status_code == 401
+    right = login(node, "admin", ADMIN_PASSWORD)
     assert right.status_code == 429, right.text
     assert right.json()["error"]["code"] == "too_many_requests"
     assert 1 <= int(right.headers["retry-after"]) <= 2
     # A user that does not exist gets exactly the same answers (here: the address is locked).
-    ghost = login_as("nobody", "x")
+    ghost = login(node, "nobody", "x")
     assert ghost.status_code == 429 and ghost.json()["error"]["message"] == right.json()["error"]["message"]
     deadline = time.monotonic() + 30  # the 2 s lockout ends; poll, a loaded machine may be slow
-    while (right := login_as("admin", ADMIN_PASSWORD)).status_code == 429 and time.monotonic() < deadline:
+    while (right := login(node, "admin", ADMIN_PASSWORD)).status_code == 429 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert right.status_code == 200
     token = right.json()["token"]

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from support.harness import NodeProcess
+from support.sessions import bearer, login_token
 
 PASSWORD = "permission-test-password"
 
@@ -163,16 +164,6 @@ def _unb64(text: str) -> bytes:
 GARBAGE_JWT = ".".join(_b64(part) for part in (b'{"alg":"HS256","typ":"JWT"}', b'{"sub":"admin"}', b"signature"))
 
 
-def login(node: NodeProcess, name: str) -> str:
-    response = httpx.post(f"{node.url}/v1/auth/login", json={"username": name, "password": PASSWORD}, timeout=10)
-    assert response.status_code == 200, response.text
-    return str(response.json()["token"])
-
-
-def bearer(node: NodeProcess, token: str) -> httpx.Client:
-    return httpx.Client(base_url=node.url, headers={"authorization": f"Bearer {token}"}, timeout=10)
-
-
 def create_user(admin: httpx.Client, name: str, roles: list[str]) -> None:
     response = admin.post("/v1/admin/users", json={"name": name, "password": PASSWORD, "roles": roles})
     assert response.status_code == 201, response.text
@@ -203,7 +194,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
 @pytest.fixture(scope="module")
 def tokens(node: NodeProcess) -> dict[str, str]:
     """caller -> bearer token: a login JWT, or for "apikey" an API key of its user."""
-    found = {caller: login(node, user) for caller, (user, _) in USERS.items() if caller != "apikey"}
+    found = {caller: login_token(node, user, PASSWORD) for caller, (user, _) in USERS.items() if caller != "apikey"}
     found["admin"] = node.token()
     with node.client() as admin:
         made = admin.post("/v1/admin/apikeys", json={"name": "perm-key", "user": USERS["apikey"][0]})
@@ -476,7 +467,7 @@ def test_a_grant_and_a_revoke_apply_to_the_live_token_on_its_next_request(
 ) -> None:
     """PostgreSQL's GRANT: privileges are resolved per request, so the session goes on with the new ones."""
     create_user(admin, "late", [])
-    with bearer(node, login(node, "late")) as session:
+    with bearer(node, login_token(node, "late", PASSWORD)) as session:
         assert_refused(session.put("/v1/kv/other:late", content=b"1"))
         granted = admin.post("/v1/admin/users/late/roles", json={"grant": ["writer"]})
         assert granted.status_code == 200 and granted.json()["roles"] == ["writer"], granted.text
@@ -505,13 +496,13 @@ def test_an_api_key_follows_its_users_roles_at_once(node: NodeProcess, admin: ht
 def test_a_deleted_role_grants_nothing_on_the_next_request(node: NodeProcess, admin: httpx.Client) -> None:
     create_role(admin, "doomed", [{"actions": ["read", "write"], "pattern": "doomed:*"}])
     create_user(admin, "doomed-user", ["doomed"])
-    with bearer(node, login(node, "doomed-user")) as old:
+    with bearer(node, login_token(node, "doomed-user", PASSWORD)) as old:
         assert old.put("/v1/kv/doomed:x", content=b"1").status_code == 201
         assert admin.delete("/v1/admin/roles/doomed").status_code == 204
         # Deleting a role ends its memberships like a revoke: on their next request the holders lack it.
         assert_refused(old.put("/v1/kv/doomed:x", content=b"2"))
         assert_refused(old.get("/v1/kv/doomed:x"))
-    with bearer(node, login(node, "doomed-user")) as fresh:
+    with bearer(node, login_token(node, "doomed-user", PASSWORD)) as fresh:
         assert_refused(fresh.put("/v1/kv/doomed:x", content=b"3"))
         assert_refused(fresh.get("/v1/kv/doomed:x"))
     assert value_of(admin, "doomed:x") == b"1"
@@ -522,12 +513,12 @@ def test_a_recreated_role_does_not_regrant_its_former_holders(node: NodeProcess,
     a new role of the same name (with any grants, even superuser) starts with no members."""
     create_role(admin, "reborn", [{"actions": ["read"], "pattern": "reborn:*"}])
     create_user(admin, "reborn-user", ["reborn"])
-    with bearer(node, login(node, "reborn-user")) as holder:
+    with bearer(node, login_token(node, "reborn-user", PASSWORD)) as holder:
         assert admin.delete("/v1/admin/roles/reborn").status_code == 204
         create_role(admin, "reborn", [{"actions": DATA_ACTIONS, "pattern": "*"}], superuser=True)
         assert_refused(holder.put("/v1/kv/other:reborn", content=b"1"))
         assert_refused(holder.get("/v1/admin/users"))
-    with bearer(node, login(node, "reborn-user")) as fresh:
+    with bearer(node, login_token(node, "reborn-user", PASSWORD)) as fresh:
         assert_refused(fresh.put("/v1/kv/other:reborn", content=b"1"))
         assert_refused(fresh.get("/v1/admin/users"))
     assert "reborn" not in admin.get("/v1/admin/users/reborn-user").json()["roles"]

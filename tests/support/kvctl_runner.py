@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from support.harness import NodeProcess
+from support.harness import ADMIN_PASSWORD, NodeProcess
 
 KVCTL = [sys.executable, "-c", "from kvstore.cli.kvctl import main; main()"]
 KVCTL_TIMEOUT_S = 60.0
@@ -78,6 +78,14 @@ def fails_json(result: subprocess.CompletedProcess[str], code: int = 1) -> dict[
     document = json.loads(result.stderr)
     assert document.keys() == {"error"} and document["error"].keys() == {"code", "message"}, document
     return dict(document["error"])
+
+
+def kvctl_login(
+    node: NodeProcess, config: Path, user: str = "admin", password: str = ADMIN_PASSWORD
+) -> subprocess.CompletedProcess[str]:
+    """`kvctl login` to `node` as `user`, the password a line on stdin; the token goes to `config`."""
+    stdin = f"{password}\n".encode()
+    return kvctl("login", "--url", node.url, "--user", user, "--password-stdin", config=config, stdin=stdin)
 
 
 def as_env(node: NodeProcess) -> dict[str, str]:
