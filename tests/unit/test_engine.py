@@ -12,31 +12,17 @@ from kvstore.node import engine as engine_module
 from kvstore.node import records
 from kvstore.node.engine import Engine
 from kvstore.node.errors import PreconditionFailed, Unavailable
-from kvstore.node.store import VALUE, Store
+from kvstore.node.store import VALUE
 from kvstore.node.wal.policy import FsyncPolicy
 from kvstore.node.wal.reader import WalScan
-from kvstore.node.wal.writer import WalWriter
 from kvstore.node.writes import TxnOp
+from support.engine import engine_on_disk
 
 
 def run_with_engine(tmp_path: Path, policy: FsyncPolicy, body: Callable[[Engine], Awaitable[None]]) -> None:
     async def main() -> None:
-        engine = Engine(Store())
-        writer = WalWriter(
-            tmp_path,
-            timeline=1,
-            end_lsn=0,
-            segment_size_bytes=1 << 20,
-            policy=policy,
-            interval_s=1.0,
-            on_flushed=engine.on_wal_flushed,
-            on_failed=engine.on_wal_failed,
-        )
-        engine.attach(writer)
-        try:
+        async with engine_on_disk(tmp_path, policy) as engine:
             await body(engine)
-        finally:
-            await writer.close()
 
     asyncio.run(main())
 
