@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from support.harness import NodeProcess
+from support.harness import MakeNode, NodeProcess
 
 
 @pytest.fixture
-def node_factory(tmp_path: Path) -> Iterator[object]:
+def node_factory(tmp_path: Path) -> Iterator[MakeNode]:
     """Make kvstored processes with their own data dirs; all are killed at test end."""
     nodes: list[NodeProcess] = []
 

@@ -10,7 +10,7 @@ import binascii
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +20,12 @@ import pytest
 
 from kvstore.node import cluster_key, signing_keys
 from kvstore.node.cluster_key import ClusterKey
-from support.harness import CLUSTER_KEY, NodeProcess
+from support.harness import CLUSTER_KEY, MakeNode, NodeProcess
+from support.replication import REPLICATION_CREDENTIALS
 
-REPLICATION_ENV = {"KVSTORE_REPLICATION_USER": "replicator", "KVSTORE_REPLICATION_PASSWORD": "replicator-password"}
 DOCUMENT_START = b'{"current":'
 STREAM_READ_S = 30.0  # a generous bound: the stream sends what the WAL holds at once
 EXIT_WAIT_S = 60.0
-
-MakeNode = Callable[..., NodeProcess]
 
 
 def replication_headers(node: NodeProcess) -> dict[str, str]:
@@ -83,7 +81,7 @@ def wait_for_exit(node: NodeProcess) -> int:
 
 @pytest.fixture
 def primary(node_factory: MakeNode) -> NodeProcess:
-    return node_factory("p", env=REPLICATION_ENV, args=["--name", "p"]).start()
+    return node_factory("p", env=REPLICATION_CREDENTIALS, args=["--name", "p"]).start()
 
 
 # Short candidates (a kid, a nonce) make PyJWT warn about weak HMAC keys: trying them is the point.
@@ -124,7 +122,9 @@ def test_a_replication_user_finds_no_usable_signing_secret(primary: NodeProcess)
 def test_a_replica_with_the_key_verifies_tokens_and_issues_them_once_promoted(
     primary: NodeProcess, node_factory: MakeNode
 ) -> None:
-    replica = node_factory("r1", env=REPLICATION_ENV, args=["--name", "r1", "--replica-of", primary.url]).start()
+    replica = node_factory(
+        "r1", env=REPLICATION_CREDENTIALS, args=["--name", "r1", "--replica-of", primary.url]
+    ).start()
     token = {"authorization": f"Bearer {primary.token()}"}
     assert httpx.get(f"{replica.url}/v1/admin/jwt-keys", headers=token).status_code == 200
     promoted = httpx.post(f"{replica.url}/v1/admin/promote", headers=token, timeout=60)
@@ -141,13 +141,13 @@ def test_a_replica_with_the_key_verifies_tokens_and_issues_them_once_promoted(
 
 def test_a_replica_with_another_key_or_none_refuses_to_start(primary: NodeProcess, node_factory: MakeNode) -> None:
     args = ["--name", "r1", "--replica-of", primary.url]
-    wrong = node_factory("wrong", env={**REPLICATION_ENV, "KVSTORE_CLUSTER_KEY": "ab" * 32}, args=args)
+    wrong = node_factory("wrong", env={**REPLICATION_CREDENTIALS, "KVSTORE_CLUSTER_KEY": "ab" * 32}, args=args)
     wrong.spawn()
     assert wait_for_exit(wrong) != 0
     assert "the cluster key does not open signing key" in wrong.log()
     assert "ab" * 32 not in wrong.log()
 
-    none = node_factory("none", env={**REPLICATION_ENV, "KVSTORE_CLUSTER_KEY": ""}, args=args)
+    none = node_factory("none", env={**REPLICATION_CREDENTIALS, "KVSTORE_CLUSTER_KEY": ""}, args=args)
     none.spawn()
     assert wait_for_exit(none) != 0
     assert "this node has no cluster key, and it is a replica" in none.log()

@@ -5,7 +5,7 @@ A peer that does not answer proves nothing; a fence or a failed WAL is never lif
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -17,11 +17,10 @@ from kvstore.node.errors import ReadOnly, Unavailable
 from kvstore.node.store import Store
 from kvstore.replication.failover import FailoverNode, PeerWatch
 from support.fake_peer import HTML_PAGE, Answer, FakePeer, json_answer
-from support.harness import CHEAP_HASHING, NodeProcess, free_port
+from support.harness import CHEAP_HASHING, MakeNode, NodeProcess, free_port
 from support.replication import admin_get, assert_converged, make
 from support.waiting import wait_until
 
-MakeNode = Callable[..., NodeProcess]
 SYSTEM = 7310000000000000001
 NOT_CHECKED = "answers but cannot be checked for a newer timeline"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +15,12 @@ import pytest
 
 from kvstore.cli.client import KvctlError, NodeUnreachable
 from kvstore.cli.commands.cluster import NodeReport, cluster_problems, wait_for_replica
-from support.harness import NodeProcess, free_port
+from support.harness import MakeNode, NodeProcess, free_port
 from support.kvctl_runner import as_env, fails, kvctl, kvctl_json, kvctl_login, ok
+from support.replication import REPLICATION_CREDENTIALS
 from support.waiting import wait_until
 
-REPLICATION_ENV = {"KVSTORE_REPLICATION_USER": "replicator", "KVSTORE_REPLICATION_PASSWORD": "replicator-password"}
 WAIT_S = 30.0
-
-MakeNode = Callable[..., NodeProcess]
 
 
 # -- pure parts -----------------------------------------------------------------------------
@@ -166,8 +164,10 @@ def test_status_exits_1_after_printing_the_problems_it_finds(tmp_path: Path) -> 
 
 def test_status_promote_and_rejoin_through_a_failover(node_factory: MakeNode, tmp_path: Path) -> None:
     config = tmp_path / "kvctl" / "config.json"
-    primary = node_factory("p", env=REPLICATION_ENV, args=["--name", "p"]).start()
-    replica = node_factory("r1", env=REPLICATION_ENV, args=["--name", "r1", "--replica-of", primary.url]).start()
+    primary = node_factory("p", env=REPLICATION_CREDENTIALS, args=["--name", "p"]).start()
+    replica = node_factory(
+        "r1", env=REPLICATION_CREDENTIALS, args=["--name", "r1", "--replica-of", primary.url]
+    ).start()
     dead = f"http://127.0.0.1:{free_port()}"
     ok(kvctl_login(primary, config))  # the login file's token goes to every listed node
     ok(kvctl("set", "before", "1", "--url", primary.url, config=config))

@@ -6,10 +6,10 @@ queue, and from then on no write was answered until a restart.
 
 from __future__ import annotations
 
+from support.replication import REPLICATION_CREDENTIALS
 from support.sessions import session
 
 NEVER_WRITTEN = "FFFFFFFF/FFFFFFFF"
-REPLICATION_ENV = {"KVSTORE_REPLICATION_USER": "replicator", "KVSTORE_REPLICATION_PASSWORD": "replicator-password"}
 
 
 def test_a_primary_refuses_an_lsn_beyond_its_wal_and_keeps_answering_writes(node_factory) -> None:  # type: ignore[no-untyped-def]
@@ -34,10 +34,10 @@ def test_a_primary_refuses_an_lsn_beyond_its_wal_and_keeps_answering_writes(node
 
 
 def test_a_replica_read_that_timed_out_does_not_hold_back_later_ones(node_factory) -> None:  # type: ignore[no-untyped-def]
-    primary = node_factory("p", env=REPLICATION_ENV, args=["--name", "p"]).start()
+    primary = node_factory("p", env=REPLICATION_CREDENTIALS, args=["--name", "p"]).start()
     replica = node_factory(
         "r1",
-        env={**REPLICATION_ENV, "KVSTORE_MIN_LSN_WAIT_S": "0.5"},
+        env={**REPLICATION_CREDENTIALS, "KVSTORE_MIN_LSN_WAIT_S": "0.5"},
         args=["--name", "r1", "--replica-of", primary.url],
     ).start()
     with primary.client() as writer, replica.client() as reader:

@@ -5,8 +5,6 @@ A live replica not yet past its base backup's redo LSN is refused, saying what t
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import httpx
 import pytest
 
@@ -18,11 +16,10 @@ from kvstore.node.wal.reader import WalScan
 from kvstore.node.wal.segments import list_segments
 from kvstore.replication.protocol import encode_segment_start
 from support.fake_peer import FakePeer, json_answer
-from support.harness import NodeProcess
+from support.harness import MakeNode, NodeProcess
 from support.replication import REPLICATION_ENV, VALUE, admin_get, assert_converged, make
 from support.waiting import wait_until
 
-MakeNode = Callable[..., NodeProcess]
 BASE_KEYS = 300  # about 45 KB of WAL: the base backup's redo LSN lies well inside a 64 KiB segment
 RECEIVED_KEYS = 100
 

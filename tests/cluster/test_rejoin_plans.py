@@ -6,7 +6,6 @@ before its base backup resumes it at the next start, whatever that start's flags
 from __future__ import annotations
 
 import stat
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +15,10 @@ from kvstore.node import records
 from kvstore.node.control import STATE_NEEDS_BASE_BACKUP, read_control
 from kvstore.node.records import SET
 from kvstore.node.wal.reader import WalScan
-from support.harness import NodeProcess
+from support.harness import MakeNode, NodeProcess
 from support.replication import VALUE, admin_get, assert_converged, make
 from support.waiting import wait_until
 
-MakeNode = Callable[..., NodeProcess]
 SHARED_KEYS = 100
 DIVERGENT_KEYS = 50
 

@@ -4,17 +4,14 @@ names none. Something that answers where a node should be is named as such, neve
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 
 from kvstore.node.control import read_control
 from support.fake_peer import HTML_PAGE, Answer, FakePeer, json_answer
-from support.harness import NodeProcess
+from support.harness import MakeNode, NodeProcess
 from support.replication import admin_get, assert_converged, make
 from support.waiting import wait_until
 
-MakeNode = Callable[..., NodeProcess]
 ANSWERS = [json_answer({}), HTML_PAGE]
 ANSWER_IDS = ["empty-json", "html"]
 

@@ -4,19 +4,16 @@ refused with a code, and the slot keeps what it had."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
 from kvstore.node.wal.format import parse_lsn
-from support.harness import NodeProcess
+from support.harness import MakeNode
+from support.replication import REPLICATION_CREDENTIALS
 
-REPLICATION_ENV = {"KVSTORE_REPLICATION_USER": "replicator", "KVSTORE_REPLICATION_PASSWORD": "replicator-password"}
 POSITIONS = ("restart_lsn", "write_lsn", "flush_lsn", "apply_lsn", "timeline")
-
-MakeNode = Callable[..., NodeProcess]
 
 
 def slot_positions(admin: httpx.Client, name: str) -> dict[str, Any]:
@@ -26,7 +23,7 @@ def slot_positions(admin: httpx.Client, name: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("field", ["write_lsn", "flush_lsn", "apply_lsn"])
 def test_feedback_beyond_the_wal_end_is_refused_and_the_slot_unchanged(node_factory: MakeNode, field: str) -> None:
-    node = node_factory("p", env=REPLICATION_ENV, args=["--name", "p"]).start()
+    node = node_factory("p", env=REPLICATION_CREDENTIALS, args=["--name", "p"]).start()
     login = httpx.post(f"{node.url}/v1/auth/login", json={"username": "replicator", "password": "replicator-password"})
     headers = {"authorization": f"Bearer {login.json()['token']}"}
     with httpx.Client(base_url=node.url, headers=headers, timeout=30) as replicator, node.client() as admin:

@@ -6,21 +6,19 @@ showed anyone is searched for every secret it was given or made."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import jwt
 
-from support.harness import ADMIN_PASSWORD, CLUSTER_KEY, NodeProcess
+from support.harness import ADMIN_PASSWORD, CLUSTER_KEY, MakeNode
 from support.tokens import signing_secret
 
 REPLICATION_PASSWORD = "replication-pw-4c1e9d"
 USER_PASSWORD = "alice-pw-8b2f71"
 WRONG_PASSWORD = "wrong-guess-d93a05"  # a failed login's password must not be logged either
 REPLICATION_ENV = {"KVSTORE_REPLICATION_USER": "replicator", "KVSTORE_REPLICATION_PASSWORD": REPLICATION_PASSWORD}
-
-MakeNode = Callable[..., NodeProcess]
 
 
 def spellings(secret: str) -> Iterator[str]:

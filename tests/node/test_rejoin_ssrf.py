@@ -5,19 +5,17 @@ or `user:pw@`), and its errors name a status code, never what the target answere
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from support.fake_peer import FakePeer, json_answer
-from support.harness import NodeProcess
+from support.harness import MakeNode, NodeProcess
 
 REPLICATION_PASSWORD = "replicator-password"
 REPLICATION_ENV = {"KVSTORE_REPLICATION_USER": "replicator", "KVSTORE_REPLICATION_PASSWORD": REPLICATION_PASSWORD}
 PAGE_TEXT = "internal-page-text-7f3a"  # what a target answers; must never come back in an error
-
-MakeNode = Callable[..., NodeProcess]
 
 
 @pytest.fixture

@@ -4,12 +4,9 @@ directory is private (0700) whoever made it."""
 from __future__ import annotations
 
 import stat
-from collections.abc import Callable
 from pathlib import Path
 
-from support.harness import NodeProcess
-
-MakeNode = Callable[..., NodeProcess]
+from support.harness import MakeNode
 
 
 def test_a_data_dir_that_is_a_file_exits_2_naming_it(node_factory: MakeNode) -> None:

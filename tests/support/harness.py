@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,3 +44,7 @@ class NodeProcess(NodeLauncher):
         return httpx.AsyncClient(
             base_url=self.url, headers={"authorization": f"Bearer {self.token()}"}, timeout=30, **kwargs
         )
+
+
+# The node_factory fixture (conftest.py): makes a NodeProcess from a name, env and args.
+MakeNode = Callable[..., NodeProcess]

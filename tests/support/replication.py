@@ -3,24 +3,25 @@ checks that compare nodes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from support.harness import NodeProcess
+from support.harness import MakeNode, NodeProcess
 from support.waiting import wait_until
 
+# The replication user initdb creates, which every node logs in to its peers as.
+REPLICATION_CREDENTIALS = {
+    "KVSTORE_REPLICATION_USER": "replicator",
+    "KVSTORE_REPLICATION_PASSWORD": "replicator-password",
+}
 # Small WAL segments and frequent checkpoints, so a test's few thousand writes span several
 # segments and recycle some; a quick keepalive, so a dead link is noticed within a test.
 REPLICATION_ENV = {
-    "KVSTORE_REPLICATION_USER": "replicator",
-    "KVSTORE_REPLICATION_PASSWORD": "replicator-password",
+    **REPLICATION_CREDENTIALS,
     "KVSTORE_WAL_SEGMENT_SIZE_BYTES": "65536",
     "KVSTORE_CHECKPOINT_WAL_BYTES": "262144",
     "KVSTORE_REPLICATION_KEEPALIVE_S": "0.2",
 }
 VALUE = "v" * 100
-
-MakeNode = Callable[..., NodeProcess]
 
 
 def make(node_factory: MakeNode, name: str, replica_of: str | None = None, **env: str) -> NodeProcess:
