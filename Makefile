@@ -60,7 +60,7 @@ compose-down:
 # The compose tests (not in `make test`; .ci/run runs them after): the cluster up, checked with
 # kvctl and removed again; then kvchaos's docker backend (promote, partition) on it.
 test-compose: setup
-	$(BIN)/python -m pytest -q -m compose tests/test_compose.py tests/test_chaos_docker.py
+	$(BIN)/python -m pytest -q -m compose tests/compose/
 
 # The chaos harness (kvchaos; reports in $(CHAOS_REPORT)/report.json and report.html; exit 1 when
 # a checker fails). chaos: every scenario on local processes; chaos-docker: every scenario on

@@ -5,7 +5,7 @@ only minting a key draws random bytes.
 Kept apart from the code that reads and writes the catalog (catalog_store.py,
 catalog_changes.py) and from authentication (auth.py), so the admin API that mints an API
 key and the authenticator that parses one share one format, and each rule is tested on its
-own (tests/test_catalog_rules.py).
+own (tests/unit/test_catalog_rules.py).
 """
 
 from __future__ import annotations

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import NodeProcess
+from support.harness import MakeNode, NodeProcess
 
 
 @pytest.fixture
-def node_factory(tmp_path: Path) -> Iterator[object]:
+def node_factory(tmp_path: Path) -> Iterator[MakeNode]:
     """Make kvstored processes with their own data dirs; all are killed at test end."""
     nodes: list[NodeProcess] = []
 
@@ -26,3 +26,9 @@ def node_factory(tmp_path: Path) -> Iterator[object]:
 @pytest.fixture
 def node(node_factory) -> NodeProcess:  # type: ignore[no-untyped-def]
     return node_factory().start()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    """A kvctl login file path in a directory that does not exist yet."""
+    return tmp_path / "kvctl-home" / "config.json"

@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document served at /openapi.json, built from this node's own limits.
 
-Complete: every route of `App.route_table()` is here (tests/test_openapi.py checks it). True:
+Complete: every route of `App.route_table()` is here (tests/node/test_openapi.py checks it). True:
 its limits are the node's settings and the auth policy in force, so a request it calls valid
 is never refused for its form, and one it calls invalid is refused; schemathesis checks both
 against a running node. Where JSON Schema cannot say a rule exactly (UTF-8 byte limits, a
