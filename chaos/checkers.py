@@ -105,10 +105,10 @@ def check_convergence(primary: str, digests: Mapping[str, Mapping[str, Any] | No
         name
         for name, document in digests.items()
         if document is None
-        or (document["digest"], document["applied_lsn"]) != (expected["digest"], expected["applied_lsn"])
+        or (document["digest"], document["apply_lsn"]) != (expected["digest"], expected["apply_lsn"])
     )
     summary = (
-        f"{len(digests)} nodes hold the same {expected['keys']} keys at LSN {expected['applied_lsn']}"
+        f"{len(digests)} nodes hold the same {expected['keys']} keys at LSN {expected['apply_lsn']}"
         if not divergent
         else f"{', '.join(divergent)} differ from the primary {primary}"
     )

@@ -73,15 +73,15 @@ def partition_replica(run: Run) -> None:
     with run.fault("partition", REPLICA, other=PRIMARY):
         run.backend.isolate(REPLICA)
         run.load(0.1)  # what was in flight when the link was cut lands
-        before = run.client(REPLICA).digest()["applied_lsn"]
+        before = run.client(REPLICA).digest()["apply_lsn"]
         run.load(0.3)
-        after = run.client(REPLICA).digest()["applied_lsn"]
+        after = run.client(REPLICA).digest()["apply_lsn"]
         run.backend.heal(REPLICA)
     run.expect(
         "partition held",
         before == after,
         f"{REPLICA} applied {before} then {after} while cut off from {PRIMARY}",
-        applied_lsn=[before, after],
+        apply_lsn=[before, after],
     )
     run.load(0.3)
 
@@ -234,7 +234,7 @@ def _isolate_replica(run: Run) -> None:
 def _fail_over(run: Run) -> None:
     old = run.primary
     run.kill(old)
-    run.promote(max(run.replicas(), key=lambda node: _flushed_lsn(run, node)))
+    run.promote(max(run.replicas(), key=lambda node: _flush_lsn(run, node)))
     time.sleep(_mixed_pause(run, MIXED_DOWN_S))
     run.restart(old)
     came_back = _wait_for_state(run, old, "fenced", FENCE_TIMEOUT_S)
@@ -247,8 +247,8 @@ def _mixed_pause(run: Run, longest_s: float) -> float:
     return min(longest_s, 0.1 * run.duration_s)
 
 
-def _flushed_lsn(run: Run, node: str) -> int:
-    return parse_lsn(run.client(node).status()["lsn"]["flushed"])
+def _flush_lsn(run: Run, node: str) -> int:
+    return parse_lsn(run.client(node).status()["lsn"]["flush_lsn"])
 
 
 def _checkpoint_quietly(run: Run, answered: threading.Event) -> None:

@@ -178,7 +178,7 @@ class KvClient:
 
     def promote(self) -> dict[str, Any]:
         """Make this replica the primary of a new timeline: {"timeline", "parent_timeline",
-        "switch_lsn", "old_primary", "old_primary_flush_lsn", "unreceived_bytes", "seconds"}."""
+        "switch_lsn", "old_primary", "old_primary_write_lsn", "unreceived_bytes", "seconds"}."""
         return _json(self._request("POST", "/v1/admin/promote", (200,), timeout=_ADMIN_TIMEOUT))
 
     def rejoin(self, primary_url: str) -> dict[str, Any]:

@@ -71,7 +71,7 @@ class Engine:
 
     def attach(self, writer: WalWriter) -> None:
         self.writer = writer
-        self.committed_lsn = max(self.committed_lsn, writer.flushed_lsn)
+        self.committed_lsn = max(self.committed_lsn, writer.write_lsn)
 
     # -- reads ---------------------------------------------------------------------
 
@@ -258,7 +258,7 @@ class Engine:
         for key, entry in changes:
             self._overlay[key] = (lsn, entry)
         self._uncommitted.append((lsn, record))
-        if self.writer.flushed_lsn >= lsn:  # fsync=interval/off: the record is already in the page cache
+        if self.writer.write_lsn >= lsn:  # fsync=interval/off: the record is already in the page cache
             self.on_wal_flushed(lsn, observe=False)
         return lsn
 
@@ -279,21 +279,22 @@ class Engine:
         return len(self._waiters)
 
     @property
-    def flushed_lsn(self) -> int:
-        """Durable in this node's WAL: what replicas may be sent, committed or not."""
-        return self.writer.flushed_lsn if self.writer is not None else self.committed_lsn
+    def write_lsn(self) -> int:
+        """Written to this node's WAL under its fsync policy (fsynced under always): what replicas
+        may be sent, committed or not."""
+        return self.writer.write_lsn if self.writer is not None else self.committed_lsn
 
     # -- commit, called by the WAL writer and by synchronous replication ----------------
 
-    def on_wal_flushed(self, flushed_lsn: int, observe: bool = True) -> None:
-        applied = self.commit_up_to(self._confirmed(flushed_lsn))
+    def on_wal_flushed(self, write_lsn: int, observe: bool = True) -> None:
+        applied = self.commit_up_to(self._confirmed(write_lsn))
         if observe:
             metrics.WAL_COMMIT_BATCH_RECORDS.observe(applied)
         self.progress.notify()  # replicas follow the flushed LSN
 
     def on_replicas_confirmed(self) -> None:
         """The synchronous replicas confirmed more: commit what is durable here and there."""
-        self.commit_up_to(self._confirmed(self.flushed_lsn))
+        self.commit_up_to(self._confirmed(self.write_lsn))
 
     def _confirmed(self, lsn: int) -> int:
         return lsn if self.replicas_confirmed is None else min(lsn, self.replicas_confirmed())

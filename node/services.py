@@ -65,7 +65,7 @@ class Services:
         self.checkpointer.close()
         self.audit.close()
         self.auth.hashing.close()
-        log.info("shut down", extra={"committed_lsn": format_lsn(self.engine.committed_lsn)})
+        log.info("shut down", extra={"commit_lsn": format_lsn(self.engine.committed_lsn)})
 
 
 async def assemble(settings: Settings, datadir: DataDir, spawn: Spawn) -> Services:

@@ -183,7 +183,7 @@ async def open_timeline(engine: Engine, datadir: DataDir, parent: int, history: 
 def promoted(new: NewTimeline, receiver: ReceiverStatus, seconds: float) -> dict[str, Any]:
     """Log the promotion and describe it: what the old primary had that this node never received."""
     switch_lsn = new.switch.switch_lsn
-    unreceived = max(0, receiver.primary_flush_lsn - switch_lsn)
+    unreceived = max(0, receiver.primary_write_lsn - switch_lsn)
     log.warning(
         "promoted to primary",
         extra={
@@ -198,7 +198,7 @@ def promoted(new: NewTimeline, receiver: ReceiverStatus, seconds: float) -> dict
         "parent_timeline": new.switch.parent,
         "switch_lsn": format_lsn(switch_lsn),
         "old_primary": receiver.primary_url,
-        "old_primary_flush_lsn": format_lsn(receiver.primary_flush_lsn),
+        "old_primary_write_lsn": format_lsn(receiver.primary_write_lsn),
         "unreceived_bytes": unreceived,
         "seconds": round(seconds, 3),
     }

@@ -106,7 +106,7 @@ class Primary:
     async def run_lag_sampler(self) -> None:
         engine, lag = self._engine, self.slots.lag
         while True:
-            lag.sample(engine.flushed_lsn, time.time())
+            lag.sample(engine.write_lsn, time.time())
             await asyncio.sleep(LAG_SAMPLE_INTERVAL_S)
 
     # -- synchronous commit ------------------------------------------------------------
@@ -180,7 +180,7 @@ class Primary:
             raise Refused(Refusal.NO_SLOT, f"no replication slot {document['slot']!r}; open a stream first")
         if self.sync_mode != "local":
             self._engine.on_replicas_confirmed()
-        return {"timeline": role.timeline, "committed_lsn": self._engine.flushed_lsn}
+        return {"timeline": role.timeline, "write_lsn": self._engine.write_lsn}
 
     def check_stream(self, from_lsn: int, timeline: int, system_identifier: str | None) -> None:
         """Refuse (409, with a code) a stream the replica cannot follow from `from_lsn`."""
@@ -203,10 +203,10 @@ class Primary:
                     f"goes on to {format_lsn(from_lsn)}: it must rewind (kvctl rejoin) or take a base backup",
                     switch_lsn=ended,
                 )
-        if from_lsn > engine.flushed_lsn:
+        if from_lsn > engine.write_lsn:
             raise Refused(
                 Refusal.AHEAD,
-                f"the replica is at {format_lsn(from_lsn)}, ahead of this node's {format_lsn(engine.flushed_lsn)}",
+                f"the replica is at {format_lsn(from_lsn)}, ahead of this node's {format_lsn(engine.write_lsn)}",
             )
         found = segments.list_segments(self._datadir.wal)
         if not found or segments.segment_holding(found, from_lsn) is None:
@@ -230,7 +230,7 @@ class Primary:
         loop = asyncio.get_running_loop()
         keepalive_s = self._settings.replication_keepalive_s
         last_keepalive = 0.0
-        cursor = WalCursor(engine.progress, position, lambda: engine.flushed_lsn, self._stopping)
+        cursor = WalCursor(engine.progress, position, lambda: engine.write_lsn, self._stopping)
         while not self._stopping.is_set():
             if slot.lost:
                 yield protocol.encode_end(Refusal.SLOT_LOST, "this replica's slot was lost; take a base backup")

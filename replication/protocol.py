@@ -8,8 +8,8 @@ the wire is caught before anything of it is used. Payloads:
                                       comes first; its records follow it)
     ["w", lsn, frames]                consecutive whole WAL frames, byte for byte as
                                       the primary wrote them, the first at lsn
-    ["k", flush_lsn, time_ms, timeline]  keepalive: how far the primary has flushed,
-                                      and its clock (lag in seconds when idle)
+    ["k", write_lsn, time_ms, timeline]  keepalive: how far the primary's WAL is written
+                                      (what it streams), and its clock (lag in seconds when idle)
     ["e", code, message]              the primary ends the stream with a reason
 
 HTTP chunks never line up with messages: feed any split, messages come out whole.
@@ -18,7 +18,7 @@ HTTP chunks never line up with messages: feed any split, messages come out whole
 built and parsed only here, as `Identity`:
 
     {"system_identifier": "<decimal>", "timeline": 2, "role": "primary" | "replica",
-     "committed_lsn": 1234, "history": [{"parent": 1, "switch_lsn": 1000}, ...],
+     "write_lsn": 1234, "history": [{"parent": 1, "switch_lsn": 1000}, ...],
      "fenced": null | "why this primary must not be followed"}
 """
 
@@ -62,7 +62,7 @@ class WalData(NamedTuple):
 
 
 class Keepalive(NamedTuple):
-    flush_lsn: int
+    write_lsn: int
     time_ms: int
     timeline: int
 
@@ -126,8 +126,8 @@ def encode_wal(lsn: int, frames: bytes) -> bytes:
     return _frame(msgpack.packb(["w", lsn, frames]))
 
 
-def encode_keepalive(flush_lsn: int, time_ms: int, timeline: int) -> bytes:
-    return _frame(msgpack.packb(["k", flush_lsn, time_ms, timeline]))
+def encode_keepalive(write_lsn: int, time_ms: int, timeline: int) -> bytes:
+    return _frame(msgpack.packb(["k", write_lsn, time_ms, timeline]))
 
 
 def encode_end(code: Refusal, message: str) -> bytes:
@@ -208,7 +208,7 @@ class Identity:
     system_identifier: int
     timeline: int
     role: str  # one of ROLES
-    committed_lsn: int
+    write_lsn: int
     history: tuple[Switch, ...]  # how its timeline descends from timeline 1, oldest first
     fenced: str | None  # a primary that must not be followed says why
 
@@ -222,7 +222,7 @@ class Identity:
             "system_identifier": str(self.system_identifier),
             "timeline": self.timeline,
             "role": self.role,
-            "committed_lsn": self.committed_lsn,
+            "write_lsn": self.write_lsn,
             "history": [{"parent": s.parent, "switch_lsn": s.switch_lsn} for s in self.history],
             "fenced": self.fenced,
         }
@@ -253,7 +253,7 @@ def _identity(document: object) -> Identity:
         system_identifier=int(system_identifier),
         timeline=_count(document, "timeline", minimum=1),
         role=role,
-        committed_lsn=_count(document, "committed_lsn"),
+        write_lsn=_count(document, "write_lsn"),
         history=tuple(Switch(_count(item, "parent", 1), _count(item, "switch_lsn"), 0) for item in history),
         fenced=fenced,
     )

@@ -61,7 +61,7 @@ class ReceiverStatus:
     state: str = "starting"
     primary_url: str = ""
     primary_timeline: int | None = None
-    primary_flush_lsn: int = 0
+    primary_write_lsn: int = 0
     last_contact: float | None = None  # epoch seconds
     connected_since: float | None = None
     behind_since: float | None = None
@@ -94,15 +94,12 @@ class Receiver:
         status, store, writer = self.status, self._engine.store, self._engine.writer
         assert writer is not None
         now = time.time()
-        lag_bytes = max(0, status.primary_flush_lsn - store.applied_lsn)
+        lag_bytes = max(0, status.primary_write_lsn - store.applied_lsn)
         return {
             "state": status.state,
             "primary": status.primary_url,
             "primary_timeline": status.primary_timeline,
-            "primary_flush_lsn": format_lsn(status.primary_flush_lsn),
-            "received_lsn": format_lsn(writer.end_lsn),
-            "flushed_lsn": format_lsn(writer.synced_lsn),
-            "applied_lsn": format_lsn(store.applied_lsn),
+            "primary_write_lsn": format_lsn(status.primary_write_lsn),
             "lag_bytes": lag_bytes,
             "lag_s": round(now - status.behind_since, 3) if lag_bytes and status.behind_since else 0.0,
             "last_contact_s_ago": None if status.last_contact is None else round(now - status.last_contact, 3),
@@ -214,22 +211,22 @@ class Receiver:
                     ]
                     writer.append_frames(message.lsn, message.frames)
                     items.extend(decoded)
-                    status.primary_flush_lsn = max(status.primary_flush_lsn, message.end_lsn)
+                    status.primary_write_lsn = max(status.primary_write_lsn, message.end_lsn)
                     metrics.REPLICATION_RECEIVED_BYTES.inc(len(message.frames))
                 elif isinstance(message, protocol.SegmentStart):
                     writer.start_segment(message.start_lsn, message.timeline)
                 elif isinstance(message, protocol.Keepalive):
-                    status.primary_flush_lsn = max(status.primary_flush_lsn, message.flush_lsn)
+                    status.primary_write_lsn = max(status.primary_write_lsn, message.write_lsn)
                     status.primary_timeline = message.timeline
                     self._feedback_due.set()
                 else:
                     raise protocol.refused(message.code, message.message)
         finally:
-            if writer.end_lsn > writer.synced_lsn:
+            if writer.end_lsn > writer.flush_lsn:
                 await writer.sync()
             self._apply(items)
         now = time.time()
-        if status.primary_flush_lsn > self._engine.store.applied_lsn:
+        if status.primary_write_lsn > self._engine.store.applied_lsn:
             status.behind_since = status.behind_since or now
         else:
             status.behind_since = None
@@ -258,7 +255,7 @@ class Receiver:
                 "slot": self._settings.node_name,
                 "timeline": self._role.timeline,
                 "write_lsn": writer.end_lsn,
-                "flush_lsn": writer.synced_lsn,
+                "flush_lsn": writer.flush_lsn,
                 "apply_lsn": self._engine.store.applied_lsn,
             }
             url = self.status.primary_url

@@ -122,7 +122,7 @@ class Roles:
         metrics.REPLICATION_LAG.bind(
             lambda: [
                 (row["name"], row["lag_bytes"], row["lag_s"])
-                for row in primary.slots.describe(engine.flushed_lsn, time.time())
+                for row in primary.slots.describe(engine.write_lsn, time.time())
                 if row["lag_bytes"] is not None
             ]
         )

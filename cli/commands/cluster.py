@@ -29,6 +29,8 @@ from .options import FormatOption, TokenOption, UrlOption, connect, output_forma
 app = typer.Typer()  # added to kvctl without a name: its commands are top-level ones
 
 CLUSTER_NODES_MAX = 64
+# /v1/status "lsn" fields, in the order `kvctl status` prints them (PostgreSQL's names).
+LSN_FIELDS = ("insert_lsn", "write_lsn", "flush_lsn", "commit_lsn", "apply_lsn", "redo_lsn")
 NODE_HEADERS = (
     "NODE",
     "NAME",
@@ -132,12 +134,12 @@ def node_row(report: NodeReport) -> tuple[object, ...]:
     lsn = document.get("lsn") or {}
     replication = document.get("replication")
     if replication is None:
-        positions: tuple[object, ...] = (lsn.get("flushed"), lsn.get("applied"), None, None, None)
+        positions: tuple[object, ...] = (lsn.get("flush_lsn"), lsn.get("apply_lsn"), None, None, None)
     else:
         contact = replication.get("last_contact_s_ago")
         positions = (
-            replication.get("flushed_lsn"),
-            replication.get("applied_lsn"),
+            lsn.get("flush_lsn"),
+            lsn.get("apply_lsn"),
             replication.get("lag_bytes"),
             replication.get("lag_s"),
             None if contact is None else f"{contact:g} s ago",
@@ -198,7 +200,7 @@ def status_fields(document: dict[str, Any]) -> list[tuple[str, object]]:
         ("role", document.get("role")),
         ("state", state),
         ("timeline", document.get("timeline")),
-        *((f"lsn.{name}", lsn.get(name)) for name in ("end", "flushed", "committed", "applied", "redo")),
+        *((name, lsn.get(name)) for name in LSN_FIELDS),
         ("keys", document.get("keys")),
         ("fsync", document.get("fsync")),
         ("last_checkpoint", f"{last['snapshot']} (redo {last['redo_lsn']}, {last['seconds']} s)" if last else None),

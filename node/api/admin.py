@@ -66,9 +66,10 @@ def routes(node: AdminNode) -> list[Route]:
         ]
         return json_response(
             {
-                "end_lsn": format_lsn(writer.end_lsn),
-                "flushed_lsn": format_lsn(writer.flushed_lsn),
-                "committed_lsn": format_lsn(node.engine.committed_lsn),
+                "insert_lsn": format_lsn(writer.end_lsn),
+                "write_lsn": format_lsn(writer.write_lsn),
+                "flush_lsn": format_lsn(writer.flush_lsn),
+                "commit_lsn": format_lsn(node.engine.committed_lsn),
                 "redo_lsn": format_lsn(node.checkpointer.control.redo_lsn),
                 "fsync": writer.policy.value,
                 "segments": segments,

@@ -66,7 +66,7 @@ def digest(engine: Engine) -> dict[str, Any]:
         hasher.update(len(entry[VALUE]).to_bytes(4, "little") + entry[VALUE])
         hasher.update(entry[VERSION].to_bytes(8, "little") + entry[EXPIRES_AT_MS].to_bytes(8, "little"))
         count += 1
-    return {"digest": hasher.hexdigest(), "keys": count, "applied_lsn": store.applied_lsn, "revision": store.revision}
+    return {"digest": hasher.hexdigest(), "keys": count, "apply_lsn": store.applied_lsn, "revision": store.revision}
 
 
 def routes(node: ReplicationApiNode) -> list[Route | OpenRoute]:
@@ -87,7 +87,7 @@ def routes(node: ReplicationApiNode) -> list[Route | OpenRoute]:
             timeline=roles.timeline,
             role="primary" if serving is not None else "replica",
             # A primary streams what is durable here; a replica reports what it applied.
-            committed_lsn=node.engine.flushed_lsn if serving is not None else node.engine.committed_lsn,
+            write_lsn=node.engine.write_lsn if serving is not None else node.engine.committed_lsn,
             history=tuple(roles.history),
             fenced=serving.not_to_follow() if serving is not None else None,
         )

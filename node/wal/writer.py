@@ -83,8 +83,8 @@ class WalWriter:
         self._segment_path: Path | None = None
         self.failure: BaseException | None = None
         self.end_lsn = end_lsn  # where the next record goes
-        self.flushed_lsn = end_lsn  # written per policy: fsynced (always) or in the page cache
-        self.synced_lsn = end_lsn  # known fsynced
+        self.write_lsn = end_lsn  # written per the fsync policy: fsynced (always) or in the page cache
+        self.flush_lsn = end_lsn  # known fsynced: durable
         self.written_bytes = 0  # since start, for kvstore_wal_written_bytes_total
         self._segment_start_lsn: int | None = None
         self._segment_bytes = 0
@@ -113,7 +113,7 @@ class WalWriter:
         self._segment_bytes = len(header)
         self.end_lsn = end_lsn + len(header)
         self._write_chunks(self._take_pending(), sync=True)
-        self.flushed_lsn = self.synced_lsn = self.end_lsn
+        self.write_lsn = self.flush_lsn = self.end_lsn
 
     # -- the loop side -------------------------------------------------------------
 
@@ -171,7 +171,7 @@ class WalWriter:
             raise ValueError(
                 f"cannot start the WAL at {format_lsn(lsn)}: it already ends at {format_lsn(self.end_lsn)}"
             )
-        self.end_lsn = self.flushed_lsn = self.synced_lsn = lsn
+        self.end_lsn = self.write_lsn = self.flush_lsn = lsn
 
     def switch_timeline(self, timeline: int) -> None:
         """Promotion: the new timeline starts in a new segment at the current end."""
@@ -192,7 +192,7 @@ class WalWriter:
         except OSError as error:
             self._fail(error)
             raise WalFailed(f"WAL write failed: {error}") from error
-        self.flushed_lsn = self.end_lsn
+        self.write_lsn = self.end_lsn
 
     def _rotate(self) -> None:
         self.recent.segment(self.end_lsn, self._timeline)
@@ -224,7 +224,7 @@ class WalWriter:
         if error is not None:
             self._fail(error)
             return
-        self.flushed_lsn = self.synced_lsn = target_lsn
+        self.write_lsn = self.flush_lsn = target_lsn
         try:
             self._on_flushed(target_lsn)
         except Exception as callback_error:  # a bug above us: stop writes loudly, never hang them
@@ -236,7 +236,7 @@ class WalWriter:
             self._schedule_flush()
 
     def _release_sync_waiters(self) -> None:
-        while self._sync_waiters and self._sync_waiters[0][0] <= self.flushed_lsn:
+        while self._sync_waiters and self._sync_waiters[0][0] <= self.write_lsn:
             future = self._sync_waiters.popleft()[1]
             if not future.done():
                 future.set_result(None)
@@ -259,24 +259,24 @@ class WalWriter:
         if self.failure is not None:
             raise WalFailed(f"WAL writes failed earlier: {self.failure}")
         target_lsn = self.end_lsn
-        if self.flushed_lsn < target_lsn:  # fsync=always: a flush in flight will cover it
+        if self.write_lsn < target_lsn:  # fsync=always: a flush in flight will cover it
             future: asyncio.Future[None] = self._loop.create_future()
             self._sync_waiters.append((target_lsn, future))
             await future
-        if self.synced_lsn < target_lsn:
+        if self.flush_lsn < target_lsn:
             try:
                 await self._loop.run_in_executor(self._executor, self._fsync_written)
             except OSError as error:
                 self._fail(error)
                 raise WalFailed(f"WAL fsync failed: {error}") from error
-            self.synced_lsn = max(self.synced_lsn, target_lsn)
+            self.flush_lsn = max(self.flush_lsn, target_lsn)
         return target_lsn
 
     async def run_interval_sync(self) -> None:
         """fsync=interval: the background task that bounds what an OS crash can lose."""
         while True:
             await asyncio.sleep(self._interval_s)
-            if self.failure is None and self.synced_lsn < self.flushed_lsn:
+            if self.failure is None and self.flush_lsn < self.write_lsn:
                 try:
                     await self.sync()
                 except (OSError, WalFailed) as error:

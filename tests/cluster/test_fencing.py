@@ -134,7 +134,7 @@ def identity(timeline: int = 1, **fields: Any) -> Answer:
         "system_identifier": str(SYSTEM),
         "timeline": timeline,
         "role": "primary",
-        "committed_lsn": 100,
+        "write_lsn": 100,
         "history": [{"parent": t, "switch_lsn": 50 + t} for t in range(1, timeline)],
         "fenced": None,
     }

@@ -327,7 +327,7 @@ def test_commit_lsn_is_monotonic_and_writes_are_visible_once_acknowledged(client
     lsns.append(parse_lsn(deleted.headers["x-kv-commit-lsn"]))
     assert lsns == sorted(lsns) and len(set(lsns)) == len(lsns), lsns
     status = client.get("/v1/status").json()
-    assert parse_lsn(status["lsn"]["committed"]) >= lsns[-1]
+    assert parse_lsn(status["lsn"]["commit_lsn"]) >= lsns[-1]
 
 
 # -- TTL -------------------------------------------------------------------------------------
@@ -736,9 +736,14 @@ def test_status(client: httpx.Client, uid: str) -> None:
     assert body["role"] == "primary"
     assert body["state"] == "running"
     assert isinstance(body["timeline"], int) and body["timeline"] >= 1
-    lsn = {name: parse_lsn(body["lsn"][name]) for name in ("end", "flushed", "committed", "applied", "redo")}
-    assert lsn["committed"] >= parse_lsn(write["commit_lsn"])
-    assert lsn["redo"] <= lsn["applied"] <= lsn["committed"] <= lsn["flushed"] <= lsn["end"], body["lsn"]
+    names = ("insert_lsn", "write_lsn", "flush_lsn", "commit_lsn", "apply_lsn", "redo_lsn")
+    assert set(body["lsn"]) == set(names)
+    lsn = {name: parse_lsn(body["lsn"][name]) for name in names}
+    assert lsn["commit_lsn"] >= parse_lsn(write["commit_lsn"])
+    assert lsn["redo_lsn"] <= lsn["apply_lsn"] <= lsn["commit_lsn"] <= lsn["write_lsn"] <= lsn["insert_lsn"], body[
+        "lsn"
+    ]
+    assert lsn["flush_lsn"] <= lsn["write_lsn"], body["lsn"]
 
 
 def test_openapi(client: httpx.Client) -> None:
@@ -852,7 +857,7 @@ def test_restart_keeps_data_and_versions(node_factory) -> None:  # type: ignore[
         expires_at = ttl_get.headers["x-kv-expires-at"]
         txn = http.post("/v1/txn", json={"ops": [{"op": "set", "key": "r:txn", "value": "in txn"}]}).json()
         written["r:txn"] = (b"in txn", f'"{txn["version"]}"')
-        end_before = http.get("/v1/status").json()["lsn"]["committed"]
+        end_before = http.get("/v1/status").json()["lsn"]["commit_lsn"]
 
     assert node.stop() == 0, node.log()[-4000:]
     node.restart()
@@ -865,7 +870,7 @@ def test_restart_keeps_data_and_versions(node_factory) -> None:  # type: ignore[
         assert http.get(kv("r:ttl")).headers["x-kv-expires-at"] == expires_at
         assert_error(http.get(kv("r:00/ü")), 404, "not_found")
         assert listed_keys(http, "r:", limit=100) == sorted(written)
-        assert parse_lsn(http.get("/v1/status").json()["lsn"]["committed"]) >= parse_lsn(end_before)
+        assert parse_lsn(http.get("/v1/status").json()["lsn"]["commit_lsn"]) >= parse_lsn(end_before)
         # Versions keep increasing after the restart.
         after = http.put(kv("r:new"), content=b"n")
         assert after.json()["version"] > max(int(etag.strip('"')) for _, etag in written.values())

@@ -28,7 +28,7 @@ def test_feedback_beyond_the_wal_end_is_refused_and_the_slot_unchanged(node_fact
     headers = {"authorization": f"Bearer {login.json()['token']}"}
     with httpx.Client(base_url=node.url, headers=headers, timeout=30) as replicator, node.client() as admin:
         assert replicator.get("/v1/replication/basebackup", params={"slot": "r1"}).status_code == 200  # makes the slot
-        end_lsn = parse_lsn(admin.get("/v1/status").json()["lsn"]["end"])
+        end_lsn = parse_lsn(admin.get("/v1/status").json()["lsn"]["insert_lsn"])
         honest = {"slot": "r1", "timeline": 1, "write_lsn": end_lsn, "flush_lsn": end_lsn, "apply_lsn": end_lsn}
         assert replicator.post("/v1/replication/feedback", json=honest).status_code == 200  # the end itself is fine
         before = slot_positions(admin, "r1")

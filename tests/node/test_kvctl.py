@@ -337,7 +337,16 @@ def test_checkpoint_snapshots_and_status(shared: NodeProcess, config: Path) -> N
     assert status["role"] == "primary" and status["last_checkpoint"]["snapshot"] == made["snapshot"]
     fields = dict(line.split(None, 1) for line in ok(kvctl("status", config=config, env=env)).splitlines())
     assert fields["role"] == "primary"
-    assert {"state", "timeline", "lsn.end", "lsn.flushed", "lsn.committed", "lsn.applied", "lsn.redo"} <= fields.keys()
+    assert {
+        "state",
+        "timeline",
+        "insert_lsn",
+        "write_lsn",
+        "flush_lsn",
+        "commit_lsn",
+        "apply_lsn",
+        "redo_lsn",
+    } <= fields.keys()
     assert fields["last_checkpoint"].startswith(made["snapshot"])
 
 
@@ -363,7 +372,7 @@ def test_wal_tail_prints_records_from_an_lsn(shared: NodeProcess, config: Path) 
 
 def test_wal_tail_follows_new_records_and_exits_0_on_ctrl_c(shared: NodeProcess, config: Path) -> None:
     env = as_env(shared)
-    committed = kvctl_json("status", config=config, env=env)["lsn"]["committed"]
+    committed = kvctl_json("status", config=config, env=env)["lsn"]["commit_lsn"]
     # Started the way `make test &` starts it, SIGINT ignored; interrupted as soon as a line shows.
     tail = spawn_kvctl("wal", "tail", "--from", committed, config=config, env=env)
     try:

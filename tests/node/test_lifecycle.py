@@ -39,7 +39,7 @@ def test_bad_configuration_exits_2_with_the_setting_named(node_factory) -> None:
 def test_sigterm_with_a_following_wal_stream_exits_0_promptly(node) -> None:  # type: ignore[no-untyped-def]
     lines: list[bytes] = []
     with node.client() as client:
-        start = client.get("/v1/admin/wal").json()["committed_lsn"]
+        start = client.get("/v1/admin/wal").json()["commit_lsn"]
 
     def follow() -> None:
         with node.client() as client:

@@ -43,8 +43,8 @@ def assert_converged(primary: NodeProcess, *replicas: NodeProcess, timeout_s: fl
     def equal() -> bool:
         expected.update(admin_get(primary, "/v1/admin/digest"))
         return all(
-            {k: admin_get(r, "/v1/admin/digest")[k] for k in ("digest", "applied_lsn")}
-            == {k: expected[k] for k in ("digest", "applied_lsn")}
+            {k: admin_get(r, "/v1/admin/digest")[k] for k in ("digest", "apply_lsn")}
+            == {k: expected[k] for k in ("digest", "apply_lsn")}
             for r in replicas
         )
 

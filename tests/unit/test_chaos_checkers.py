@@ -72,7 +72,7 @@ def test_durability_reports_a_value_no_write_could_leave() -> None:
 
 
 def digest(value: str, lsn: str = "0/100") -> dict[str, object]:
-    return {"digest": value, "applied_lsn": lsn, "keys": 10}
+    return {"digest": value, "apply_lsn": lsn, "keys": 10}
 
 
 def test_convergence_passes_when_all_digests_match() -> None:

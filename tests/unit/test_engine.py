@@ -92,7 +92,7 @@ def test_sync_returns_under_steady_write_load(tmp_path: Path) -> None:
         await asyncio.sleep(0.2)
         target = engine.writer.end_lsn
         synced = await asyncio.wait_for(engine.writer.sync(), 5)
-        assert synced >= target and engine.writer.synced_lsn >= target
+        assert synced >= target and engine.writer.flush_lsn >= target
         stop.set()
         await asyncio.gather(*tasks)
 
@@ -150,8 +150,8 @@ def test_under_synchronous_commit_a_write_commits_only_once_the_replicas_confirm
         await engine.writer.sync()
         await asyncio.sleep(0.05)
         # Durable here, and not yet committed: not readable, not acknowledged.
-        assert engine.flushed_lsn > engine.committed_lsn and engine.get("k") is None and not put.done()
-        confirmed = engine.flushed_lsn
+        assert engine.write_lsn > engine.committed_lsn and engine.get("k") is None and not put.done()
+        confirmed = engine.write_lsn
         engine.on_replicas_confirmed()
         result = await asyncio.wait_for(put, 5)
         entry = engine.get("k")

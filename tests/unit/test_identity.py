@@ -15,7 +15,7 @@ GOOD: dict[str, Any] = {
     "system_identifier": "7310000000000000001",
     "timeline": 3,
     "role": "primary",
-    "committed_lsn": 4096,
+    "write_lsn": 4096,
     "history": [{"parent": 1, "switch_lsn": 100}, {"parent": 2, "switch_lsn": 2000}],
     "fenced": None,
 }
@@ -39,7 +39,7 @@ def test_a_node_s_identity_goes_through_its_document_unchanged() -> None:
         (GOOD | {"timeline": 0}, "timeline 0 is not an integer >= 1"),
         (GOOD | {"timeline": "3"}, "timeline '3' is not an integer >= 1"),
         (GOOD | {"timeline": True}, "timeline True is not an integer >= 1"),
-        (GOOD | {"committed_lsn": -1}, "committed_lsn -1 is not an integer >= 0"),
+        (GOOD | {"write_lsn": -1}, "write_lsn -1 is not an integer >= 0"),
         (GOOD | {"role": "leader"}, "role 'leader' is not one of primary, replica"),
         (GOOD | {"fenced": 1}, "fenced 1 is neither null nor a reason"),
         (GOOD | {"history": {}}, "history {} is not a list"),

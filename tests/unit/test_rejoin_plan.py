@@ -86,7 +86,7 @@ def primary(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         "system_identifier": SYSTEM,
         "timeline": 2,
         "role": "primary",
-        "committed_lsn": 9000,
+        "write_lsn": 9000,
         "history": BRANCHED_AT_5000,
         "fenced": None,
     }

@@ -103,7 +103,7 @@ async def received(primary: Primary, from_lsn: int, slot: str = "r1") -> list[Me
     async for chunk in stream:
         for message in decoder.feed(chunk):
             if isinstance(message, Keepalive):
-                assert message.flush_lsn == node_of(primary).engine.flushed_lsn and message.timeline == 1
+                assert message.write_lsn == node_of(primary).engine.write_lsn and message.timeline == 1
                 await stream.aclose()
                 return messages
             messages.append(message)
@@ -204,7 +204,7 @@ def refusal(primary: Primary, from_lsn: int, timeline: int = 1, system: str | No
 
 def test_check_stream_refuses_what_the_replica_cannot_follow(tmp_path: Path) -> None:
     async def body(primary: Primary) -> None:
-        flushed = node_of(primary).engine.flushed_lsn
+        flushed = node_of(primary).engine.write_lsn
         primary.check_stream(0, 1, str(SYSTEM))  # the whole WAL is there
         primary.check_stream(flushed, 1, None)  # and its end: a replica that has everything
         assert refusal(primary, 0, system="1").refusal == Refusal.SYSTEM_MISMATCH
@@ -238,12 +238,12 @@ def feedback(lsn: int, slot: str = "r1", timeline: int = 1) -> dict[str, Any]:
 
 def test_feedback_moves_the_slot_and_is_refused_beyond_the_wal_end(tmp_path: Path) -> None:
     async def body(primary: Primary) -> None:
-        end = node_of(primary).engine.flushed_lsn
+        end = node_of(primary).engine.write_lsn
         with pytest.raises(Refused) as no_slot:
             primary.feedback(feedback(100), "127.0.0.2")
         assert no_slot.value.refusal == Refusal.NO_SLOT
         primary.slots.acquire("r1", 0)
-        assert primary.feedback(feedback(100), "127.0.0.2") == {"timeline": 1, "committed_lsn": end}
+        assert primary.feedback(feedback(100), "127.0.0.2") == {"timeline": 1, "write_lsn": end}
         assert primary.slots.slots["r1"].restart_lsn == 100
         with pytest.raises(LsnBeyondWalEnd, match="flush_lsn"):
             primary.feedback(feedback(end + 1), "127.0.0.2")

@@ -29,6 +29,8 @@ from .parts import (
 # The login route's own bounds (app.py): longer is a 400 before any password is hashed.
 MAX_LOGIN_USERNAME_CHARS = 256
 MAX_LOGIN_PASSWORD_CHARS = 1024
+# /v1/status "lsn": PostgreSQL's names (node/status.py says what each one is).
+STATUS_LSNS = ("insert_lsn", "write_lsn", "flush_lsn", "commit_lsn", "apply_lsn", "redo_lsn")
 
 _VERSION_ETAG = {"type": "string", "pattern": '^(W/)?"[0-9]+"$', "examples": ['"42"']}
 _WRITE_HEADERS = {
@@ -164,7 +166,7 @@ def _key_operations(settings: Settings, suffix: str) -> dict[str, Any]:
 
 def _status() -> Schema:
     nullable_object = {"type": ["object", "null"]}
-    lsns = obj({name: LSN_TEXT for name in ("end", "flushed", "committed", "applied", "redo")}, ("end", "applied"))
+    lsns = obj({name: LSN_TEXT for name in STATUS_LSNS}, STATUS_LSNS)
     properties: dict[str, Schema] = {
         "name": {"type": "string"},
         "role": {"enum": ["primary", "replica"]},

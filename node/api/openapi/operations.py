@@ -31,11 +31,11 @@ def paths() -> dict[str, dict[str, Any]]:
     )
     wal = obj(
         {
-            **{name: LSN_TEXT for name in ("end_lsn", "flushed_lsn", "committed_lsn", "redo_lsn")},
+            **{name: LSN_TEXT for name in ("insert_lsn", "write_lsn", "flush_lsn", "commit_lsn", "redo_lsn")},
             "fsync": {"enum": ["always", "interval", "off"]},
             "segments": {"type": "array", "items": segment},
         },
-        ("end_lsn", "flushed_lsn", "committed_lsn", "redo_lsn", "fsync", "segments"),
+        ("insert_lsn", "write_lsn", "flush_lsn", "commit_lsn", "redo_lsn", "fsync", "segments"),
     )
     snapshot = obj(
         {"name": {"type": "string"}, "bytes": {"type": "integer"}, "current": {"type": "boolean"}},
@@ -95,13 +95,13 @@ def paths() -> dict[str, dict[str, Any]]:
                             {
                                 "digest": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                                 "keys": {"type": "integer"},
-                                "applied_lsn": {"type": "integer"},
+                                "apply_lsn": {"type": "integer"},
                                 "revision": {"type": "integer"},
                                 "seconds": {"type": "number"},
                             },
-                            ("digest", "keys", "applied_lsn", "revision", "seconds"),
+                            ("digest", "keys", "apply_lsn", "revision", "seconds"),
                         ),
-                        "the digest at applied_lsn",
+                        "the digest at apply_lsn",
                     )
                 },
             }

@@ -55,11 +55,11 @@ def paths() -> dict[str, dict[str, Any]]:
                                 "system_identifier": {"type": "string"},
                                 "timeline": {"type": "integer"},
                                 "role": {"enum": ["primary", "replica"]},
-                                "committed_lsn": {"type": "integer"},
+                                "write_lsn": {"type": "integer"},
                                 "history": {"type": "array", "items": {"type": "object"}},
                                 "fenced": {"type": ["string", "null"]},
                             },
-                            ("system_identifier", "timeline", "role", "committed_lsn", "history", "fenced"),
+                            ("system_identifier", "timeline", "role", "write_lsn", "history", "fenced"),
                         ),
                         "who this node is",
                     )
@@ -110,8 +110,8 @@ def paths() -> dict[str, dict[str, Any]]:
                 "responses": {
                     "200": ok(
                         obj(
-                            {"timeline": {"type": "integer"}, "committed_lsn": {"type": "integer"}},
-                            ("timeline", "committed_lsn"),
+                            {"timeline": {"type": "integer"}, "write_lsn": {"type": "integer"}},
+                            ("timeline", "write_lsn"),
                         ),
                         "this node's timeline and committed LSN",
                     )
