@@ -271,6 +271,11 @@ class Authenticator:
 
     # -- every request ---------------------------------------------------------------
 
+    def _forget(self, authorization: str | None) -> None:
+        """Drop a header's cached verdict once its user or key no longer stands behind it."""
+        if authorization:
+            self._token_cache.pop(authorization, None)
+
     def authenticate(self, authorization: str | None, address: str = "") -> catalog.Principal:
         # The cache is keyed by the whole header value: a hit costs one dict lookup.
         cached = self._token_cache.get(authorization) if authorization else None
@@ -282,12 +287,12 @@ class Authenticator:
             raise Unauthorized("this API key may not be used from this address")
         principal = self.principal(username)
         if principal is None or (generation is not None and principal.token_generation != generation):
-            self._token_cache.pop(authorization, None)  # type: ignore[arg-type]
+            self._forget(authorization)
             metrics.AUTH_FAILURES.labels("revoked").inc()
             raise Unauthorized("token is no longer valid; log in again")
         if incarnation is not None and not incarnation[0] <= principal.created_at_ms <= incarnation[1]:
             # The key's user was deleted and a new user took the name: the key is not theirs.
-            self._token_cache.pop(authorization, None)  # type: ignore[arg-type]
+            self._forget(authorization)
             metrics.AUTH_FAILURES.labels("revoked").inc()
             raise Unauthorized("this API key belonged to a deleted user of that name")
         self.check_host(address, principal)

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -61,7 +61,7 @@ class PrimaryRole(Protocol):
 @dataclass(frozen=True, slots=True)
 class BaseBackup:
     headers: list[tuple[str, str]]
-    chunks: AsyncIterator[bytes]
+    chunks: AsyncGenerator[bytes, None]
 
 
 def _messages_for(read: TailRead) -> bytes:
@@ -212,7 +212,7 @@ class Primary:
         if not found or segments.segment_holding(found, from_lsn) is None:
             raise Refused(Refusal.WAL_REMOVED, f"WAL at {format_lsn(from_lsn)} was recycled; take a base backup")
 
-    async def stream(self, slot_name: str, from_lsn: int, address: str) -> AsyncIterator[bytes]:
+    async def stream(self, slot_name: str, from_lsn: int, address: str) -> AsyncGenerator[bytes, None]:
         """Messages from `from_lsn` until the client leaves or the node stops."""
         slot = self.slots.acquire(slot_name, from_lsn)
         slot.streams += 1
@@ -225,7 +225,7 @@ class Primary:
             slot.streams -= 1
             log.info("replica stream ended", extra={"slot": slot_name})
 
-    async def _messages(self, slot: Slot, position: int) -> AsyncIterator[bytes]:
+    async def _messages(self, slot: Slot, position: int) -> AsyncGenerator[bytes, None]:
         engine = self._engine
         loop = asyncio.get_running_loop()
         keepalive_s = self._settings.replication_keepalive_s
@@ -299,7 +299,7 @@ class Primary:
         return BaseBackup(headers, _file_chunks(file))
 
 
-async def _file_chunks(file: Any) -> AsyncIterator[bytes]:
+async def _file_chunks(file: Any) -> AsyncGenerator[bytes, None]:
     loop = asyncio.get_running_loop()
     try:
         while chunk := await loop.run_in_executor(None, file.read, BASE_BACKUP_CHUNK_BYTES):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
 import orjson
@@ -106,7 +106,7 @@ def _read_batch(node: AdminNode, from_lsn: int, until_lsn: int, limit: int) -> l
     ]
 
 
-async def _stream_records(node: AdminNode, from_lsn: int, limit: int, follow: bool) -> AsyncIterator[bytes]:
+async def _stream_records(node: AdminNode, from_lsn: int, limit: int, follow: bool) -> AsyncGenerator[bytes, None]:
     loop = asyncio.get_running_loop()
     engine = node.engine
     cursor = WalCursor(engine.progress, from_lsn, lambda: engine.committed_lsn, node.stopping)

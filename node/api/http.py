@@ -8,7 +8,7 @@ adapter in `rsgi.py` maps them onto granian, and tests call the app directly wit
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qsl
@@ -158,7 +158,7 @@ class StreamResponse:
     """A long-lived chunked response; the adapter stops iterating when the client leaves."""
 
     status: int
-    chunks: AsyncIterator[bytes]
+    chunks: AsyncGenerator[bytes, None]  # closed when the client leaves
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 

@@ -30,7 +30,7 @@ from ..catalog import Principal
 from ..checkpoint import Checkpointer
 from ..engine import Engine
 from ..errors import BadRequest, Conflict
-from ..store import EXPIRES_AT_MS, VALUE, VERSION
+from ..store import entry_expires_at_ms, entry_value, entry_version
 from .http import Request, Response, StreamResponse, json_integer, json_response
 from .routes import REPLICATION, OpenRoute, Route, superuser
 
@@ -63,8 +63,9 @@ def digest(engine: Engine) -> dict[str, Any]:
     for key, entry in store.items_sorted():
         encoded = key.encode()
         hasher.update(len(encoded).to_bytes(4, "little") + encoded)
-        hasher.update(len(entry[VALUE]).to_bytes(4, "little") + entry[VALUE])
-        hasher.update(entry[VERSION].to_bytes(8, "little") + entry[EXPIRES_AT_MS].to_bytes(8, "little"))
+        value = entry_value(entry)
+        hasher.update(len(value).to_bytes(4, "little") + value)
+        hasher.update(entry_version(entry).to_bytes(8, "little") + entry_expires_at_ms(entry).to_bytes(8, "little"))
         count += 1
     return {"digest": hasher.hexdigest(), "keys": count, "apply_lsn": store.applied_lsn, "revision": store.revision}
 

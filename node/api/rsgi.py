@@ -254,4 +254,4 @@ class RsgiAdapter:
         except (ProtocolClosed, OSError, RuntimeError) as gone:
             log.debug("stream client went away", extra={"reason": str(gone)})
         finally:
-            await chunks.aclose()  # type: ignore[attr-defined]
+            await chunks.aclose()
