@@ -23,6 +23,8 @@ STORAGE_CORE = (
     "kvstore.node.control",
     "kvstore.node.records",
 )
+MODULE_LINES_MAX = 400  # a module longer than this does more than one job
+SERVER_INTERNAL_IMPORTS_MAX = 12  # the lifecycle wires services; it does not build them
 ABOVE_STORAGE = (
     "kvstore.node.catalog",
     "kvstore.node.auth",
@@ -94,3 +96,31 @@ def test_the_storage_core_imports_nothing_above_it() -> None:
 
 def test_the_node_and_replication_import_no_tool() -> None:
     assert _breaches(("kvstore.node", "kvstore.replication"), ("kvstore.cli", "kvstore.chaos")) == []
+
+
+def test_no_module_of_the_node_or_replication_is_over_400_lines() -> None:
+    long = {
+        str(path.relative_to(ROOT)): lines
+        for folder in ("node", "replication")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if (lines := len(path.read_text().splitlines())) > MODULE_LINES_MAX
+    }
+    assert long == {}
+
+
+def test_the_lifecycle_module_imports_at_most_12_of_ours() -> None:
+    server = ROOT / "node" / "server.py"
+    modules: set[str] = set()
+    for node in ast.walk(ast.parse(server.read_text(), str(server))):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = ".".join(["kvstore.node", *node.module.split(".")] if node.module else ["kvstore.node"])
+            # `from . import x` names modules; `from .x import A` takes names from module x.
+            if node.module:
+                modules.add(base)
+            else:
+                modules.update(f"{base}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and _under(node.module or "", tuple(PACKAGES.values())):
+            modules.add(node.module or "")
+        elif isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names if _under(alias.name, tuple(PACKAGES.values())))
+    assert 0 < len(modules) <= SERVER_INTERNAL_IMPORTS_MAX, sorted(modules)
