@@ -57,6 +57,7 @@ class Settings:
     max_scan_examined_keys: int = 20_000
     listing_cursors_max: int = 10_000
     max_requests_in_flight: int = 4096
+    max_watchers: int = 256  # GET /v1/watch streams a node serves at once; 429 beyond
     max_ttl_s: int = 10 * 365 * 24 * 3600
     expire_interval_ms: int = 100
     expire_batch_keys: int = 1000
@@ -183,6 +184,7 @@ class Settings:
             "max_scan_limit": 1,
             "listing_cursors_max": 1,
             "max_requests_in_flight": 1,
+            "max_watchers": 1,
             "max_ttl_s": 1,
             "expire_interval_ms": 1,
             "expire_batch_keys": 1,

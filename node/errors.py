@@ -81,6 +81,13 @@ class NotAnInteger(Conflict):
     code = "not_an_integer"
 
 
+class Gone(KvError):
+    """What a request asks for is no longer kept (WAL a checkpoint recycled)."""
+
+    status = 410
+    code = "compacted"
+
+
 class LengthRequired(KvError):
     status = 411
     code = "length_required"

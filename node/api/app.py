@@ -17,7 +17,7 @@ from ..auth import Authenticator
 from ..catalog import Principal
 from ..engine import Engine
 from ..errors import BadRequest, KvError
-from . import admin, openapi, security
+from . import admin, openapi, security, watch
 from . import replication as replication_api
 from .http import (
     JSON_HEADERS,
@@ -37,7 +37,13 @@ LOGIN_PATH = "/v1/auth/login"
 
 
 class NodeApi(
-    KvNode, CatalogNode, security.SecurityNode, admin.AdminNode, replication_api.ReplicationApiNode, Protocol
+    KvNode,
+    CatalogNode,
+    security.SecurityNode,
+    admin.AdminNode,
+    watch.WatchNode,
+    replication_api.ReplicationApiNode,
+    Protocol,
 ):
     """What the API needs from the node it serves: what each part of it uses (each declares
     its own), the node's readiness and its status document."""
@@ -54,6 +60,7 @@ class App:
         self.settings = node.settings
         self._kv = KvApi(node)
         self._catalog = CatalogAdmin(node)
+        self.watchers = watch.Watchers(node.settings.max_watchers)
         self._document: tuple[object, bytes] | None = None  # (auth policy, OpenAPI document) served
         self.router = Router(
             [
@@ -65,6 +72,7 @@ class App:
                 Route("GET", "/openapi.json", self.openapi, AUTHENTICATED),
                 *self._kv.routes(),
                 *admin.routes(node),
+                *watch.routes(node, self.watchers),
                 *security.routes(node),
                 *replication_api.routes(node),
                 *self._catalog.routes(),

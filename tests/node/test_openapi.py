@@ -47,6 +47,7 @@ NOT_FUZZED = {
     # A stream that succeeds never ends (schemathesis reads whole responses), and a replica on a
     # newer timeline than the node's proves a promotion elsewhere, so the node fences itself.
     "GET /v1/replication/stream": "endless, and a newer timeline fences the node",
+    "GET /v1/watch": "endless: follows the WAL until the client leaves",
     "POST /v1/replication/feedback": "a newer timeline fences the node",
     # Rules that reject the caller are refused (400 would_lock_out) unless ?force=true, which
     # locks the run out: whether rules admit the caller is no schema's to say.

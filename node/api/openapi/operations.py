@@ -85,6 +85,26 @@ def paths() -> dict[str, dict[str, Any]]:
                 | error_responses(400),
             }
         },
+        "/v1/watch": {
+            "get": {
+                "operationId": "watch",
+                "summary": "Committed changes under a prefix as NDJSON, live, from from_lsn (default: now)",
+                "parameters": [
+                    query_param("prefix", {"type": "string"}, "only keys starting with this (default: all)"),
+                    query_param(
+                        "from_lsn", {"type": "string", "pattern": LSN_PATTERN}, "resume after this event's lsn"
+                    ),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "NDJSON: {type: set|del, key, value_base64, version, expires_at, lsn} per "
+                        "change, {type: progress, lsn} when idle, a last {type: cancelled, reason}",
+                        "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                    }
+                }
+                | error_responses(400, 403, 410, 429),
+            }
+        },
         "/v1/admin/digest": {
             "get": {
                 "operationId": "digest",

@@ -132,12 +132,13 @@ ERRORS: Final[dict[int, str]] = {
     404: "not found",
     408: "the request body did not arrive within http_body_timeout_ms; the connection closes",
     409: "conflicts with the current state: exists already, changed meanwhile, or a damaged catalog document",
+    410: "compacted: the WAL no longer reaches back to from_lsn (oldest_lsn says how far it does)",
     411: "a request body needs Content-Length (chunked bodies are refused)",
     412: "a precondition (If-Match, If-None-Match: *, if_version, if_absent) does not hold",
     413: "too large: the body, a value or a transaction is above its limit",
     421: "this node does not take writes: a replica (the message names its primary) or a fenced primary",
     429: "too many requests in flight (max_requests_in_flight, max_requests_in_flight_per_address), a login "
-    "lockout or slowdown, or a full password hashing queue (login_queue_max); Retry-After says when to try again",
+    "lockout or slowdown, max_watchers watch streams, or a full password hashing queue (login_queue_max); Retry-After says when to try again",
     500: "internal error; see the node log",
     503: "the node is still recovering, or its WAL failed, or request bodies in flight are at "
     "max_body_bytes_in_flight (Retry-After)",
