@@ -163,14 +163,28 @@ class KvClient:
         params = {"follow": "true" if follow else "false"}
         if from_lsn is not None:
             params["from_lsn"] = from_lsn
+        for text in self._ndjson("/v1/admin/wal/records", params):
+            yield _wal_line(text)
+
+    def watch(self, prefix: str, from_lsn: str | None) -> Iterator[WalLine]:
+        """Stream the committed changes under `prefix` (GET /v1/watch): events, progress lines
+        and a last `cancelled` line when the node cuts the watch off."""
+        params = {"prefix": prefix}
+        if from_lsn is not None:
+            params["from_lsn"] = from_lsn
+        for text in self._ndjson("/v1/watch", params):
+            yield _wal_line(text)
+
+    def _ndjson(self, path: str, params: dict[str, str]) -> Iterator[str]:
+        """The non-empty lines of a long-lived NDJSON answer (empty ones are keepalives)."""
         try:
-            with self._http.stream("GET", "/v1/admin/wal/records", params=params, timeout=_STREAM_TIMEOUT) as response:
+            with self._http.stream("GET", path, params=params, timeout=_STREAM_TIMEOUT) as response:
                 if response.status_code != 200:
                     response.read()
                     raise self._error(response)
                 for text in response.iter_lines():
                     if text.strip():
-                        yield _wal_line(text)
+                        yield text
         except httpx.TransportError as exc:
             raise _unreachable(self.url, exc) from None
 

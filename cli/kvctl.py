@@ -21,7 +21,7 @@ import sys
 import typer
 
 from .client import KvctlError
-from .commands import admin, apikeys, cluster, data, login, security, settings, users, wal
+from .commands import admin, apikeys, cluster, data, login, security, settings, users, wal, watch
 from .commands.options import FormatOption, GlobalOptions, TokenOption, UrlOption
 from .output import OutputFormat, StdoutClosed, emit_error, requested_format
 
@@ -40,6 +40,7 @@ app = typer.Typer(
 # Unnamed groups add their commands at the top level; `kvctl --help` lists them in this order.
 app.add_typer(login.app)
 app.add_typer(data.app)
+app.add_typer(watch.app)
 app.add_typer(admin.app)
 app.add_typer(cluster.app)
 app.add_typer(users.app)

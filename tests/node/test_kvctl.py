@@ -384,6 +384,29 @@ def test_wal_tail_follows_new_records_and_exits_0_on_ctrl_c(shared: NodeProcess,
         _reap(tail)
 
 
+def test_watch_prints_changes_under_a_prefix_and_exits_0_on_ctrl_c(shared: NodeProcess, config: Path) -> None:
+    env = as_env(shared)
+    ok(kvctl("set", "watch:a", "first", config=config, env=env))
+    committed = kvctl_json("status", config=config, env=env)["lsn"]["commit_lsn"]
+    watch = spawn_kvctl("watch", "watch:", "--from", committed, "--format", "json", config=config, env=env)
+    try:
+        lines = _line_queue(watch.stdout)
+        ok(kvctl("set", "elsewhere", "x", config=config, env=env))
+        ok(kvctl("set", "watch:b", "12345", config=config, env=env))
+        event = json.loads(_wait_for_line(lines, "watch:"))
+        assert (event["type"], event["key"], event["version"] > 0) == ("set", "watch:b", True)
+        _interrupt_ends_quietly(watch)
+    finally:
+        _reap(watch)
+    table = spawn_kvctl("watch", "watch:", "--from", committed, config=config, env=env)
+    try:
+        line = _wait_for_line(_line_queue(table.stdout), "key=watch:b")
+        assert line.rstrip("\n") == f"{event['lsn']}  set  key=watch:b version={event['version']} bytes=5"
+        _interrupt_ends_quietly(table)
+    finally:
+        _reap(table)
+
+
 def test_wal_tail_exits_0_on_ctrl_c_while_a_node_keeps_it_waiting(config: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as silent:  # takes the request, never answers
         silent.settimeout(FOLLOW_TIMEOUT_S)
