@@ -134,6 +134,7 @@ EVENT_LOOP_LAG_SECONDS = Histogram(
 COMMIT_WAITERS = Gauge(
     "kvstore_engine_commit_waiters", "Requests waiting for an LSN to commit (read at scrape time).", registry=REGISTRY
 )
+WATCHERS = Gauge("kvstore_watchers", "GET /v1/watch streams this node serves.", registry=REGISTRY)
 CATALOG_DAMAGED_DOCUMENTS = Gauge(
     "kvstore_catalog_damaged_documents",
     "Catalog documents that fail their check and are ignored (listed in /v1/status).",

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from .. import records
+from .. import metrics, records
 from ..catalog import Principal
 from ..config import Settings
 from ..datadir import DataDir
@@ -31,6 +31,7 @@ from .http import Request, StreamResponse, lsn_from_text
 from .routes import AUTHENTICATED, Route
 
 WATCH_BATCH_RECORDS = 1000
+WATCH_BATCH_BYTES = 1024 * 1024  # what one chunk holds at most (but a whole record): a slow watcher's whole buffer
 WATCH_PROGRESS_S = 5.0  # an idle watcher hears how far it has seen this often
 
 
@@ -76,6 +77,14 @@ class Watchers:
         self.cap = cap
         self.count = 0
 
+    def started(self) -> None:
+        self.count += 1
+        metrics.WATCHERS.inc()
+
+    def ended(self) -> None:
+        self.count -= 1
+        metrics.WATCHERS.dec()
+
 
 def routes(node: WatchNode, watchers: Watchers) -> list[Route]:
     async def watch(request: Request, principal: Principal) -> StreamResponse:
@@ -108,17 +117,21 @@ def routes(node: WatchNode, watchers: Watchers) -> list[Route]:
 
 def _read_batch(node: WatchNode, principal: Principal, prefix: str, from_lsn: int, until_lsn: int) -> tuple[bytes, int]:
     """The event lines of the records from `from_lsn` to `until_lsn` (at most a batch of
-    them) and where the batch ended."""
+    them: WATCH_BATCH_RECORDS, about WATCH_BATCH_BYTES) and where the batch ended."""
     scan = WalScan(node.datadir.wal, records.decode, from_lsn=from_lsn, until_lsn=until_lsn)
     lines: list[bytes] = []
+    size = 0
     end = from_lsn
     for item in itertools.islice(scan, WATCH_BATCH_RECORDS):
+        if size >= WATCH_BATCH_BYTES:
+            break
         end = item.end_lsn
         lsn = format_lsn(item.end_lsn)
         for change in _changes(item.record):
             key = change[1]
             if key.startswith(prefix) and principal.can("read", key):
                 lines.append(_line(_event(change, lsn)))
+                size += len(lines[-1])
     if end == from_lsn:
         end = until_lsn  # only segment headers lay between
     return b"".join(lines), end
@@ -130,7 +143,7 @@ async def _follow(
     loop = asyncio.get_running_loop()
     engine = node.engine
     cursor = WalCursor(engine.progress, from_lsn, lambda: engine.committed_lsn, node.stopping)
-    watchers.count += 1  # counted once streaming: a generator never started never runs its finally
+    watchers.started()  # counted once streaming: a generator never started never runs its finally
     try:
         while True:
             until = cursor.bound()
@@ -139,10 +152,11 @@ async def _follow(
                     chunk, cursor.position = await loop.run_in_executor(
                         None, _read_batch, node, principal, prefix, cursor.position, until
                     )
-                except (WalCorruption, OSError) as exc:  # OSError: a checkpoint recycled what it had not read
-                    yield _line(
-                        {"type": "cancelled", "reason": f"compacted: the WAL moved on before it was read ({exc})"}
-                    )
+                except (WalCorruption, OSError) as exc:
+                    # A watcher too slow for the WAL the node keeps: a checkpoint recycled what
+                    # it had not read yet. It re-reads and watches again from a newer LSN.
+                    reason = f"compacted: the WAL moved on before this watcher read it ({exc})"
+                    yield _line({"type": "cancelled", "reason": reason})
                     return
                 if chunk:
                     yield chunk
@@ -153,4 +167,4 @@ async def _follow(
             if not await cursor.wait_for_more(WATCH_PROGRESS_S):
                 yield _line({"type": "progress", "lsn": format_lsn(cursor.position)})
     finally:
-        watchers.count -= 1
+        watchers.ended()

@@ -93,6 +93,7 @@ def test_watchers_beyond_the_cap_get_429(node_factory) -> None:  # type: ignore[
     assert first.lines.get(timeout=WAIT_S)["type"] == "progress"  # streaming: counted
     with node.client() as admin:
         assert admin.get("/v1/watch").status_code == 429
+        assert "\nkvstore_watchers 1.0\n" in admin.get("/metrics").text
     first.close()
     with node.client() as admin:
 
