@@ -9,6 +9,9 @@
     _sys.settings:catalog   {"catalog_version"}: written last by bootstrap, so its presence
                             means the catalog exists (deleting the admin user later must
                             not make the next start re-bootstrap)
+    _sys.idempotency:<user>:<key>  the answer to a write sent with an Idempotency-Key
+                            (idempotency.py): no catalog, but a system key, so only
+                            superusers read it; written by the node only, with a TTL
 
 Catalog changes are ordinary SET/DEL records, so they are logged, replayed and
 replicated exactly like data.

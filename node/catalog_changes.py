@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from . import catalog, catalog_documents, catalog_rules, signing_keys
+from . import catalog, catalog_documents, catalog_rules, idempotency, signing_keys
 from .catalog_documents import DocumentError
 from .catalog_store import CatalogStore
 from .cluster_key import ClusterKey, ClusterKeyError
@@ -133,6 +133,11 @@ class CatalogChanges:
     def raw_value(self, key: str, value: bytes) -> bytes:
         """What a raw PUT of `value` at `key` stores: checked, and for a user whose password,
         lock or login right changes, with a token generation that ends its sessions."""
+        if key.startswith(idempotency.PREFIX):
+            raise BadRequest(
+                f"{key} is a remembered answer to a request with an Idempotency-Key: the node writes "
+                "these (with the request's own write); DELETE one to forget it"
+            )
         value = self.checked(key, value)
         if key == catalog.JWT_KEYS_KEY:
             return catalog.encode(self._sealed(catalog.decode(value)))

@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import orjson
 
-from . import auth_policy, catalog, hba
+from . import auth_policy, catalog, hba, idempotency
 
 # Matched with fullmatch (a `$` alone also lets a trailing newline through); the pattern text
 # doubles as the OpenAPI document's JSON Schema pattern.
@@ -180,6 +180,14 @@ def _auth(document: dict[str, Any]) -> None:
         raise DocumentError(str(error)) from None
 
 
+def _idempotency(_name: str, document: dict[str, Any]) -> None:
+    """A remembered answer (idempotency.py): the node writes these, never a client."""
+    try:
+        idempotency.check_document(document)
+    except ValueError as error:
+        raise DocumentError(f"an idempotency answer: {error}") from None
+
+
 def _marker(document: dict[str, Any]) -> None:
     _fields(document, {"catalog_version"}, set(), "the catalog marker")
     _int(document, "catalog_version", 1)
@@ -195,6 +203,7 @@ _NAMED: Final[dict[str, Callable[[str, dict[str, Any]], None]]] = {
     catalog.USERS_PREFIX: _user,
     catalog.ROLES_PREFIX: _role,
     catalog.APIKEYS_PREFIX: _apikey,
+    idempotency.PREFIX: _idempotency,
 }
 
 

@@ -59,6 +59,9 @@ class Settings:
     max_requests_in_flight: int = 4096
     max_watchers: int = 256  # GET /v1/watch streams a node serves at once; 429 beyond
     max_ttl_s: int = 10 * 365 * 24 * 3600
+    # How long the answer to a write sent with an Idempotency-Key is remembered (idempotency.py):
+    # a retry within it gets that answer again; one small system key per such write until then.
+    idempotency_ttl_s: int = 24 * 3600
     expire_interval_ms: int = 100
     expire_batch_keys: int = 1000
     # The cluster's auth policy (auth_policy.py) as initdb writes it to `_sys.settings:auth`;
@@ -186,6 +189,7 @@ class Settings:
             "max_requests_in_flight": 1,
             "max_watchers": 1,
             "max_ttl_s": 1,
+            "idempotency_ttl_s": 1,
             "expire_interval_ms": 1,
             "expire_batch_keys": 1,
             "audit_log_max_bytes": 4096,

@@ -20,8 +20,6 @@ a failover could lose (etcd's rule; PostgreSQL shows it and delays only the answ
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
@@ -29,13 +27,12 @@ from typing import Any, NoReturn
 from . import metrics, records
 from .commit_waiters import CommitWaiters
 from .errors import KvError, NotAnInteger, NotFound, PreconditionFailed, ReadOnly, Unavailable
+from .idempotency import Remember
 from .store import CREATED_AT_MS, EXPIRES_AT_MS, VALUE, VERSION, Entry, Store, is_live
 from .wal.format import format_lsn
 from .wal.writer import WalFailed, WalWriter
 from .wal_cursor import WalProgress
 from .writes import INT64_MAX, INT64_MIN, TxnOp, WriteResult, check_preconditions, now_ms
-
-log = logging.getLogger(__name__)
 
 # Logged but not committed (a stalled fsync, synchronous replicas away): every such write holds
 # its after-image in memory, so beyond this much WAL new writes are refused (503), not queued.
@@ -91,7 +88,13 @@ class Engine:
     # -- writes --------------------------------------------------------------------
 
     async def put(
-        self, key: str, value: bytes, ttl_s: int | None = None, if_version: int | None = None, if_absent: bool = False
+        self,
+        key: str,
+        value: bytes,
+        ttl_s: int | None = None,
+        if_version: int | None = None,
+        if_absent: bool = False,
+        remember: Remember[WriteResult] | None = None,
     ) -> WriteResult:
         now = now_ms()
         current = self._latest(key, now)
@@ -104,11 +107,18 @@ class Engine:
         created_at_ms = current[CREATED_AT_MS] if current is not None else now
         expires_at_ms = now + ttl_s * 1000 if ttl_s else 0
         entry = (value, version, created_at_ms, expires_at_ms)
-        lsn = self._log(records.set_record(key, *entry), ((key, entry),))
+        record = records.set_record(key, *entry)
+        if remember is None:  # (`remember`: a write sent with an Idempotency-Key, idempotency.py)
+            lsn = self._log(record, ((key, entry),))
+        else:
+            outcome = WriteResult(version, 0, current is None)
+            lsn = remember.log(self._log, self.writer, [record], [(key, entry)], version, outcome)
         await self._acknowledge(lsn)
         return WriteResult(version, lsn, created=current is None)
 
-    async def delete(self, key: str, if_version: int | None = None) -> WriteResult:
+    async def delete(
+        self, key: str, if_version: int | None = None, remember: Remember[WriteResult] | None = None
+    ) -> WriteResult:
         current = self._latest(key, now_ms())
         try:
             if current is None:
@@ -117,11 +127,17 @@ class Engine:
         except KvError as error:
             await self._refuse(error, key)
         version = self._take_revision()
-        lsn = self._log(records.del_record(key, version), ((key, None),))
+        record = records.del_record(key, version)
+        if remember is None:
+            lsn = self._log(record, ((key, None),))
+        else:
+            lsn = remember.log(self._log, self.writer, [record], [(key, None)], version, WriteResult(version, 0))
         await self._acknowledge(lsn)
         return WriteResult(version, lsn)
 
-    async def incr(self, key: str, by: int) -> tuple[int, WriteResult]:
+    async def incr(
+        self, key: str, by: int, remember: Remember[tuple[int, WriteResult]] | None = None
+    ) -> tuple[int, WriteResult]:
         now = now_ms()
         current = self._latest(key, now)
         base = 0
@@ -138,12 +154,20 @@ class Engine:
         created_at_ms = current[CREATED_AT_MS] if current is not None else now
         expires_at_ms = current[EXPIRES_AT_MS] if current is not None else 0  # INCR keeps the TTL, as Redis
         entry = (str(result).encode("ascii"), version, created_at_ms, expires_at_ms)
-        lsn = self._log(records.set_record(key, *entry), ((key, entry),))
+        record = records.set_record(key, *entry)
+        if remember is None:
+            lsn = self._log(record, ((key, entry),))
+        else:
+            outcome = (result, WriteResult(version, 0, current is None))
+            lsn = remember.log(self._log, self.writer, [record], [(key, entry)], version, outcome)
         await self._acknowledge(lsn)
         return result, WriteResult(version, lsn, created=current is None)
 
-    async def txn(self, ops: list[TxnOp]) -> tuple[list[dict[str, Any]], WriteResult]:
-        """All ops or none, in one TXN record; later ops see earlier ones."""
+    async def txn(
+        self, ops: list[TxnOp], remember: Remember[tuple[list[dict[str, Any]], WriteResult]] | None = None
+    ) -> tuple[list[dict[str, Any]], WriteResult]:
+        """All ops or none, in one TXN record; later ops see earlier ones. A read-only one writes
+        nothing, so it has nothing to remember either."""
         now = now_ms()
         view: dict[str, Entry | None] = {}
         read_lsn = 0  # newest uncommitted write this transaction looked at
@@ -194,7 +218,11 @@ class Engine:
             await self.wait_visible(read_lsn)
             return results, WriteResult(self.store.revision, max(read_lsn, self.committed_lsn))
         self._take_revision()
-        lsn = self._log(records.txn_record(ops_out), changes)
+        if remember is None:
+            lsn = self._log(records.txn_record(ops_out), changes)
+        else:
+            outcome = (results, WriteResult(version, 0))
+            lsn = remember.log(self._log, self.writer, ops_out, changes, version, outcome)
         await self._acknowledge(lsn)
         return results, WriteResult(version, lsn)
 
@@ -205,6 +233,15 @@ class Engine:
         if pending is not None:
             await self.wait_visible(pending[0])
         raise error
+
+    def pending_lsn(self, key: str) -> int | None:
+        """The LSN of a logged, not yet committed write of `key`, if there is one."""
+        pending = self._overlay.get(key)
+        return None if pending is None else pending[0]
+
+    def log_expired(self, key: str) -> None:
+        """Log the DEL of a key whose TTL ran out (expiry.py), not waiting for its commit."""
+        self._log(records.del_record(key, self._take_revision()), ((key, None),))
 
     def _latest(self, key: str, now: int) -> Entry | None:
         pending = self._overlay.get(key)
@@ -238,6 +275,11 @@ class Engine:
             await self.wait_for_commit(lsn)
         else:
             await self.commit_gate(lsn)
+
+    def check_writable(self) -> None:
+        """Raise what a write here would: a replica's or a fenced node's 421, a failed WAL's 503."""
+        if self.read_only_reason is not None:
+            raise self._refusal(self.read_only_reason)
 
     def _log(self, record: records.Record, changes: Any, control: bool = False) -> int:
         if self.read_only_reason is not None:
@@ -344,33 +386,3 @@ class Engine:
         self._next_revision = max(self._next_revision, store.revision + 1)
         if items:
             self.commit_up_to(max(self.committed_lsn, items[-1][1]))
-
-    # -- expiry --------------------------------------------------------------------
-
-    def expire_due(self, limit: int) -> int:
-        """Log a DEL for each expired key (not waiting for commit); returns how many."""
-        if self.read_only_reason is not None:
-            return 0
-        now = now_ms()
-        expired = 0
-        for key, _version in self.store.due_expiries(now, limit):
-            if key in self._overlay:
-                # A newer write is in flight and decides the key's fate; should it fail, the
-                # key must still be reaped, so it goes back in the queue.
-                self.store.requeue_expiry(key, now + 1000)
-                continue
-            self._log(records.del_record(key, self._take_revision()), ((key, None),))
-            expired += 1
-        metrics.TTL_EXPIRED_KEYS.inc(expired)
-        return expired
-
-    async def run_expirer(self, interval_s: float, batch_keys: int) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                while self.expire_due(batch_keys) == batch_keys:
-                    await asyncio.sleep(0)  # a backlog: keep going, but let requests in
-            except Unavailable:
-                continue
-            except Exception:
-                log.exception("expirer pass failed; will retry")

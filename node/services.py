@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from kvstore.replication import timelines
 
-from . import catalog, cluster_key, metrics
+from . import catalog, cluster_key, idempotency, metrics
 from .audit import AuditLog
 from .auth import Authenticator
 from .catalog_changes import CatalogChanges
@@ -116,10 +116,12 @@ async def assemble(settings: Settings, datadir: DataDir, spawn: Spawn) -> Servic
     store = engine.store
     # Every catalog document is checked now and again whenever it changes: a damaged one is
     # reported (log, /v1/status, metric) and ignored, never fatal. A change also moves the
-    # catalog's epoch, which the authenticator's caches follow.
+    # catalog's epoch, which the authenticator's caches follow. Remembered answers to requests
+    # with an Idempotency-Key are system keys but no catalog: they neither move it nor get checked.
     health = CatalogHealth()
-    health.check_all(store.scan(catalog.SYS_PREFIX, None, len(store) + 1, now_ms())[0])
-    store.watch(catalog.SYS_PREFIX, health.check)
+    documents = store.scan(catalog.SYS_PREFIX, None, len(store) + 1, now_ms())[0]
+    health.check_all(item for item in documents if not item[0].startswith(idempotency.PREFIX))
+    store.watch(catalog.SYS_PREFIX, health.check, unwatched=(idempotency.PREFIX,))
     metrics.bind_gauge(metrics.CATALOG_DAMAGED_DOCUMENTS, lambda: len(health))
     metrics.bind_gauge(metrics.COMMIT_WAITERS, lambda: engine.commit_waiters)
     metrics.bind_gauge(metrics.STORE_KEYS, lambda: len(store))

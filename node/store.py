@@ -55,12 +55,17 @@ class Store:
         # knows nothing of catalogs) bump the epoch, which invalidates caches built from them,
         # and are passed to `_on_watched_change` once applied.
         self._watched_prefix: str | None = None
+        self._unwatched_prefixes: tuple[str, ...] = ()
         self._on_watched_change: Callable[[str, Entry | None], None] | None = None
         self.watched_epoch = 0
 
-    def watch(self, prefix: str, on_change: Callable[[str, Entry | None], None]) -> None:
-        """Count every change to a key under `prefix` in `watched_epoch` and tell `on_change` of it."""
+    def watch(
+        self, prefix: str, on_change: Callable[[str, Entry | None], None], unwatched: tuple[str, ...] = ()
+    ) -> None:
+        """Count every change to a key under `prefix`, but not under one of `unwatched`, in
+        `watched_epoch` and tell `on_change` of it."""
         self._watched_prefix = prefix
+        self._unwatched_prefixes = unwatched
         self._on_watched_change = on_change
 
     def __len__(self) -> int:
@@ -85,7 +90,11 @@ class Store:
 
     def _apply_op(self, op: records.Record) -> None:
         key = op[1]
-        watched = self._watched_prefix is not None and key.startswith(self._watched_prefix)
+        watched = (
+            self._watched_prefix is not None
+            and key.startswith(self._watched_prefix)
+            and not key.startswith(self._unwatched_prefixes)
+        )
         if watched:
             self.watched_epoch += 1
         shard = self._shards[hash(key) & _SHARD_MASK]

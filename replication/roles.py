@@ -23,6 +23,7 @@ from kvstore.node.control import ROLE_PRIMARY, STATE_NEEDS_BASE_BACKUP, write_co
 from kvstore.node.datadir import DataDir
 from kvstore.node.engine import Engine
 from kvstore.node.errors import Conflict
+from kvstore.node.expiry import run_expirer
 from kvstore.node.wal.format import format_lsn
 
 from . import failover, timelines
@@ -110,7 +111,7 @@ class Roles:
         """A primary's keys expire here; a replica's by the primary's DEL records."""
         settings, engine = self._settings, self._engine
         self._tasks.spawn(
-            "expirer", lambda: engine.run_expirer(settings.expire_interval_ms / 1000, settings.expire_batch_keys)
+            "expirer", lambda: run_expirer(engine, settings.expire_interval_ms / 1000, settings.expire_batch_keys)
         )
 
     def _become_primary(self) -> None:

@@ -1,6 +1,8 @@
 """The data API: `/v1/kv/{key}` (GET, PUT, DELETE, POST .../incr), `GET /v1/kv` (listing) and
 `POST /v1/txn`. Every key is checked against the caller's grants; catalog keys (`_sys.`)
-go through the catalog's own checks (catalog_changes.py) and are audited.
+go through the catalog's own checks (catalog_changes.py) and are audited. The writes take an
+`Idempotency-Key` (idempotent.py): each builds its answer in one place (the `_*_answer`
+methods), for the client and for the record that remembers it.
 """
 
 from __future__ import annotations
@@ -9,9 +11,10 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Final, Protocol
 
-from .. import listing, metrics
+from .. import idempotency, listing, metrics
 from ..audit import AuditLog
 from ..catalog import SYS_PREFIX, Principal
 from ..catalog_changes import CatalogChanges
@@ -27,10 +30,12 @@ from ..errors import (
     PayloadTooLarge,
     PreconditionFailed,
 )
+from ..idempotency import Answer
 from ..store import entry_expires_at_ms, entry_value, entry_version
 from ..wal.format import format_lsn
 from ..writes import WriteResult
 from .http import Request, Response, error_response, json_response, lsn_from_text, version_from_etag
+from .idempotent import IdempotentWrites, refuse_on_catalog, respond
 from .routes import KEY_ACTION, Route
 from .txn_parse import TxnLimits, parse_txn, valid_key
 
@@ -85,6 +90,7 @@ class KvApi:
             settings.max_txn_ops, settings.max_key_bytes, settings.max_value_bytes, settings.max_ttl_s
         )
         self._cursors = listing.ListingCursors(settings.listing_cursors_max)
+        self._idempotent = IdempotentWrites(lambda: self.node.engine, settings.idempotency_ttl_s)
 
     @property
     def engine(self) -> Engine:  # exists only once recovery is done
@@ -199,10 +205,19 @@ class KvApi:
         if key.startswith(SYS_PREFIX):
             if ttl_s is not None:
                 raise BadRequest("catalog documents cannot expire: send no ttl")
+            refuse_on_catalog(request)
             result = await self.node.catalog_changes.raw_put(key, value, if_version, if_absent)
             self._audit_catalog(request, principal, "set", key)
+        elif idempotency.HEADER in request.headers:
+            remember = await self._idempotent.prepare(request, principal, partial(self._put_answer, key))
+            if isinstance(remember, Response):
+                return remember
+            result = await self.engine.put(key, value, ttl_s, if_version, if_absent, remember)
         else:
             result = await self.engine.put(key, value, ttl_s, if_version, if_absent)
+        return respond(self._put_answer(key, result))
+
+    def _put_answer(self, key: str, result: WriteResult) -> Answer:
         timeline = self.node.timeline
         body = {
             "key": key,
@@ -210,8 +225,7 @@ class KvApi:
             "commit_lsn": format_lsn(result.commit_lsn),
             "timeline": timeline,
         }
-        headers = _write_headers(result, timeline)
-        return json_response(body, 201 if result.created else 200, headers)
+        return Answer(201 if result.created else 200, body, _write_headers(result, timeline))
 
     def _preconditions(self, request: Request) -> tuple[int | None, bool]:
         if_match = request.header("if-match")
@@ -229,15 +243,24 @@ class KvApi:
         if_version = version_from_etag(if_match, "If-Match") if if_match is not None else None
         try:
             if key.startswith(SYS_PREFIX):
+                refuse_on_catalog(request)
                 result = await self.node.catalog_changes.raw_delete(key, if_version)
                 self._audit_catalog(request, principal, "del", key)
+            elif idempotency.HEADER in request.headers:
+                remember = await self._idempotent.prepare(request, principal, self._delete_answer)
+                if isinstance(remember, Response):
+                    return remember
+                result = await self.engine.delete(key, if_version, remember)
             else:
                 result = await self.engine.delete(key, if_version)
         except NotFound as missing:
             return error_response(missing)
         except PreconditionFailed as failed:
             return error_response(failed)
-        return Response(204, b"", _write_headers(result, self.node.timeline))
+        return respond(self._delete_answer(result))
+
+    def _delete_answer(self, result: WriteResult) -> Answer:
+        return Answer(204, None, _write_headers(result, self.node.timeline))
 
     def _audit_catalog(self, request: Request, principal: Principal, op: str, key: str) -> None:
         """Catalog changes through the data API are audited like the admin API's."""
@@ -250,18 +273,23 @@ class KvApi:
         if key.startswith(SYS_PREFIX):
             raise BadRequest("catalog documents are JSON objects, not counters: INCR does not apply")
         try:
-            value, result = await self.engine.incr(key, by)
+            if idempotency.HEADER in request.headers:
+                remember = await self._idempotent.prepare(request, principal, partial(self._incr_answer, key))
+                if isinstance(remember, Response):
+                    return remember
+                outcome = await self.engine.incr(key, by, remember)
+            else:
+                outcome = await self.engine.incr(key, by)
         except NotAnInteger as failed:
             return error_response(failed)
+        return respond(self._incr_answer(key, outcome))
+
+    def _incr_answer(self, key: str, outcome: tuple[int, WriteResult]) -> Answer:
+        value, result = outcome
         timeline = self.node.timeline
-        body = {
-            "key": key,
-            "value": value,
-            "version": result.version,
-            "commit_lsn": format_lsn(result.commit_lsn),
-            "timeline": timeline,
-        }
-        return json_response(body, 200, _write_headers(result, timeline))
+        commit_lsn = format_lsn(result.commit_lsn)
+        body = {"key": key, "value": value, "version": result.version, "commit_lsn": commit_lsn, "timeline": timeline}
+        return Answer(200, body, _write_headers(result, timeline))
 
     async def list_keys(self, request: Request, principal: Principal) -> Response:
         request.only_query(("prefix", "after", "limit"))
@@ -309,12 +337,24 @@ class KvApi:
                 raise BadRequest(f"op {index}: catalog documents cannot expire: send no ttl")
             ops[index] = self.node.catalog_changes.raw_txn_op(ops[index])
         started = time.perf_counter()
-        results, result = await self.engine.txn(ops)
+        if idempotency.HEADER in request.headers:
+            if catalog_ops:
+                refuse_on_catalog(request)
+            remember = await self._idempotent.prepare(request, principal, self._txn_answer)
+            if isinstance(remember, Response):
+                return remember
+            outcome = await self.engine.txn(ops, remember)
+        else:
+            outcome = await self.engine.txn(ops)
         for index in catalog_ops:
             if ops[index].kind != "check":
                 self._audit_catalog(request, principal, ops[index].kind, ops[index].key)
         self._observe("txn", 200, time.perf_counter() - started)
+        return respond(self._txn_answer(outcome))
+
+    def _txn_answer(self, outcome: tuple[list[dict[str, Any]], WriteResult]) -> Answer:
+        results, result = outcome
         timeline = self.node.timeline
         commit_lsn = format_lsn(result.commit_lsn)
         body = {"results": results, "version": result.version, "commit_lsn": commit_lsn, "timeline": timeline}
-        return json_response(body, 200, [("x-kv-commit-lsn", commit_lsn), ("x-kv-timeline", str(timeline))])
+        return Answer(200, body, [("x-kv-commit-lsn", commit_lsn), ("x-kv-timeline", str(timeline))])

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .. import metrics
 from ..fsutil import fsync_dir
-from .format import SEGMENT_HEADER_BYTES, SegmentHeader, encode_frame, format_lsn, segment_name
+from .format import FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES, SegmentHeader, encode_frame, format_lsn, segment_name
 from .policy import FsyncPolicy
 from .segments import list_segments
 from .tail import WalTail
@@ -122,9 +122,7 @@ class WalWriter:
         if self.failure is not None:
             raise WalFailed(f"WAL writes failed earlier: {self.failure}")
         frame = encode_frame(payload)
-        if self._segment_start_lsn is None or (
-            self._segment_bytes + len(frame) > self._segment_size_bytes and self._segment_bytes > SEGMENT_HEADER_BYTES
-        ):
+        if self._rotates_for(len(frame)):
             self._rotate()
         assert self._segment_start_lsn is not None
         if not self._pending:
@@ -135,6 +133,18 @@ class WalWriter:
         self.end_lsn += len(frame)
         self._after_append()
         return self.end_lsn
+
+    def end_lsn_after(self, payload_bytes: int) -> int:
+        """The end LSN `append` would return for a payload of this size appended now: a record
+        that states its own commit LSN (an idempotency answer) is built knowing it."""
+        frame_bytes = FRAME_HEADER_BYTES + payload_bytes
+        start = self.end_lsn + (SEGMENT_HEADER_BYTES if self._rotates_for(frame_bytes) else 0)
+        return start + frame_bytes
+
+    def _rotates_for(self, frame_bytes: int) -> bool:
+        return self._segment_start_lsn is None or (
+            self._segment_bytes + frame_bytes > self._segment_size_bytes and self._segment_bytes > SEGMENT_HEADER_BYTES
+        )
 
     # -- a replica's WAL: the primary's bytes at the primary's LSNs ------------------------
 
