@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,6 +63,22 @@ def test_incr_retried_with_the_same_key_counts_once(admin: httpx.Client) -> None
     # Another key is another request: it counts.
     third = admin.post(f"/v1/kv/{counter}/incr?by=5", headers={"idempotency-key": _key()})
     assert third.json()["value"] == 10 and REPLAYED not in third.headers
+
+
+def test_concurrent_requests_with_one_key_execute_once(node: NodeProcess, admin: httpx.Client) -> None:
+    """Sent together: one executes, the others get its answer (those that arrive while it is
+    logged but not committed wait for its commit: tests/unit/test_idempotency.py)."""
+    counter, idem = f"idem:together:{_key()}", {"idempotency-key": _key()}
+
+    async def send() -> list[httpx.Response]:
+        async with node.async_client() as client:
+            return await asyncio.gather(*(client.post(f"/v1/kv/{counter}/incr", headers=idem) for _ in range(20)))
+
+    responses = asyncio.run(send())
+    assert [response.status_code for response in responses] == [200] * 20
+    assert len({response.content for response in responses}) == 1
+    assert sum(REPLAYED not in response.headers for response in responses) == 1
+    assert _value(admin, counter) == b"1"
 
 
 def test_put_and_delete_retried_with_the_same_key_write_once(admin: httpx.Client) -> None:
