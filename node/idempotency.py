@@ -32,7 +32,8 @@ HEADER: Final = "idempotency-key"  # request header (lower-case, as the HTTP lay
 REPLAYED_HEADER: Final = ("idempotent-replayed", "true")
 COMMIT_LSN_HEADER: Final = "x-kv-commit-lsn"
 MAX_KEY_CHARS: Final = 128
-_KEY: Final = re.compile(rf"[\x20-\x7e]{{1,{MAX_KEY_CHARS}}}")  # printable ASCII
+KEY_PATTERN: Final = rf"^[\x21-\x7e]{{1,{MAX_KEY_CHARS}}}$"  # visible ASCII: a UUID, a ULID, ...
+_KEY: Final = re.compile(KEY_PATTERN)
 _LSN_DIGITS: Final = 16  # the stored commit LSN: fixed width, so the record's size does not depend on it
 _FIELDS: Final = frozenset({"method", "path", "fingerprint", "status", "body", "headers", "commit_lsn"})
 
@@ -101,13 +102,12 @@ class Remember(Generic[T]):
 
 
 def parse_key(raw: str) -> str:
-    key = raw.strip(" \t")
-    if _KEY.fullmatch(key) is None:
+    if _KEY.fullmatch(raw) is None:
         raise BadRequest(
-            f"Idempotency-Key must be 1-{MAX_KEY_CHARS} printable ASCII characters (a UUID is a good one), "
-            f"got {len(key)} characters{'' if key.isascii() and key.isprintable() else ', some not printable ASCII'}"
+            f"Idempotency-Key must be 1-{MAX_KEY_CHARS} visible ASCII characters, no spaces (a UUID is a good "
+            f"one), got {len(raw)} characters{'' if raw.isascii() and raw.isprintable() else ', some of other kinds'}"
         )
-    return key
+    return raw
 
 
 def store_key(user: str, key: str) -> str:

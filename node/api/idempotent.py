@@ -37,11 +37,13 @@ def respond(answer: Answer) -> Response:
 
 
 def refuse_on_catalog(request: Request) -> None:
-    """Catalog documents change with compare-and-set (If-Match), which already makes a retry safe."""
+    """PUT and DELETE of one catalog document: a user or role deleted takes its dependents along
+    in a transaction of its own, and compare-and-set (If-Match) already makes a retry safe. (A
+    transaction's catalog ops may carry the key: they are one record like any other.)"""
     if idempotency.HEADER in request.headers:
         raise BadRequest(
-            "Idempotency-Key is not taken on writes of system catalog keys (_sys.*): "
-            "send If-Match with the version you read, which makes a retry safe"
+            "Idempotency-Key is not taken by PUT or DELETE of a system catalog key (_sys.*): send If-Match "
+            "with the version you read, which makes a retry safe (or make the change in a POST /v1/txn)"
         )
 
 

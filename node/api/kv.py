@@ -338,8 +338,6 @@ class KvApi:
             ops[index] = self.node.catalog_changes.raw_txn_op(ops[index])
         started = time.perf_counter()
         if idempotency.HEADER in request.headers:
-            if catalog_ops:
-                refuse_on_catalog(request)
             remember = await self._idempotent.prepare(request, principal, self._txn_answer)
             if isinstance(remember, Response):
                 return remember

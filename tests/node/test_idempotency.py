@@ -181,7 +181,7 @@ def test_without_the_header_every_request_executes_and_nothing_is_remembered(adm
 def test_a_bad_key_is_a_400_that_says_what_a_key_is(admin: httpx.Client, raw: str) -> None:
     response = admin.post("/v1/kv/idem:bad/incr", headers={"idempotency-key": raw.encode()})  # type: ignore[dict-item]
     assert response.status_code == 400, response.text
-    assert "1-128 printable ASCII" in response.json()["error"]["message"]
+    assert "1-128 visible ASCII" in response.json()["error"]["message"]
 
 
 def test_catalog_writes_refuse_the_header_and_the_answers_cannot_be_forged(admin: httpx.Client) -> None:

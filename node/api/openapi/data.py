@@ -8,13 +8,16 @@ from ...auth_policy import AuthPolicy
 from ...config import Settings
 from ..http import JSON_INT_MAX, VERSION_ETAG_PATTERN
 from .parts import (
+    IDEMPOTENT_REPLAYED,
     INT64_MAX,
     INT64_MIN,
     LSN_TEXT,
     Schema,
+    decoding_to_at_most,
     error_responses,
     header,
     header_param,
+    idempotency_key_header,
     integer,
     json_body,
     key,
@@ -38,6 +41,8 @@ _WRITE_HEADERS = {
     "X-KV-Commit-LSN": header(LSN_TEXT, "the write's commit LSN (send it as X-KV-Min-LSN to read it on a replica)"),
     "X-KV-Timeline": header({"type": "string", "pattern": "^[0-9]+$"}, "the timeline the write was made on"),
 }
+_REPLAYABLE = _WRITE_HEADERS | {"Idempotent-Replayed": IDEMPOTENT_REPLAYED}
+_TXN_HEADERS = {name: _REPLAYABLE[name] for name in ("X-KV-Commit-LSN", "X-KV-Timeline", "Idempotent-Replayed")}
 
 
 def _write_result(extra: dict[str, Schema] | None = None) -> Schema:
@@ -50,16 +55,6 @@ def _if_match(description: str) -> Schema:
     return header_param("If-Match", {"type": "string", "pattern": VERSION_ETAG_PATTERN}, description)
 
 
-def _decoding_to_at_most(max_bytes: int) -> Schema:
-    """Padded base64 of at most `max_bytes` bytes: 4 characters carry 3 bytes, and a last group
-    ending in `==` carries 1, in `=` 2 (so the bound is exact, whatever max_bytes % 3 is)."""
-    groups, rest = divmod(max_bytes, 3)
-    if rest == 0:
-        return {"maxLength": 4 * groups}
-    padded = "==$" if rest == 1 else "=$"
-    return {"anyOf": [{"maxLength": 4 * groups}, {"maxLength": 4 * groups + 4, "pattern": padded}]}
-
-
 def _txn_body(settings: Settings) -> Schema:
     common = {
         "key": key(settings.max_key_bytes, catalog=True),
@@ -68,7 +63,7 @@ def _txn_body(settings: Settings) -> Schema:
         "if_absent": {"type": "boolean"},
     }
     base64 = {"type": "string", "pattern": "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"}
-    base64 |= _decoding_to_at_most(settings.max_value_bytes)
+    base64 |= decoding_to_at_most(settings.max_value_bytes)
     set_op = obj(
         {"op": {"const": "set"}, **common, "value": utf8_text(settings.max_value_bytes), "value_base64": base64},
         ("op", "key"),
@@ -105,6 +100,7 @@ def _key_operations(settings: Settings, suffix: str) -> dict[str, Any]:
     named = "" if not suffix else f" (the key `{{key}}{suffix}`: POST on this path is INCR of `{{key}}`)"
     ids = "" if not suffix else "IncrSuffixed"
     key_param = _key_param(settings.max_key_bytes, suffix)
+    idempotency = idempotency_key_header(settings.idempotency_ttl_s)
     value_body = {
         "type": "string",
         "format": "binary",
@@ -146,20 +142,21 @@ def _key_operations(settings: Settings, suffix: str) -> dict[str, Any]:
                 query_param("ttl", integer(1, settings.max_ttl_s), "seconds until the key expires"),
                 _if_match("write only if the key is at this version (else 412)"),
                 header_param("If-None-Match", {"const": "*"}, "write only if the key does not exist (else 412)"),
+                idempotency,
             ],
             "requestBody": {"required": False, "content": {"application/octet-stream": {"schema": value_body}}},
             "responses": {
-                "200": ok(_write_result(), "updated", _WRITE_HEADERS),
-                "201": ok(_write_result(), "created", _WRITE_HEADERS),
+                "200": ok(_write_result(), "updated", _REPLAYABLE),
+                "201": ok(_write_result(), "created", _REPLAYABLE),
             }
-            | error_responses(400, 412, 421, 504),
+            | error_responses(400, 412, 421, 422, 504),
         },
         "delete": {
             "operationId": f"deleteKey{ids}",
             "summary": f"Delete a key{named}",
-            "parameters": [key_param, _if_match("delete only if the key is at this version (else 412)")],
-            "responses": {"204": {"description": "deleted", "headers": _WRITE_HEADERS}}
-            | error_responses(400, 404, 412, 421, 504),
+            "parameters": [key_param, _if_match("delete only if the key is at this version (else 412)"), idempotency],
+            "responses": {"204": {"description": "deleted", "headers": _REPLAYABLE}}
+            | error_responses(400, 404, 412, 421, 422, 504),
         },
     }
 
@@ -212,11 +209,12 @@ def paths(settings: Settings, policy: AuthPolicy) -> dict[str, dict[str, Any]]:
                 "parameters": [
                     _key_param(settings.max_key_bytes),
                     query_param("by", integer(INT64_MIN, INT64_MAX), "the amount to add (default 1)"),
+                    idempotency_key_header(settings.idempotency_ttl_s),
                 ],
                 "responses": {
-                    "200": ok(_write_result({"value": integer(INT64_MIN, INT64_MAX)}), "the new value", _WRITE_HEADERS)
+                    "200": ok(_write_result({"value": integer(INT64_MIN, INT64_MAX)}), "the new value", _REPLAYABLE)
                 }
-                | error_responses(400, 409, 421, 504),
+                | error_responses(400, 409, 421, 422, 504),
             },
         },
         "/v1/kv/_sys.{catalog_key}": {
@@ -302,6 +300,7 @@ def paths(settings: Settings, policy: AuthPolicy) -> dict[str, dict[str, Any]]:
                 "summary": "Apply set/del/check ops atomically, as one WAL record and one version; all or nothing",
                 "description": "A set needs `value` (text) or `value_base64`. Keys under _sys. are catalog "
                 "documents: a set must be a valid one, users and roles are deleted on their own.",
+                "parameters": [idempotency_key_header(settings.idempotency_ttl_s)],
                 "requestBody": json_body(_txn_body(settings), "the ops, in order; later ops see earlier ones"),
                 "responses": {
                     "200": ok(
@@ -315,10 +314,10 @@ def paths(settings: Settings, policy: AuthPolicy) -> dict[str, dict[str, Any]]:
                             ("results", "version", "commit_lsn", "timeline"),
                         ),
                         "each op's result",
-                        {name: _WRITE_HEADERS[name] for name in ("X-KV-Commit-LSN", "X-KV-Timeline")},
+                        _TXN_HEADERS,
                     )
                 }
-                | error_responses(400, 412, 421, 504),
+                | error_responses(400, 412, 421, 422, 504),
             }
         },
         "/v1/auth/login": {

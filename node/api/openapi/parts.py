@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from ... import idempotency
 from ...catalog_documents import NAME_PATTERN
 from ..http import KEY_PATTERN, LSN_PATTERN
 
@@ -94,6 +95,26 @@ def header_param(name: str, schema: Schema, description: str) -> Schema:
     return {"name": name, "in": "header", "required": False, "schema": schema, "description": description}
 
 
+def idempotency_key_header(idempotency_ttl_s: int) -> Schema:
+    return header_param(
+        "Idempotency-Key",
+        {"type": "string", "pattern": idempotency.KEY_PATTERN},
+        "a key of the caller's choosing (a UUID) that makes a retry safe: the first answer is "
+        f"remembered for idempotency_ttl_s = {idempotency_ttl_s} s and a request with the same key gets it "
+        "again (Idempotent-Replayed: true) without executing; a different request with it is a 422",
+    )
+
+
+def decoding_to_at_most(max_bytes: int) -> Schema:
+    """Padded base64 of at most `max_bytes` bytes: 4 characters carry 3 bytes, and a last group
+    ending in `==` carries 1, in `=` 2 (so the bound is exact, whatever max_bytes % 3 is)."""
+    groups, rest = divmod(max_bytes, 3)
+    if rest == 0:
+        return {"maxLength": 4 * groups}
+    padded = "==$" if rest == 1 else "=$"
+    return {"anyOf": [{"maxLength": 4 * groups}, {"maxLength": 4 * groups + 4, "pattern": padded}]}
+
+
 def min_lsn_header(min_lsn_wait_s: float) -> Schema:
     return header_param(
         "X-KV-Min-LSN",
@@ -123,6 +144,11 @@ def header(schema: Schema, description: str, *, required: bool = True) -> dict[s
     return {"schema": schema, "description": description, "required": required}
 
 
+IDEMPOTENT_REPLAYED: Final = header(
+    {"const": "true"}, "the first answer to this Idempotency-Key, sent again: nothing was written", required=False
+)
+
+
 # -- errors -----------------------------------------------------------------------------------
 
 ERRORS: Final[dict[int, str]] = {
@@ -137,6 +163,8 @@ ERRORS: Final[dict[int, str]] = {
     412: "a precondition (If-Match, If-None-Match: *, if_version, if_absent) does not hold",
     413: "too large: the body, a value or a transaction is above its limit",
     421: "this node does not take writes: a replica (the message names its primary) or a fenced primary",
+    422: "idempotency_key_reused: the Idempotency-Key names another request (method, path, query, "
+    "If-Match/If-None-Match or body differ) within idempotency_ttl_s",
     429: "too many requests in flight (max_requests_in_flight, max_requests_in_flight_per_address), a login "
     "lockout or slowdown, max_watchers watch streams, or a full password hashing queue (login_queue_max); Retry-After says when to try again",
     500: "internal error; see the node log",
