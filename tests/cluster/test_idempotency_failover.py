@@ -1,5 +1,6 @@
-"""An INCR retried with its Idempotency-Key counts once: after a dropped connection, and across a
-failover, since the remembered answer rides in the write's own WAL record to the replica."""
+"""An INCR retried with its Idempotency-Key counts once across a failover: the remembered answer
+rides in the write's own WAL record to the replica (a dropped connection on one node:
+tests/node/test_idempotency.py)."""
 
 from __future__ import annotations
 
@@ -8,25 +9,8 @@ import uuid
 import httpx
 
 from kvstore.node.wal.format import parse_lsn
-from support.rawhttp import connect, request_head
 from support.replication import admin_get, make
 from support.waiting import wait_until
-
-
-def test_an_incr_retried_after_a_dropped_connection_counts_once(node_factory) -> None:  # type: ignore[no-untyped-def]
-    node = node_factory().start()
-    key = str(uuid.uuid4())
-    headers = {"authorization": f"Bearer {node.token()}", "idempotency-key": key, "content-length": "0"}
-    with connect(node.port) as sock:  # sent, then the connection dropped before any answer is read
-        sock.sendall(request_head("POST", "/v1/kv/dropped/incr", headers))
-    with node.client() as client:
-        # Executed or not when the connection went, the retry leaves the counter at 1; a first
-        # request that arrives after it (still queued) is answered from the retry's answer.
-        retried = client.post("/v1/kv/dropped/incr", headers={"idempotency-key": key})
-        assert retried.status_code == 200 and retried.json()["value"] == 1
-        again = client.post("/v1/kv/dropped/incr", headers={"idempotency-key": key})
-        assert again.json() == retried.json() and again.headers["idempotent-replayed"] == "true"
-        assert client.get("/v1/kv/dropped").content == b"1"
 
 
 def test_an_incr_retried_on_the_promoted_replica_counts_once(node_factory) -> None:  # type: ignore[no-untyped-def]

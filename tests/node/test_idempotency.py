@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from support.harness import NodeProcess
+from support.rawhttp import connect, request_head
 from support.sessions import session
 from support.waiting import wait_until
 
@@ -196,6 +197,18 @@ def test_catalog_writes_refuse_the_header_and_the_answers_cannot_be_forged(admin
 def test_the_catalog_stays_healthy_and_its_epoch_still(admin: httpx.Client) -> None:
     admin.post(f"/v1/kv/idem:health:{_key()}/incr", headers={"idempotency-key": _key()})
     assert admin.get("/v1/status").json()["catalog"]["damaged"] == 0
+
+
+def test_an_incr_retried_after_a_dropped_connection_counts_once(node: NodeProcess, admin: httpx.Client) -> None:
+    counter, key = f"idem:dropped:{_key()}", _key()
+    headers = {"authorization": f"Bearer {node.token()}", "idempotency-key": key, "content-length": "0"}
+    with connect(node.port) as sock:  # sent, then the connection dropped before the answer is read
+        sock.sendall(request_head("POST", f"/v1/kv/{counter}/incr", headers))
+    wait_until(lambda: _value(admin, counter) == b"1", what="the dropped request's INCR")
+    retried = admin.post(f"/v1/kv/{counter}/incr", headers={"idempotency-key": key})
+    assert retried.status_code == 200 and retried.json()["value"] == 1
+    assert retried.headers[REPLAYED] == "true"
+    assert _value(admin, counter) == b"1"
 
 
 def test_the_answer_survives_sigkill_and_restart(node_factory) -> None:  # type: ignore[no-untyped-def]
