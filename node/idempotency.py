@@ -1,4 +1,4 @@
-"""Idempotency-Key: a write's first answer, remembered with the write so a retry gets it again. Pure.
+"""Idempotency-Key: a write's first answer, remembered with the write so a retry gets it again.
 
 A write sent with `Idempotency-Key: K` by user U is logged as one TXN record holding the
 write's own changes and `_sys.idempotency:U:K`, whose value is the answer the client got

@@ -340,6 +340,7 @@ class KvApi:
         if idempotency.HEADER in request.headers:
             remember = await self._idempotent.prepare(request, principal, self._txn_answer)
             if isinstance(remember, Response):
+                self._observe("txn", remember.status, time.perf_counter() - started)
                 return remember
             outcome = await self.engine.txn(ops, remember)
         else:
