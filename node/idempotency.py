@@ -35,6 +35,7 @@ MAX_KEY_CHARS: Final = 128
 KEY_PATTERN: Final = rf"^[\x21-\x7e]{{1,{MAX_KEY_CHARS}}}$"  # visible ASCII: a UUID, a ULID, ...
 _KEY: Final = re.compile(KEY_PATTERN)
 _LSN_DIGITS: Final = 16  # the stored commit LSN: fixed width, so the record's size does not depend on it
+_LSN_TEXT: Final = re.compile(f"[0-9A-F]{{{_LSN_DIGITS}}}")
 _FIELDS: Final = frozenset({"method", "path", "fingerprint", "status", "body", "headers", "commit_lsn"})
 
 T = TypeVar("T")
@@ -140,7 +141,7 @@ def check_document(document: dict[str, Any]) -> None:
         isinstance(pair, list) and len(pair) == 2 and all(isinstance(part, str) for part in pair) for pair in headers
     ):
         raise ValueError("headers must be a list of [name, value] pairs")
-    if len(document["commit_lsn"]) != _LSN_DIGITS or not all(c in "0123456789ABCDEF" for c in document["commit_lsn"]):
+    if _LSN_TEXT.fullmatch(document["commit_lsn"]) is None:
         raise ValueError(f"commit_lsn must be {_LSN_DIGITS} upper-case hex digits")
 
 
