@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,7 +69,7 @@ def test_incr_retried_with_the_same_key_counts_once(admin: httpx.Client) -> None
 
 def test_concurrent_requests_with_one_key_execute_once(node: NodeProcess, admin: httpx.Client) -> None:
     """Sent together: one executes, the others get its answer (those that arrive while it is
-    logged but not committed wait for its commit: tests/unit/test_idempotency.py)."""
+    logged but not committed wait for its commit: tests/unit/test_idempotency_answers.py)."""
     counter, idem = f"idem:together:{_key()}", {"idempotency-key": _key()}
 
     async def send() -> list[httpx.Response]:
@@ -194,9 +195,28 @@ def test_catalog_writes_refuse_the_header_and_the_answers_cannot_be_forged(admin
     assert response.status_code == 400 and "the node writes these" in response.json()["error"]["message"]
 
 
-def test_the_catalog_stays_healthy_and_its_epoch_still(admin: httpx.Client) -> None:
-    admin.post(f"/v1/kv/idem:health:{_key()}/incr", headers={"idempotency-key": _key()})
-    assert admin.get("/v1/status").json()["catalog"]["damaged"] == 0
+def test_a_superuser_can_read_and_forget_an_answer(admin: httpx.Client) -> None:
+    counter, key = f"idem:forget:{_key()}", _key()
+    first = admin.post(f"/v1/kv/{counter}/incr", headers={"idempotency-key": key})
+    stored = admin.get(f"/v1/kv/_sys.idempotency:admin:{key}")
+    assert stored.status_code == 200
+    document = stored.json()
+    assert document["status"] == 200 and document["body"]["value"] == 1 and document["path"] == f"/v1/kv/{counter}/incr"
+    assert int(document["commit_lsn"], 16) > 0 and first.json()["commit_lsn"]
+    assert admin.get("/v1/status").json()["catalog"]["damaged"] == 0  # a valid document, never reported
+    assert admin.delete(f"/v1/kv/_sys.idempotency:admin:{key}").status_code == 204
+    again = admin.post(f"/v1/kv/{counter}/incr", headers={"idempotency-key": key})  # forgotten: executes
+    assert again.json()["value"] == 2 and REPLAYED not in again.headers
+
+
+def test_a_transaction_with_catalog_ops_takes_the_key(admin: httpx.Client) -> None:
+    role = f"idem-role-{uuid.uuid4().hex[:8]}"
+    document = {"name": role, "superuser": False, "grants": [{"actions": ["read"], "pattern": "idem:*"}]}
+    body = {"ops": [{"op": "set", "key": f"_sys.roles:{role}", "value": json.dumps(document), "if_absent": True}]}
+    idem = {"idempotency-key": _key()}
+    first = admin.post("/v1/txn", json=body, headers=idem)
+    assert first.status_code == 200, first.text
+    _same_answer(first, admin.post("/v1/txn", json=body, headers=idem))  # not a 412: the role exists
 
 
 def test_an_incr_retried_after_a_dropped_connection_counts_once(node: NodeProcess, admin: httpx.Client) -> None:

@@ -14,7 +14,7 @@ from kvstore.node.api.idempotent import IdempotentWrites
 from kvstore.node.catalog import Principal
 from kvstore.node.errors import BadRequest
 from kvstore.node.idempotency import Answer, Remember
-from kvstore.node.store import VALUE
+from kvstore.node.store import VALUE, Store
 from kvstore.node.wal.format import format_lsn
 from kvstore.node.wal.policy import FsyncPolicy
 from kvstore.node.wal.reader import WalScan
@@ -96,6 +96,19 @@ def test_a_retry_while_the_first_is_logged_but_not_committed_waits_and_gets_its_
             assert value == 1 and engine.get("n") is not None
 
     asyncio.run(main())
+
+
+def test_remembered_answers_do_not_move_the_catalog_epoch() -> None:
+    """The catalog's caches follow `watched_epoch`: a write with an Idempotency-Key must not
+    invalidate them, nor be checked as a catalog document."""
+    store, seen = Store(), []
+    store.watch("_sys.", lambda key, entry: seen.append(key), unwatched=(idempotency.PREFIX,))
+    answer_key = idempotency.store_key("alice", "k")
+    store.apply(records.set_record(answer_key, b"{}", 1, 0, FOREVER_MS), 10)
+    store.apply(records.del_record(answer_key, 2), 20)
+    assert store.watched_epoch == 0 and seen == []
+    store.apply(records.set_record("_sys.users:alice", b"{}", 3, 0, 0), 30)
+    assert store.watched_epoch == 1 and seen == ["_sys.users:alice"]
 
 
 def test_keys_are_1_to_128_visible_ascii_characters() -> None:
