@@ -14,7 +14,8 @@
 `AsyncClient` has the same surface with `await` (and `async for` for keys and watch).
 """
 
-from .aio import AsyncClient
+from typing import TYPE_CHECKING, Any
+
 from .core import Retry, Session
 from .errors import (
     BadRequest,
@@ -31,11 +32,13 @@ from .errors import (
     Unavailable,
 )
 from .models import Check, Delete, Event, Item, KeyInfo, Set, TxnResult, WriteResult
+from .protocol import Call, Progress
 from .sync import Client
 
 __all__ = [
     "AsyncClient",
     "BadRequest",
+    "Call",
     "Check",
     "Client",
     "ClientError",
@@ -49,6 +52,7 @@ __all__ = [
     "NotFound",
     "OutcomeUnknown",
     "PreconditionFailed",
+    "Progress",
     "ReadOnlyReplica",
     "Retry",
     "Session",
@@ -59,3 +63,15 @@ __all__ = [
     "Unavailable",
     "WriteResult",
 ]
+
+if TYPE_CHECKING:
+    from .aio import AsyncClient
+
+
+def __getattr__(name: str) -> Any:
+    """AsyncClient on first use: aiohttp takes longer to import than the rest (kvctl starts faster)."""
+    if name == "AsyncClient":
+        from .aio import AsyncClient
+
+        return AsyncClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

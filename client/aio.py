@@ -36,6 +36,7 @@ class AsyncClient:
         connect_timeout_s: float = 2.0,
         retry: Retry | None = None,
         max_connections: int = 100,
+        pinned: bool = False,
     ) -> None:
         self._core = Core(
             urls,
@@ -44,6 +45,7 @@ class AsyncClient:
             password=password,
             read_from=read_from,
             retry=retry or Retry(),
+            pinned=pinned,
         )
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=connect_timeout_s)
         self._watch_timeout = aiohttp.ClientTimeout(connect=connect_timeout_s, sock_read=WATCH_READ_TIMEOUT_S)
@@ -111,7 +113,10 @@ class AsyncClient:
     async def request(self, call: Call) -> Answer:
         return await self._send(call)
 
-    async def watch(self, prefix: str = "", from_lsn: str | None = None) -> AsyncIterator[Event]:
+    async def watch(
+        self, prefix: str = "", from_lsn: str | None = None, *, progress: bool = False
+    ) -> AsyncIterator[Any]:
+        """`Client.watch`: events (and with `progress`, `Progress` marks), resumed after a drop."""
         position = WatchPosition(from_lsn)
         failures = 0
         while True:
@@ -137,6 +142,8 @@ class AsyncClient:
                                 yield parsed
                         elif isinstance(parsed, protocol.Progress):
                             position.progress(parsed.lsn)
+                            if progress:
+                                yield parsed
                         elif isinstance(parsed, protocol.Cancelled):
                             if parsed.compacted:
                                 raise Compacted(parsed.reason, "compacted", 410, url)
@@ -164,8 +171,14 @@ class AsyncClient:
             attempts.count += 1
             url = await self._target(attempts)
             try:
+                timeout = self._timeout if call.timeout_s is None else aiohttp.ClientTimeout(total=call.timeout_s)
                 async with self._session().request(
-                    call.method, url + call.path, params=call.params, headers=self._core.headers(call), data=call.body
+                    call.method,
+                    url + call.path,
+                    params=call.params,
+                    headers=self._core.headers(call),
+                    data=call.body,
+                    timeout=timeout,
                 ) as response:
                     answer = await _answer(response, url)
             except (aiohttp.ClientError, TimeoutError) as exc:
@@ -180,7 +193,7 @@ class AsyncClient:
             if step.relogin:
                 await self._login(force=True)
             if step.rediscover:
-                self._core.primary = None
+                self._core.forget_primary()
             await asyncio.sleep(step.delay_s)
 
     async def _target(self, attempts: Attempts) -> str:

@@ -82,6 +82,7 @@ class Core:
         password: str | None,
         read_from: ReadFrom,
         retry: Retry,
+        pinned: bool = False,
     ) -> None:
         listed = [urls] if isinstance(urls, str) else list(urls)
         if not listed:
@@ -93,6 +94,7 @@ class Core:
         self.urls = [url.rstrip("/") for url in listed]
         self.read_from = read_from
         self.retry = retry
+        self.pinned = pinned
         self.primary: str | None = self.urls[0]  # a guess until a 421 or a failure says otherwise
         self.replicas: list[str] = []
         self._token = token
@@ -106,6 +108,8 @@ class Core:
     def target(self, attempts: Attempts) -> str | None:
         """The node for the next attempt; None: find the primary (and the replicas) first."""
         call = attempts.call
+        if self.pinned:
+            return self.urls[0]
         if call.write or self.read_from == "primary":
             return self.primary
         if not self._discovered:
@@ -116,6 +120,11 @@ class Core:
         fresh = [url for url in pool if url not in attempts.tried] or pool
         self._next_replica += 1
         return fresh[self._next_replica % len(fresh)]
+
+    def forget_primary(self) -> None:
+        """Look for the primary again before the next write (never, when pinned to one node)."""
+        if not self.pinned:
+            self.primary = None
 
     def discovery_candidates(self) -> list[str]:
         return list(dict.fromkeys([*self.urls, *self.replicas, *([self.primary] if self.primary else [])]))
@@ -194,7 +203,7 @@ class Core:
             attempts.relogged = True
             return Step(relogin=True)
         if answer.status == 421:  # a replica, or a fenced primary: nothing was written
-            self.primary = None
+            self.forget_primary()
             return Step(error=error) if last else Step(delay_s=self.retry.delay(attempts.count), rediscover=True)
         if answer.status in (429, 503) and not last:
             if isinstance(error, TooManyRequests) and "retry_after_s" not in error.details:
@@ -215,7 +224,7 @@ class Core:
         or cut off after the request went out."""
         call = attempts.call
         if url == self.primary:
-            self.primary = None
+            self.forget_primary()
         if sent and call.write:
             attempts.maybe_sent = True
             if not call.retry_safe:
@@ -223,7 +232,8 @@ class Core:
                     error=OutcomeUnknown(f"{url}: {reason} after the write was sent", "outcome_unknown", None, url)
                 )
         if attempts.count >= self.retry.attempts:
-            error = Unavailable(f"{url}: {reason} ({attempts.count} attempts)", "unreachable", None, url)
+            tries = f" ({attempts.count} attempts)" if attempts.count > 1 else ""
+            error = Unavailable(f"cannot reach {url}: {reason}{tries}", "unreachable", None, url, reason=reason)
             return Step(error=self._outcome(attempts, error))
         return Step(delay_s=self.retry.delay(attempts.count), rediscover=call.write or self.primary is None)
 

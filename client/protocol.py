@@ -35,6 +35,7 @@ class Call:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
     retry_safe: bool = True  # a re-send after a lost answer cannot do the write twice
+    timeout_s: float | None = None  # longer than the client's (a checkpoint of a big store)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, Literal, overload
 
 import httpx
 
@@ -13,7 +13,7 @@ from . import protocol
 from .core import Attempts, Core, ReadFrom, Retry, Session, WatchPosition
 from .errors import Compacted, Unauthorized, Unavailable
 from .models import Event, Item, KeyInfo, TxnOp, TxnResult, WriteResult
-from .protocol import Answer, Call
+from .protocol import Answer, Call, Progress
 
 USER_AGENT = "kvstore-client"
 WATCH_READ_TIMEOUT_S = 30.0  # the node sends progress every 5 s: six missed ones mean it is gone
@@ -34,7 +34,9 @@ class Client:
     """A KVStore++ client for one cluster. `urls`: any of its nodes (a replica's 421 leads to
     the primary); credentials: a `token` (or an `api_key`, which is one), or `username` and
     `password` (it logs in, and again before the token expires). `read_from`: "primary",
-    "replica" or "any" node. Use as a context manager, or call `close`."""
+    "replica" or "any" node. `pinned`: every call goes to the first URL and a 421 is an error
+    (tools that act on the node they are told: kvctl, kvchaos). Use as a context manager, or
+    call `close`."""
 
     def __init__(
         self,
@@ -48,6 +50,7 @@ class Client:
         timeout_s: float = 10.0,
         connect_timeout_s: float = 2.0,
         retry: Retry | None = None,
+        pinned: bool = False,
     ) -> None:
         self._core = Core(
             urls,
@@ -56,6 +59,7 @@ class Client:
             password=password,
             read_from=read_from,
             retry=retry or Retry(),
+            pinned=pinned,
         )
         self._timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
         self._watch_timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s, read=WATCH_READ_TIMEOUT_S)
@@ -122,10 +126,40 @@ class Client:
         """Any other route (the admin API): `call` says the method, path and expected statuses."""
         return self._send(call)
 
-    def watch(self, prefix: str = "", from_lsn: str | None = None) -> Iterator[Event]:
+    def stream_lines(self, call: Call) -> Iterator[str]:
+        """The non-empty lines of a long NDJSON answer (the admin WAL stream), as sent; no resume."""
+        attempts = Attempts(call, count=1)
+        url = self._target(attempts)
+        try:
+            with self._http.stream(
+                call.method,
+                url + call.path,
+                params=call.params,
+                headers=self._core.headers(call),
+                timeout=self._watch_timeout,
+            ) as response:
+                if response.status_code not in call.ok:
+                    response.read()
+                    raise _answer(response, url).error()
+                for line in response.iter_lines():
+                    if line.strip():
+                        yield line
+        except httpx.TransportError as exc:
+            step = self._core.after_failure(attempts, url, failure_reason(exc), sent=False)
+            assert step.error is not None
+            raise step.error from None
+
+    @overload
+    def watch(self, prefix: str = "", from_lsn: str | None = None) -> Iterator[Event]: ...
+
+    @overload
+    def watch(self, prefix: str, from_lsn: str | None, *, progress: Literal[True]) -> Iterator[Event | Progress]: ...
+
+    def watch(self, prefix: str = "", from_lsn: str | None = None, *, progress: bool = False) -> Iterator[Any]:
         """The committed changes under `prefix`, in commit order, after `from_lsn` (else from now);
         reconnects by itself (to another node if need be) and resumes where it was. Raises
-        `Compacted` when the WAL no longer reaches back to where it must resume."""
+        `Compacted` when the WAL no longer reaches back to where it must resume. `progress`:
+        also yield the node's `Progress` marks (everything up to its LSN has been sent)."""
         position = WatchPosition(from_lsn)
         failures = 0
         while True:
@@ -154,8 +188,10 @@ class Client:
                         if isinstance(parsed, Event):
                             if position.accept(parsed):
                                 yield parsed
-                        elif isinstance(parsed, protocol.Progress):
+                        elif isinstance(parsed, Progress):
                             position.progress(parsed.lsn)
+                            if progress:
+                                yield parsed
                         elif isinstance(parsed, protocol.Cancelled):
                             if parsed.compacted:
                                 raise Compacted(parsed.reason, "compacted", 410, url)
@@ -181,6 +217,7 @@ class Client:
                     params=call.params,
                     headers=self._core.headers(call),
                     content=call.body,
+                    timeout=self._timeout if call.timeout_s is None else call.timeout_s,
                 )
             except httpx.TransportError as exc:
                 sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
@@ -194,7 +231,7 @@ class Client:
             if step.relogin:
                 self._login()
             if step.rediscover:
-                self._core.primary = None
+                self._core.forget_primary()
             time.sleep(step.delay_s)
 
     def _target(self, attempts: Attempts) -> str:
