@@ -30,21 +30,21 @@ class NodeClients:
     def __init__(self, username: str, password: str) -> None:
         self.username = username
         self.password = password
-        self._clients: dict[str, Client] = {}
+        self._clients: dict[tuple[str, float, Retry], Client] = {}
         self._lock = threading.Lock()
 
     def admin(self, url: str) -> Client:
-        with self._lock:
-            client = self._clients.get(url)
-            if client is None:
-                client = self._clients[url] = self.pinned(url, ADMIN_TIMEOUT_S, ADMIN_RETRY)
-            return client
+        return self.pinned(url, ADMIN_TIMEOUT_S, ADMIN_RETRY)
 
     def pinned(self, url: str, timeout_s: float, retry: Retry) -> Client:
-        """A client of the node at `url` alone (a scenario says which node it means)."""
-        return Client(
-            url, username=self.username, password=self.password, pinned=True, retry=retry, timeout_s=timeout_s
-        )
+        """The shared client of the node at `url` alone (a scenario says which node it means)."""
+        with self._lock:
+            client = self._clients.get((url, timeout_s, retry))
+            if client is None:
+                client = self._clients[url, timeout_s, retry] = Client(
+                    url, username=self.username, password=self.password, pinned=True, retry=retry, timeout_s=timeout_s
+                )
+            return client
 
     def close(self) -> None:
         with self._lock:

@@ -139,6 +139,8 @@ def execute(scenario: Scenario, backend: Backend, duration_s: float, seed: int, 
         if run is not None:
             verdicts = run.expectations
     finally:
+        if run is not None:
+            run.clients.close()
         backend.stop()
     return RunResult(
         scenario,

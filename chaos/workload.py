@@ -19,7 +19,8 @@ from kvstore.client import Client, ClientError, OutcomeUnknown, Retry
 from .client import NodeClients
 from .history import DURABLE_PREFIX, REGISTER_PREFIX, History, OpKind, Outcome
 
-Target = Callable[[], tuple[str, str]]  # the node clients should use now: (name, url)
+Target = Callable[[], tuple[str, str]]
+NO_RETRY = Retry(attempts=1)  # the node clients should use now: (name, url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,26 +114,22 @@ class Workload:
 
 
 class _Session:
-    """One workload client's kvstore.client clients, one per node URL, each pinned to its node
-    and never retrying: the history records each request once, on the node it went to."""
+    """The workload's kvstore.client clients (one per node URL, shared by the threads: one
+    login per node), each pinned to its node and never retrying: the history records each
+    request once, on the node it went to."""
 
     def __init__(self, clients: NodeClients, timeout_s: float) -> None:
         self._clients = clients
         self._timeout_s = timeout_s
-        self._by_url: dict[str, Client] = {}
 
     def __enter__(self) -> _Session:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for client in self._by_url.values():
-            client.close()
+        pass  # the clients are the run's (NodeClients.close)
 
     def _client(self, url: str) -> Client:
-        client = self._by_url.get(url)
-        if client is None:
-            client = self._by_url[url] = self._clients.pinned(url, self._timeout_s, Retry(attempts=1))
-        return client
+        return self._clients.pinned(url, self._timeout_s, NO_RETRY)
 
     def put(self, url: str, key: str, value: str) -> tuple[Outcome, str | None, str | None]:
         """The write's outcome, its commit LSN if acknowledged, and what went wrong if anything."""

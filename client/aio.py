@@ -244,7 +244,12 @@ class AsyncClient:
             reasons = []
             for url in self._core.discovery_candidates():
                 try:
-                    async with self._session().post(url + call.path, headers=call.headers, data=call.body) as response:
+                    async with self._session().post(
+                        url + call.path,
+                        headers=call.headers,
+                        data=call.body,
+                        timeout=aiohttp.ClientTimeout(total=call.timeout_s),
+                    ) as response:
                         answer = await _answer(response, url)
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     reasons.append(f"{url}: {failure_reason(exc)}")

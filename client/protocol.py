@@ -22,6 +22,7 @@ from .errors import BadRequest, ClientError, error_for
 from .models import Event, Item, KeyInfo, TxnOp, TxnResult, WriteResult
 
 IDEMPOTENCY_HEADER = "idempotency-key"
+LOGIN_TIMEOUT_S = 30.0  # a password check queues behind others on a busy node
 MIN_LSN_HEADER = "x-kv-min-lsn"
 
 
@@ -136,7 +137,8 @@ def status() -> Call:
 
 def login(username: str, password: str) -> Call:
     body = _json_body({"username": username, "password": password})
-    return Call("POST", "/v1/auth/login", (200,), body=body, headers={"content-type": "application/json"})
+    headers = {"content-type": "application/json"}
+    return Call("POST", "/v1/auth/login", (200,), body=body, headers=headers, timeout_s=LOGIN_TIMEOUT_S)
 
 
 def watch(prefix: str, from_lsn: str | None) -> Call:

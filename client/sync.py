@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
@@ -64,6 +65,7 @@ class Client:
         self._timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s)
         self._watch_timeout = httpx.Timeout(timeout_s, connect=connect_timeout_s, read=WATCH_READ_TIMEOUT_S)
         self._http = httpx.Client(headers={"user-agent": USER_AGENT}, timeout=self._timeout)
+        self._login_lock = threading.Lock()  # threads that find the token stale wait for one login
 
     def __enter__(self) -> Client:
         return self
@@ -229,7 +231,7 @@ class Client:
             if step.error is not None:
                 raise step.error
             if step.relogin:
-                self._login()
+                self._login(force=True)
             if step.rediscover:
                 self._core.forget_primary()
             time.sleep(step.delay_s)
@@ -270,24 +272,29 @@ class Client:
         document = _answer(response, url).json()
         return document if isinstance(document, dict) else None
 
-    def _login(self) -> None:
-        call = self._core.login_call()
-        reasons = []
-        for url in self._core.discovery_candidates():
-            try:
-                response = self._http.post(url + call.path, headers=call.headers, content=call.body)
-            except httpx.TransportError as exc:
-                reasons.append(f"{url}: {failure_reason(exc)}")
-                continue
-            answer = _answer(response, url)
-            if response.status_code == 200:
-                self._core.logged_in(answer)
+    def _login(self, force: bool = False) -> None:
+        with self._login_lock:
+            if not force and not self._core.needs_login():
                 return
-            error = answer.error()
-            if isinstance(error, Unauthorized) or response.status_code < 500:
-                raise error
-            reasons.append(f"{url}: {error.message}")
-        raise Unavailable(f"cannot log in: {'; '.join(reasons)}", "unreachable")
+            call = self._core.login_call()
+            reasons = []
+            for url in self._core.discovery_candidates():
+                try:
+                    response = self._http.post(
+                        url + call.path, headers=call.headers, content=call.body, timeout=call.timeout_s
+                    )
+                except httpx.TransportError as exc:
+                    reasons.append(f"{url}: {failure_reason(exc)}")
+                    continue
+                answer = _answer(response, url)
+                if response.status_code == 200:
+                    self._core.logged_in(answer)
+                    return
+                error = answer.error()
+                if isinstance(error, Unauthorized) or response.status_code < 500:
+                    raise error
+                reasons.append(f"{url}: {error.message}")
+            raise Unavailable(f"cannot log in: {'; '.join(reasons)}", "unreachable")
 
 
 def _answer(response: httpx.Response, url: str) -> Answer:
