@@ -206,6 +206,15 @@ def test_the_async_client_has_the_same_surface(node_factory) -> None:  # type: i
                 # 50 requests at once over one client
                 values = await asyncio.gather(*(kv.incr("app:many") for _ in range(50)))
                 assert sorted(values) == list(range(1, 51))
+                events = kv.watch("app:", from_lsn=written.commit_lsn)
+                seen = [await anext(events) for _ in range(4)]
+                await events.aclose()
+                assert [(event.type, event.key) for event in seen] == [
+                    ("set", "app:n"),
+                    ("set", "app:b"),
+                    ("del", "app:a"),
+                    ("set", "app:many"),
+                ]
 
     asyncio.run(run())
 
