@@ -43,7 +43,7 @@ test: lint system-deps
 TYPECHECK := .typecheck/kvstore
 lint: setup
 	mkdir -p $(TYPECHECK) && touch $(TYPECHECK)/__init__.py
-	for package in node replication cli chaos; do ln -sfn ../../$$package $(TYPECHECK)/$$package; done
+	for package in node replication cli chaos client; do ln -sfn ../../$$package $(TYPECHECK)/$$package; done
 	$(BIN)/mypy $(TYPECHECK) bench
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

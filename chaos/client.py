@@ -1,7 +1,8 @@
-"""HTTP to the nodes as the superuser: one token per node, and the admin calls a run makes.
+"""The nodes as the superuser, through kvstore.client: one client per node URL, and the admin
+calls a run makes.
 
 Not the workload's request path (workload.py records its own outcomes); this is for the
-scenario and the checks, where an error is an error.
+scenario and the checks, where an error is an error (a `ClientError`).
 """
 
 from __future__ import annotations
@@ -10,69 +11,73 @@ import threading
 import time
 from typing import Any
 
-import httpx
+import orjson
+
+from kvstore.client import Call, Client, ClientError, Retry
 
 ADMIN_TIMEOUT_S = 30.0  # promotion, rejoin and a digest of a big store take a while
-LOGIN_TIMEOUT_S = 10.0
 REJOIN_TIMEOUT_S = 60.0
 POLL_INTERVAL_S = 0.1
+# One retry: a node restarted from a base backup may not know the token (the client logs in
+# again on a 401); anything else is the scenario's to judge.
+ADMIN_RETRY = Retry(attempts=2, first_s=0.05, max_s=0.1)
 
 
-class Tokens:
-    """The superuser's token for each node URL, shared by every thread. A login costs the node
-    an argon2 hash, so it happens once per node, and again only after a 401."""
+class NodeClients:
+    """The superuser's client for each node URL, shared by every thread (httpx's client is). A
+    login costs the node an argon2 hash, so each client logs in once, and again after a 401."""
 
     def __init__(self, username: str, password: str) -> None:
-        self._credentials = {"username": username, "password": password}
-        self._tokens: dict[str, str] = {}
+        self.username = username
+        self.password = password
+        self._clients: dict[tuple[str, float, Retry], Client] = {}
         self._lock = threading.Lock()
 
-    def get(self, url: str) -> str:
-        with self._lock:
-            if url not in self._tokens:
-                response = httpx.post(f"{url}/v1/auth/login", json=self._credentials, timeout=LOGIN_TIMEOUT_S)
-                response.raise_for_status()
-                self._tokens[url] = str(response.json()["token"])
-            return self._tokens[url]
+    def admin(self, url: str) -> Client:
+        return self.pinned(url, ADMIN_TIMEOUT_S, ADMIN_RETRY)
 
-    def forget(self, url: str) -> None:
+    def pinned(self, url: str, timeout_s: float, retry: Retry) -> Client:
+        """The shared client of the node at `url` alone (a scenario says which node it means)."""
         with self._lock:
-            self._tokens.pop(url, None)
+            client = self._clients.get((url, timeout_s, retry))
+            if client is None:
+                client = self._clients[url, timeout_s, retry] = Client(
+                    url, username=self.username, password=self.password, pinned=True, retry=retry, timeout_s=timeout_s
+                )
+            return client
 
-    def headers(self, url: str) -> dict[str, str]:
-        return {"authorization": f"Bearer {self.get(url)}"}
+    def close(self) -> None:
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
 
 
 class NodeClient:
-    """Admin calls on one node; a non-2xx answer raises `httpx.HTTPStatusError`."""
+    """Admin calls on one node; a refusal or no answer raises `ClientError`."""
 
-    def __init__(self, url: str, tokens: Tokens, timeout_s: float = ADMIN_TIMEOUT_S) -> None:
+    def __init__(self, url: str, clients: NodeClients) -> None:
         self.url = url
-        self._tokens = tokens
-        self._timeout_s = timeout_s
+        self._client = clients.admin(url)
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        for _ in range(2):  # a node restarted from a base backup may not know the token: log in again
-            response = httpx.request(
-                method, f"{self.url}{path}", headers=self._tokens.headers(self.url), timeout=self._timeout_s, **kwargs
-            )
-            if response.status_code != 401:
-                break
-            self._tokens.forget(self.url)
-        response.raise_for_status()
-        return response
+    def request(self, method: str, path: str, json: Any = None, params: dict[str, str] | None = None) -> Any:
+        call = Call(method, path, (200, 202), params=params or {})
+        if json is not None:
+            call.body = orjson.dumps(json)
+            call.headers["content-type"] = "application/json"
+        return self._client.request(call).document()
 
     def status(self) -> dict[str, Any]:
-        return dict(self.request("GET", "/v1/status").json())
+        return dict(self.request("GET", "/v1/status"))
 
     def digest(self) -> dict[str, Any]:
-        return dict(self.request("GET", "/v1/admin/digest").json())
+        return dict(self.request("GET", "/v1/admin/digest"))
 
     def promote(self) -> dict[str, Any]:
-        return dict(self.request("POST", "/v1/admin/promote").json())
+        return dict(self.request("POST", "/v1/admin/promote"))
 
     def rejoin(self, primary_url: str) -> dict[str, Any]:
-        return dict(self.request("POST", "/v1/admin/rejoin", json={"primary": primary_url}).json())
+        return dict(self.request("POST", "/v1/admin/rejoin", json={"primary": primary_url}))
 
     def rejoin_and_wait(self, primary_url: str) -> dict[str, Any]:
         """Rejoin, then wait until the node, which restarts itself in place, answers as a replica."""
@@ -82,23 +87,23 @@ class NodeClient:
             try:
                 if self.status()["role"] == "replica":
                     return plan
-            except httpx.HTTPError:  # restarting: refused connections, 503
+            except ClientError:  # restarting: refused connections, 503
                 pass
             time.sleep(POLL_INTERVAL_S)
         raise TimeoutError(f"{self.url} did not become a replica of {primary_url} within {REJOIN_TIMEOUT_S:g} s")
 
     def checkpoint(self) -> dict[str, Any]:
-        return dict(self.request("POST", "/v1/admin/checkpoint").json())
+        return dict(self.request("POST", "/v1/admin/checkpoint"))
 
     def txn(self, ops: list[dict[str, Any]]) -> dict[str, Any]:
-        return dict(self.request("POST", "/v1/txn", json={"ops": ops}).json())
+        return dict(self.request("POST", "/v1/txn", json={"ops": ops}))
 
     def scan(self, prefix: str, page_keys: int = 10_000) -> list[dict[str, Any]]:
         """Every key under `prefix`, with its version, page by page."""
         found: list[dict[str, Any]] = []
         after = ""
         while True:
-            page = self.request("GET", "/v1/kv", params={"prefix": prefix, "after": after, "limit": page_keys}).json()
+            page = self.request("GET", "/v1/kv", params={"prefix": prefix, "after": after, "limit": str(page_keys)})
             found += page["keys"]
             if page["next_after"] is None:
                 return found

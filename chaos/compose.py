@@ -29,7 +29,7 @@ import httpx
 from docker.models.containers import Container
 
 from .backend import ADMIN_USER, NODE_NAMES, PRIMARY, Backend, ClusterSpec, Corruption, NodeStartFailed, WalDamage
-from .client import NodeClient, Tokens
+from .client import NodeClient, NodeClients
 from .launcher import free_port
 
 COMPOSE_DIR = Path(__file__).resolve().parent.parent / "compose"
@@ -68,7 +68,7 @@ class DockerBackend(Backend):
         super().__init__(root.absolute())  # compose reads the files it names relative to compose/
         self._docker = docker.from_env()
         self._password = secrets.token_urlsafe(18)
-        self._tokens = Tokens(ADMIN_USER, self._password)
+        self._clients = NodeClients(ADMIN_USER, self._password)
         self._ports: dict[str, int] = {}
         self._containers: dict[str, Container] = {}
         self._compose_env: dict[str, str] = {}
@@ -133,10 +133,10 @@ class DockerBackend(Backend):
         self._cluster_network().connect(self._containers[node], aliases=[_alias(node)])
 
     def promote(self, node: str) -> dict[str, Any]:
-        return NodeClient(self.url(node), self._tokens).promote()
+        return NodeClient(self.url(node), self._clients).promote()
 
     def rejoin(self, node: str, primary: str) -> dict[str, Any]:
-        return NodeClient(self.url(node), self._tokens).rejoin_and_wait(f"http://{_alias(primary)}:{NODE_PORT}")
+        return NodeClient(self.url(node), self._clients).rejoin_and_wait(f"http://{_alias(primary)}:{NODE_PORT}")
 
     def corrupt_wal(self, node: str, kind: Corruption) -> WalDamage:
         return WalDamage.from_json(json.loads(self._waldamage(node, "corrupt", str(kind))))

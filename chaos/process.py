@@ -17,7 +17,7 @@ from typing import Any
 
 from . import waldamage
 from .backend import ADMIN_USER, Backend, ClusterSpec, Corruption, NodeStartFailed, WalDamage
-from .client import NodeClient, Tokens
+from .client import NodeClient, NodeClients
 from .launcher import NodeLauncher
 from .proxy import LinkProxy
 
@@ -30,7 +30,7 @@ class ProcessBackend(Backend):
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self._password = secrets.token_urlsafe(18)
-        self._tokens = Tokens(ADMIN_USER, self._password)
+        self._clients = NodeClients(ADMIN_USER, self._password)
         self._nodes: dict[str, NodeLauncher] = {}
         self._links: dict[tuple[str, str], LinkProxy] = {}  # (from, to) -> the proxy `from` dials
 
@@ -109,10 +109,10 @@ class ProcessBackend(Backend):
             link.mend()
 
     def promote(self, node: str) -> dict[str, Any]:
-        return NodeClient(self.url(node), self._tokens).promote()
+        return NodeClient(self.url(node), self._clients).promote()
 
     def rejoin(self, node: str, primary: str) -> dict[str, Any]:
-        return NodeClient(self.url(node), self._tokens).rejoin_and_wait(self._links[node, primary].url)
+        return NodeClient(self.url(node), self._clients).rejoin_and_wait(self._links[node, primary].url)
 
     def corrupt_wal(self, node: str, kind: Corruption) -> WalDamage:
         return waldamage.corrupt(self._nodes[node].data_dir, kind)

@@ -16,11 +16,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+from kvstore.client import AsyncClient, ClientError
 
 from .backend import Backend, ClusterSpec, Corruption, WalDamage
 from .checkers import Verdict, check_convergence, check_durability, check_linearizability, expectation, written_keys
-from .client import NodeClient, Tokens
+from .client import NodeClient, NodeClients
 from .history import Clock, Fault, History
 from .workload import Workload, WorkloadConfig
 
@@ -66,7 +66,7 @@ class Run:
         self.random = random.Random(seed)  # the scenario's own choices (which node, which fault next)
         self.primary = spec.primary
         self.members = list(spec.nodes)  # the nodes that must agree at the end
-        self.tokens = Tokens(*backend.credentials())
+        self.clients = NodeClients(*backend.credentials())
         self.expectations: list[Verdict] = []
         self.recovery_s: list[float] = []
         self.promotion_s: list[float] = []
@@ -75,7 +75,7 @@ class Run:
         return self.primary, self.backend.url(self.primary)
 
     def client(self, node: str) -> NodeClient:
-        return NodeClient(self.backend.url(node), self.tokens)
+        return NodeClient(self.backend.url(node), self.clients)
 
     def load(self, fraction: float) -> None:
         """Let the workload run for this fraction of the run's duration."""
@@ -127,7 +127,7 @@ def execute(scenario: Scenario, backend: Backend, duration_s: float, seed: int, 
     try:
         backend.start(scenario.spec)
         run = Run(backend, scenario.spec, history, duration_s, seed)
-        clients = Workload(history, run.tokens, run.target, seed, workload)
+        clients = Workload(history, run.clients, run.target, seed, workload)
         clients.start()
         try:
             scenario.body(run)
@@ -139,6 +139,8 @@ def execute(scenario: Scenario, backend: Backend, duration_s: float, seed: int, 
         if run is not None:
             verdicts = run.expectations
     finally:
+        if run is not None:
+            run.clients.close()
         backend.stop()
     return RunResult(
         scenario,
@@ -161,7 +163,7 @@ def judge(run: Run) -> list[Verdict]:
     ops = run.history.ops
     convergence = check_convergence(run.primary, settled_digests(run))
     url = run.backend.url(run.primary)
-    final = asyncio.run(read_values(url, run.tokens.headers(url), written_keys(ops)))
+    final = asyncio.run(read_values(url, run.clients, written_keys(ops)))
     return [check_durability(ops, final), convergence, check_linearizability(ops)]
 
 
@@ -173,23 +175,22 @@ def settled_digests(run: Run) -> dict[str, dict[str, Any] | None]:
         for node in run.members:
             try:
                 digests[node] = run.client(node).digest()
-            except httpx.HTTPError:
+            except ClientError:
                 digests[node] = None
         if check_convergence(run.primary, digests).passed or time.monotonic() > deadline:
             return digests
         time.sleep(POLL_INTERVAL_S)
 
 
-async def read_values(url: str, headers: dict[str, str], keys: list[str]) -> dict[str, str | None]:
+async def read_values(url: str, clients: NodeClients, keys: list[str]) -> dict[str, str | None]:
     limit = asyncio.Semaphore(FINAL_READ_CONCURRENCY)
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+    async with AsyncClient(
+        url, username=clients.username, password=clients.password, pinned=True, timeout_s=30
+    ) as client:
 
         async def read(key: str) -> tuple[str, str | None]:
             async with limit:
-                response = await client.get(f"/v1/kv/{key}")
-            if response.status_code == 404:
-                return key, None
-            response.raise_for_status()
-            return key, response.text
+                item = await client.get(key)
+            return key, None if item is None else item.value.decode()
 
         return dict(await asyncio.gather(*(read(key) for key in keys)))

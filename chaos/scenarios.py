@@ -11,8 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 
-import httpx
-
+from kvstore.client import ClientError
 from kvstore.node.wal.format import format_lsn, parse_lsn
 
 from .backend import NODE_NAMES, PRIMARY, ClusterSpec, Corruption, NodeStartFailed
@@ -255,7 +254,7 @@ def _checkpoint_quietly(run: Run, answered: threading.Event) -> None:
     try:
         run.client(PRIMARY).checkpoint()
         answered.set()
-    except httpx.HTTPError:
+    except ClientError:
         pass  # killed under it: the point of the exercise
 
 
@@ -265,7 +264,7 @@ def _wait_for_state(run: Run, node: str, wanted: str, timeout_s: float) -> str:
     while time.monotonic() < deadline:
         try:
             state = run.client(node).status()["state"]
-        except httpx.HTTPError:
+        except ClientError:
             state = "unreachable"
         if state == wanted:
             break

@@ -14,12 +14,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
+from kvstore.client import Client, ClientError, OutcomeUnknown, Retry
 
-from .client import Tokens
+from .client import NodeClients
 from .history import DURABLE_PREFIX, REGISTER_PREFIX, History, OpKind, Outcome
 
-Target = Callable[[], tuple[str, str]]  # the node clients should use now: (name, url)
+Target = Callable[[], tuple[str, str]]
+NO_RETRY = Retry(attempts=1)  # the node clients should use now: (name, url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +37,11 @@ class WorkloadConfig:
 
 
 class Workload:
-    def __init__(self, history: History, tokens: Tokens, target: Target, seed: int, config: WorkloadConfig) -> None:
+    def __init__(
+        self, history: History, clients: NodeClients, target: Target, seed: int, config: WorkloadConfig
+    ) -> None:
         self._history = history
-        self._tokens = tokens
+        self._clients = clients
         self._target = target
         self._config = config
         self._halt = threading.Event()
@@ -67,7 +70,7 @@ class Workload:
                 raise RuntimeError(f"workload client {thread.name} did not stop")
 
     def _durable(self, client: int) -> None:
-        with _Session(self._tokens, self._config.request_timeout_s) as session:
+        with _Session(self._clients, self._config.request_timeout_s) as session:
             n = 0
             while not self._halt.is_set():
                 self._write(session, client, f"{DURABLE_PREFIX}{client}:{n}", f"{client}-{n}")
@@ -75,7 +78,7 @@ class Workload:
 
     def _register(self, client: int, rng: random.Random) -> None:
         keys = [f"{REGISTER_PREFIX}{n}" for n in range(self._config.register_keys)]
-        with _Session(self._tokens, self._config.request_timeout_s) as session:
+        with _Session(self._clients, self._config.request_timeout_s) as session:
             n = 0
             while not self._halt.is_set():
                 key = rng.choice(keys)
@@ -88,9 +91,8 @@ class Workload:
     def _write(self, session: _Session, client: int, key: str, value: str) -> None:
         node, url = self._target()
         start_s = self._history.clock.now()
-        outcome, response, error = session.send("PUT", url, f"/v1/kv/{key}", value.encode())
+        outcome, commit_lsn, error = session.put(url, key, value)
         end_s = self._history.clock.now()
-        commit_lsn = response.headers.get("x-kv-commit-lsn") if response is not None else None
         record = dict(client=client, kind=OpKind.WRITE, key=key, value=value, node=node)
         self._history.record(
             **record, start_s=start_s, end_s=end_s, outcome=outcome, commit_lsn=commit_lsn, error=error
@@ -100,9 +102,8 @@ class Workload:
     def _read(self, session: _Session, client: int, key: str) -> None:
         node, url = self._target()
         start_s = self._history.clock.now()
-        outcome, response, error = session.send("GET", url, f"/v1/kv/{key}")
+        outcome, value, error = session.get(url, key)
         end_s = self._history.clock.now()
-        value = response.text if response is not None and response.status_code == 200 else None
         record = dict(client=client, kind=OpKind.READ, key=key, value=value, node=node)
         self._history.record(**record, start_s=start_s, end_s=end_s, outcome=outcome, error=error)
         self._after(outcome)
@@ -113,42 +114,42 @@ class Workload:
 
 
 class _Session:
-    """One client's HTTP connections, one pool per node URL."""
+    """The workload's kvstore.client clients (one per node URL, shared by the threads: one
+    login per node), each pinned to its node and never retrying: the history records each
+    request once, on the node it went to."""
 
-    def __init__(self, tokens: Tokens, timeout_s: float) -> None:
-        self._tokens = tokens
+    def __init__(self, clients: NodeClients, timeout_s: float) -> None:
+        self._clients = clients
         self._timeout_s = timeout_s
-        self._clients: dict[str, httpx.Client] = {}
 
     def __enter__(self) -> _Session:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for client in self._clients.values():
-            client.close()
+        pass  # the clients are the run's (NodeClients.close)
 
-    def send(
-        self, method: str, url: str, path: str, body: bytes | None = None
-    ) -> tuple[Outcome, httpx.Response | None, str | None]:
-        """The request's outcome, its response if any, and what went wrong if anything."""
-        client = self._clients.get(url)
-        if client is None:
-            client = self._clients[url] = httpx.Client(base_url=url, timeout=self._timeout_s)
+    def _client(self, url: str) -> Client:
+        return self._clients.pinned(url, self._timeout_s, NO_RETRY)
+
+    def put(self, url: str, key: str, value: str) -> tuple[Outcome, str | None, str | None]:
+        """The write's outcome, its commit LSN if acknowledged, and what went wrong if anything."""
         try:
-            headers = self._tokens.headers(url)
-        except httpx.HTTPError as error:  # the node is down or restarting: nothing was sent
-            return Outcome.FAILED, None, f"login: {error!r}"
+            return Outcome.OK, self._client(url).put(key, value).commit_lsn, None
+        except ClientError as error:
+            return _outcome(error), None, repr(error)
+
+    def get(self, url: str, key: str) -> tuple[Outcome, str | None, str | None]:
+        """The read's outcome, the value it saw (None: no such key), and what went wrong if anything."""
         try:
-            response = client.request(method, path, content=body, headers=headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
-            return Outcome.FAILED, None, repr(error)  # never reached a node
-        except httpx.TransportError as error:
-            return Outcome.UNKNOWN, None, repr(error)  # sent; the node may have acted on it
-        if response.status_code == 401:
-            self._tokens.forget(url)
-        if response.status_code < 400 or (method == "GET" and response.status_code == 404):
-            return Outcome.OK, response, None
-        if response.status_code >= 500:
-            # 503/504: e.g. committed locally but not confirmed by the synchronous replica.
-            return Outcome.UNKNOWN, response, f"HTTP {response.status_code}"
-        return Outcome.FAILED, response, f"HTTP {response.status_code}"
+            item = self._client(url).get(key)
+        except ClientError as error:
+            return _outcome(error), None, repr(error)
+        return Outcome.OK, None if item is None else item.value.decode(), None
+
+
+def _outcome(error: ClientError) -> Outcome:
+    """Sent and unanswered (timeout, connection lost), or 5xx (e.g. committed locally but not
+    confirmed by the synchronous replica): unknown. Never sent, or refused: failed."""
+    if isinstance(error, OutcomeUnknown) or (error.status is not None and error.status >= 500):
+        return Outcome.UNKNOWN
+    return Outcome.FAILED

@@ -1,38 +1,36 @@
-"""kvctl's HTTP client: one small class over httpx for the node's API.
+"""kvctl's client: kvstore.client pinned to the one node the operator named, plus the admin calls.
 
-It owns the wire details (paths, percent-encoded keys, ETag preconditions, NDJSON
-streaming) and turns every failure into a `KvctlError` whose message is one line an
-operator can act on and whose code a script can test: the server's `{"error": {"code",
-"message"}}`, or why the server could not be reached (a `NodeUnreachable`). It prints
-nothing and knows nothing of the login file.
+The library owns the wire (paths, percent-encoded keys, ETags, retries, typed errors); this
+adapter turns every failure into a `KvctlError` whose message is one line an operator can act
+on and whose code a script can test: the server's `{"error": {"code", "message"}}`, or why
+the server could not be reached (a `NodeUnreachable`). It prints nothing and knows nothing of
+the login file.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+import orjson
+
+from kvstore.client import Call, Client, ClientError, Event, Progress, Retry
+from kvstore.client import protocol as wire
 
 CONNECT_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 30.0
 # A checkpoint of a large store runs inside the request; give it minutes, not seconds.
 ADMIN_TIMEOUT_S = 300.0
-# The WAL stream sends a keepalive every 5 s; six missed ones mean the server is gone.
-STREAM_READ_TIMEOUT_S = 30.0
 ERROR_TEXT_MAX_CHARS = 200
 
 # kvctl's own error codes, for failures that carry no code from the node (`--format json` shows them).
 ERROR_FAILED = "failed"  # kvctl could not do what was asked: a file it cannot read, a wait that ran out
 ERROR_UNREACHABLE = "unreachable"  # the node gave no answer at all
 ERROR_BAD_RESPONSE = "bad_response"  # the node answered something kvctl cannot use
-
-_REQUEST_TIMEOUT = httpx.Timeout(REQUEST_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
-_ADMIN_TIMEOUT = httpx.Timeout(ADMIN_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
-_STREAM_TIMEOUT = httpx.Timeout(REQUEST_TIMEOUT_S, connect=CONNECT_TIMEOUT_S, read=STREAM_READ_TIMEOUT_S)
 
 
 class KvctlError(Exception):
@@ -85,18 +83,23 @@ class WalLine:
 
 
 class KvClient:
-    """A connection to one node. Use as a context manager, or call `close`."""
+    """The node at `url`, and only it: no retries, no following a 421 to the primary (kvctl acts
+    on the node it is told). Use as a context manager, or call `close`."""
 
     def __init__(self, url: str, token: str | None = None, unauthorized_hint: str = "") -> None:
         """`unauthorized_hint` says what to do about a 401; it replaces the server's
         reason when no token was sent (the server can only say that one is missing)."""
-        headers = {"user-agent": "kvctl"}
-        if token is not None:
-            headers["authorization"] = f"Bearer {token}"
         self.url = url
         self._unauthorized_hint = unauthorized_hint
         self._sends_token = token is not None
-        self._http = httpx.Client(base_url=url, headers=headers, timeout=_REQUEST_TIMEOUT)
+        self._client = Client(
+            url,
+            token=token,
+            pinned=True,
+            retry=Retry(attempts=1),
+            timeout_s=REQUEST_TIMEOUT_S,
+            connect_timeout_s=CONNECT_TIMEOUT_S,
+        )
 
     def __enter__(self) -> KvClient:
         return self
@@ -105,95 +108,76 @@ class KvClient:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        self._client.close()
 
     # -- auth and data -----------------------------------------------------------------
 
     def login(self, user: str, password: str) -> dict[str, Any]:
         """Exchange a password for a token: {"token", "token_type", "expires_at"}."""
-        response = self._request("POST", "/v1/auth/login", (200,), json={"username": user, "password": password})
-        return _json(response)
+        return _json(self._send(wire.login(user, password)))
 
     def get(self, key: str) -> Value:
-        response = self._request("GET", _key_path(key), (200,))
-        version = _etag_version(response)
-        return Value(key, response.content, version, response.headers.get("x-kv-expires-at"))
+        with self._translated():
+            item = self._client.get(_checked_key(key))
+        if item is None:
+            raise KvctlError(f"key {key!r} not found", "not_found")
+        return Value(key, item.value, item.version, item.expires_at)
 
     def put(self, key: str, data: bytes, ttl_s: int | None, if_version: int | None, create_only: bool) -> Written:
-        headers = _preconditions(if_version)
-        if create_only:
-            headers["if-none-match"] = "*"
-        params = {"ttl": str(ttl_s)} if ttl_s is not None else {}
-        response = self._request("PUT", _key_path(key), (200, 201), content=data, headers=headers, params=params)
-        document = _json(response)
-        return Written(key, int(document["version"]), str(document["commit_lsn"]), response.status_code == 201)
+        with self._translated():
+            result = self._client.put(_checked_key(key), data, ttl=ttl_s, if_version=if_version, if_absent=create_only)
+        return Written(key, result.version, result.commit_lsn, result.created)
 
     def delete(self, key: str, if_version: int | None) -> str:
         """Delete a key; returns the commit LSN of the DEL record."""
-        response = self._request("DELETE", _key_path(key), (204,), headers=_preconditions(if_version))
-        return str(response.headers.get("x-kv-commit-lsn", ""))
+        answer = self._send(wire.delete(_checked_key(key), if_version))
+        if answer.status == 404:
+            raise KvctlError(f"key {key!r} not found", "not_found")
+        return answer.headers.get("x-kv-commit-lsn", "")
 
     def incr(self, key: str, by: int) -> dict[str, Any]:
         """Add `by` to an integer value: {"key", "value", "version", "commit_lsn"}."""
-        return _json(self._request("POST", f"{_key_path(key)}/incr", (200,), params={"by": str(by)}))
+        return _json(self._send(wire.incr(_checked_key(key), by)))
 
     def list_keys(self, prefix: str, after: str | None, limit: int) -> KeyPage:
-        params = {"prefix": prefix, "limit": str(limit)}
-        if after is not None:
-            params["after"] = after
-        document = _json(self._request("GET", "/v1/kv", (200,), params=params))
+        document = _json(self._send(wire.keys(prefix, after, limit)))
         return KeyPage(list(document["keys"]), document.get("next_after"))
 
     # -- admin -------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        return _json(self._request("GET", "/v1/status", (200,)))
+        return self._json("GET", "/v1/status")
 
     def checkpoint(self) -> dict[str, Any]:
-        return _json(self._request("POST", "/v1/admin/checkpoint", (200,), timeout=_ADMIN_TIMEOUT))
+        return self._json("POST", "/v1/admin/checkpoint", timeout_s=ADMIN_TIMEOUT_S)
 
     def create_snapshot(self) -> dict[str, Any]:
-        return _json(self._request("POST", "/v1/admin/snapshots", (200,), timeout=_ADMIN_TIMEOUT))
+        return self._json("POST", "/v1/admin/snapshots", timeout_s=ADMIN_TIMEOUT_S)
 
     def list_snapshots(self) -> list[dict[str, Any]]:
-        return list(_json(self._request("GET", "/v1/admin/snapshots", (200,)))["snapshots"])
+        return list(self._json("GET", "/v1/admin/snapshots")["snapshots"])
 
     def wal_records(self, from_lsn: str | None, follow: bool) -> Iterator[WalLine]:
         """Stream WAL records as the node commits them; keepalive lines are skipped."""
         params = {"follow": "true" if follow else "false"}
         if from_lsn is not None:
             params["from_lsn"] = from_lsn
-        for text in self._ndjson("/v1/admin/wal/records", params):
-            yield _wal_line(text)
+        with self._translated():
+            for text in self._client.stream_lines(Call("GET", "/v1/admin/wal/records", (200,), params=params)):
+                yield _wal_line(text)
 
-    def watch(self, prefix: str, from_lsn: str | None) -> Iterator[WalLine]:
-        """Stream the committed changes under `prefix` (GET /v1/watch): events, progress lines
-        and a last `cancelled` line when the node cuts the watch off."""
-        params = {"prefix": prefix}
-        if from_lsn is not None:
-            params["from_lsn"] = from_lsn
-        for text in self._ndjson("/v1/watch", params):
-            yield _wal_line(text)
-
-    def _ndjson(self, path: str, params: dict[str, str]) -> Iterator[str]:
-        """The non-empty lines of a long-lived NDJSON answer (empty ones are keepalives)."""
-        try:
-            with self._http.stream("GET", path, params=params, timeout=_STREAM_TIMEOUT) as response:
-                if response.status_code != 200:
-                    response.read()
-                    raise self._error(response)
-                for text in response.iter_lines():
-                    if text.strip():
-                        yield text
-        except httpx.TransportError as exc:
-            raise _unreachable(self.url, exc) from None
+    def watch(self, prefix: str, from_lsn: str | None) -> Iterator[Event | Progress]:
+        """The committed changes under `prefix` (GET /v1/watch) and the node's progress marks,
+        resumed by the library after a dropped connection."""
+        with self._translated():
+            yield from self._client.watch(prefix, from_lsn, progress=True)
 
     # -- failover (superuser only) ----------------------------------------------------
 
     def promote(self) -> dict[str, Any]:
         """Make this replica the primary of a new timeline: {"timeline", "parent_timeline",
         "switch_lsn", "old_primary", "old_primary_write_lsn", "unreceived_bytes", "seconds"}."""
-        return _json(self._request("POST", "/v1/admin/promote", (200,), timeout=_ADMIN_TIMEOUT))
+        return _json(self._request("POST", "/v1/admin/promote", (200,), timeout_s=ADMIN_TIMEOUT_S))
 
     def rejoin(self, primary_url: str) -> dict[str, Any]:
         """Ask this node to follow `primary_url`. The answer (202) is the plan {"action": follow |
@@ -295,27 +279,50 @@ class KvClient:
 
     # -- plumbing ----------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, expect: tuple[int, ...], **kwargs: Any) -> httpx.Response:
+    def _json(self, method: str, path: str, expect: tuple[int, ...] = (200,), **kwargs: Any) -> dict[str, Any]:
+        return _json(self._request(method, path, expect, **kwargs))
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        expect: tuple[int, ...],
+        *,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> wire.Answer:
+        call = Call(method, path, expect, params=params or {}, headers=headers or {}, timeout_s=timeout_s)
+        if json is not None:
+            call.body = orjson.dumps(json)
+            call.headers["content-type"] = "application/json"
+        return self._send(call)
+
+    def _send(self, call: Call) -> wire.Answer:
+        with self._translated():
+            return self._client.request(call)
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """The library's typed errors as kvctl's: one line, the node's code, the 401 hint."""
         try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise _unreachable(self.url, exc) from None
-        if response.status_code not in expect:
-            raise self._error(response)
-        return response
-
-    def _error(self, response: httpx.Response) -> KvctlError:
-        code, reason = _http_error(response)
-        if response.status_code != 401 or not self._unauthorized_hint:
-            return KvctlError(reason, code)
-        hinted = f"{reason}; {self._unauthorized_hint}" if self._sends_token else self._unauthorized_hint
-        return KvctlError(hinted, code)
+            yield
+        except ClientError as error:
+            message = _one_line(error.message)
+            if error.code == ERROR_UNREACHABLE or (error.code == "outcome_unknown" and error.status is None):
+                reason = str(error.details.get("reason") or message)
+                raise NodeUnreachable(message, reason) from None
+            if error.status == 401 and self._unauthorized_hint:
+                hint = self._unauthorized_hint
+                raise KvctlError(f"{message}; {hint}" if self._sends_token else hint, error.code) from None
+            raise KvctlError(message, error.code) from None
 
 
-def _key_path(key: str) -> str:
+def _checked_key(key: str) -> str:
     if not key:
         raise KvctlError("key must not be empty")
-    return f"/v1/kv/{quote(key, safe='')}"
+    return key
 
 
 def _name_path(kind: str, name: str) -> str:
@@ -329,23 +336,10 @@ def _preconditions(if_version: int | None) -> dict[str, str]:
     return {} if if_version is None else {"if-match": f'"{if_version}"'}
 
 
-def _etag_version(response: httpx.Response) -> int:
-    etag = response.headers.get("etag", "")
-    try:
-        return int(etag.removeprefix("W/").strip('"'))
-    except ValueError:
-        raise KvctlError(f"server sent no version ETag (got {etag!r})", ERROR_BAD_RESPONSE) from None
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        document = response.json()
-    except ValueError:
-        document = None
+def _json(answer: wire.Answer) -> dict[str, Any]:
+    document = answer.json()
     if not isinstance(document, dict):
-        raise KvctlError(
-            f"{response.request.url} answered HTTP {response.status_code} without a JSON object", ERROR_BAD_RESPONSE
-        )
+        raise KvctlError(f"{answer.url} answered HTTP {answer.status} without a JSON object", ERROR_BAD_RESPONSE)
     return document
 
 
@@ -364,42 +358,6 @@ def _wal_line(text: str) -> WalLine:
     if isinstance(error, dict):
         raise KvctlError(str(error.get("message")), str(error.get("code") or ERROR_FAILED))
     return WalLine(text, record)
-
-
-def _http_error(response: httpx.Response) -> tuple[str, str]:
-    """The server's JSON error as (code, one line), or `bad_response` and the start of whatever else it sent."""
-    try:
-        error = response.json()["error"]
-        if isinstance(error, dict) and "message" in error:
-            return str(error.get("code") or ERROR_FAILED), str(error["message"])
-    except (ValueError, KeyError, TypeError):
-        pass
-    text = response.text.strip()[:ERROR_TEXT_MAX_CHARS] or response.reason_phrase
-    return ERROR_BAD_RESPONSE, f"{response.request.url} answered HTTP {response.status_code}: {text}"
-
-
-def _unreachable(url: str, exc: httpx.TransportError) -> NodeUnreachable:
-    if isinstance(exc, httpx.ConnectTimeout):
-        reason = f"no answer within {CONNECT_TIMEOUT_S:g} s"
-        return NodeUnreachable(f"cannot reach {url}: {reason}", reason)
-    if isinstance(exc, httpx.TimeoutException):
-        reason = f"did not answer in time ({type(exc).__name__})"
-        return NodeUnreachable(f"{url} {reason}", reason)
-    if isinstance(exc, httpx.ConnectError):
-        reason = _os_reason(exc)
-        return NodeUnreachable(f"cannot reach {url}: {reason}", reason)
-    reason = f"connection failed: {_os_reason(exc)}"
-    return NodeUnreachable(f"connection to {url} failed: {_os_reason(exc)}", reason)
-
-
-def _os_reason(exc: BaseException) -> str:
-    """The innermost OS error text ("connection refused"), else the exception's own."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, OSError) and cause.strerror:
-            return cause.strerror[0].lower() + cause.strerror[1:]
-        cause = cause.__cause__ or cause.__context__
-    return str(exc) or type(exc).__name__
 
 
 def _one_line(text: str) -> str:

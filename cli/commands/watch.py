@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Any
 
+import orjson
 import typer
 
+from kvstore.client import Event, Progress
 from kvstore.node.wal.format import format_lsn
 
-from ..client import KvctlError
 from ..output import OutputFormat, emit_line
 from .options import FormatOption, TokenOption, UrlOption, connect, output_format
 from .wal import LsnOption, stop_on_ctrl_c
@@ -27,23 +28,36 @@ def watch(
     output: FormatOption = None,
 ) -> None:
     """Print changes under PREFIX as they commit (default: from now on; --from resumes after an
-    event's lsn). json prints the node's lines as they are, progress lines too. Ctrl-C stops (exit 0)."""
+    event's lsn). json prints the node's lines, progress lines too. A dropped connection is
+    resumed where it stopped. Ctrl-C stops (exit 0)."""
     stop_on_ctrl_c()
     as_json = output_format(ctx, output) is OutputFormat.JSON
     start = format_lsn(from_lsn) if from_lsn is not None else None
     with connect(ctx, url, token) as client:
-        for line in client.watch(prefix, start):
-            event = line.record
+        for item in client.watch(prefix, start):
             if as_json:
-                emit_line(line.text)
-            elif event.get("type") in ("set", "del"):
-                emit_line(_event_line(event))
-            if event.get("type") == "cancelled":
-                raise KvctlError(f"the node ended the watch: {event.get('reason')}")
+                emit_line(orjson.dumps(_document(item)).decode())
+            elif isinstance(item, Event):
+                emit_line(_event_line(item))
 
 
-def _event_line(event: dict[str, Any]) -> str:
-    text = f"{event['lsn']}  {event['type']:<3}  key={event['key']} version={event['version']}"
-    if event["type"] == "set":
-        text += f" bytes={len(base64.b64decode(event['value_base64']))}"
+def _document(item: Event | Progress) -> dict[str, Any]:
+    """The node's own line for it (kvstore.client parsed it; a reconnect is invisible here)."""
+    if isinstance(item, Progress):
+        return {"type": "progress", "lsn": item.lsn}
+    value = None if item.value is None else base64.b64encode(item.value).decode("ascii")
+    return {
+        "type": item.type,
+        "key": item.key,
+        "value_base64": value,
+        "version": item.version,
+        "expires_at": item.expires_at,
+        "lsn": item.lsn,
+    }
+
+
+def _event_line(event: Event) -> str:
+    text = f"{event.lsn}  {event.type:<3}  key={event.key} version={event.version}"
+    if event.value is not None:
+        text += f" bytes={len(event.value)}"
     return text

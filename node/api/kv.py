@@ -185,7 +185,8 @@ class KvApi:
         if entry is None:
             return error_response(NotFound(f"key {key!r} not found", key=key))
         etag = _etag(entry_version(entry))
-        headers = [_OCTET_HEADERS, ("etag", etag)]
+        # The position read at, so a client can watch from it and miss no later change.
+        headers = [_OCTET_HEADERS, ("etag", etag), ("x-kv-lsn", format_lsn(self.engine.store.applied_lsn))]
         if entry_expires_at_ms(entry):
             headers.append(("x-kv-expires-at", _iso_ms(entry_expires_at_ms(entry))))
         if_none_match = request.header("if-none-match")

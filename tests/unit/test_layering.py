@@ -12,6 +12,7 @@ PACKAGES = {
     "replication": "kvstore.replication",
     "cli": "kvstore.cli",
     "chaos": "kvstore.chaos",
+    "client": "kvstore.client",
 }
 STORAGE_CORE = (
     "kvstore.node.wal",
@@ -98,10 +99,21 @@ def test_the_node_and_replication_import_no_tool() -> None:
     assert _breaches(("kvstore.node", "kvstore.replication"), ("kvstore.cli", "kvstore.chaos")) == []
 
 
-def test_no_module_of_the_node_or_replication_is_over_400_lines() -> None:
+def test_the_client_library_stands_alone() -> None:
+    """An application installs the client to talk to a node, not the node itself."""
+    breaches = sorted(
+        f"{module} imports {imported}"
+        for module, imports in _modules("client").items()
+        for imported in imports
+        if _under(imported, tuple(name for name in PACKAGES.values() if name != "kvstore.client"))
+    )
+    assert breaches == []
+
+
+def test_no_module_of_the_node_replication_or_client_is_over_400_lines() -> None:
     long = {
         str(path.relative_to(ROOT)): lines
-        for folder in ("node", "replication")
+        for folder in ("node", "replication", "client")
         for path in sorted((ROOT / folder).rglob("*.py"))
         if (lines := len(path.read_text().splitlines())) > MODULE_LINES_MAX
     }

@@ -124,6 +124,7 @@ def _key_operations(settings: Settings, suffix: str) -> dict[str, Any]:
                     "headers": {
                         "ETag": header(_VERSION_ETAG, "the key's version"),
                         "X-KV-Expires-At": header({"type": "string"}, "when a TTL ends (ISO 8601)", required=False),
+                        "X-KV-LSN": header({"type": "string"}, "the LSN read at: a watch from it misses nothing"),
                     },
                     "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
                 },
