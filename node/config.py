@@ -61,7 +61,9 @@ class Settings:
     max_ttl_s: int = 10 * 365 * 24 * 3600
     # How long the answer to a write sent with an Idempotency-Key is remembered (idempotency.py):
     # a retry within it gets that answer again; one small system key per such write until then.
-    idempotency_ttl_s: int = 24 * 3600
+    # Minutes, not Stripe's day: clients retry within seconds, a failover within a minute, and
+    # a counter bumped 1,000 times a second holds 1,000 x this many answers.
+    idempotency_ttl_s: int = 600
     expire_interval_ms: int = 100
     expire_batch_keys: int = 1000
     # The cluster's auth policy (auth_policy.py) as initdb writes it to `_sys.settings:auth`;
