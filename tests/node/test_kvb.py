@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -133,6 +134,18 @@ def test_a_refused_preload_is_one_clear_message(shared_node: NodeProcess, tmp_pa
     result = _kvb(tmp_path, "get-heavy", "--url", shared_node.url, "--token", "not-a-token", *SHORT)
     assert result.returncode == 1
     assert result.stderr.strip() == f"kvb: the node at {shared_node.url} refused the token (401): check --token"
+
+
+def test_a_server_that_never_answers_counts_timeouts(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts (the kernel does), never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        args = ["set-heavy", "--url", url, "--token", "t", "--engine", "python", "--timeout", "0.5", *SHORT]
+        result = _kvb(tmp_path, *args, "--output-prefix", str(tmp_path / "silent"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    document, _, _ = _outputs(tmp_path / "silent")
+    (test,) = document["tests"]
+    assert test["errors"]["timeout"] > 0, test  # and maybe "closed": the unread accept queue fills
+    assert test["requests"] == 0
 
 
 @pytest.mark.parametrize(
