@@ -9,7 +9,6 @@ measure itself. A response without Content-Length (chunked) is not read: it coun
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import cast
 
@@ -38,11 +37,11 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
-    def send(self, op: int, request: bytes, started_ns: int) -> None:
+    def send(self, op: int, request: bytes, started_ns: int, now_ns: int) -> None:
         assert self.transport is not None
         self.op = op
         self.started_ns = started_ns
-        self.sent_ns = time.monotonic_ns()
+        self.sent_ns = now_ns
         self.in_flight = True
         self.transport.write(request)
 
@@ -54,8 +53,11 @@ class Connection(asyncio.Protocol):
             if len(buffer) > MAX_HEADER_BYTES:
                 self.fail("bad_response")
             return
-        head = buffer[:end].lower()
+        head = buffer[:end]
         at = head.find(CONTENT_LENGTH)
+        if at < 0:  # the node sends lowercase names; others may not
+            head = head.lower()
+            at = head.find(CONTENT_LENGTH)
         if at < 0 or not self.in_flight:
             self.fail("bad_response")
             return
@@ -72,8 +74,7 @@ class Connection(asyncio.Protocol):
             return
         self.buffer = buffer[total:]
         self.in_flight = False
-        closing = head.find(CONNECTION_CLOSE) >= 0
-        if closing and self.transport is not None:
+        if head.find(CONNECTION_CLOSE) >= 0 and self.transport is not None:
             self.transport.close()  # connection_lost replaces it
         self.on_response(self, status, "" if status < 400 else f"http_{status}")
 

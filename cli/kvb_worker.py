@@ -116,7 +116,9 @@ class Worker:
         if self.stopping or conn.transport is None or conn.transport.is_closing():
             return
         if not self.plan.rate:
-            self.send(conn, time.monotonic_ns())
+            now = time.monotonic_ns()
+            op, request = self.maker.next()
+            conn.send(op, request, now, now)
             return
         due = self.due[conn]
         if due >= self.window_end_ns:
@@ -131,25 +133,29 @@ class Worker:
             return
         due = self.due[conn]
         self.due[conn] = due + self.interval_ns
-        # Late: measured from when it was due. Early (a timer may fire early): from now.
-        self.send(conn, min(due, time.monotonic_ns()))
-
-    def send(self, conn: Connection, started_ns: int) -> None:
+        now = time.monotonic_ns()
         op, request = self.maker.next()
-        conn.send(op, request, started_ns)
+        # Late: measured from when it was due. Early (a timer may fire early): from now.
+        conn.send(op, request, min(due, now), now)
 
     def on_response(self, conn: Connection, status: int, error: str) -> None:
+        # The hot path: everything here runs once per request.
         now = time.monotonic_ns()
         self.responses += 1
-        if self.window_start_ns <= conn.started_ns < self.window_end_ns:
+        started = conn.started_ns
+        if self.window_start_ns <= started < self.window_end_ns:
             self.last_response_ns = now
             if error:
                 self.count_error(conn.op, now, error, force=True)
             else:
                 counts = self.counts[conn.op]
-                micros = max(LOWEST_US, (now - conn.started_ns) // 1000)
+                micros = (now - started) // 1000 or LOWEST_US
                 counts[micros] = counts.get(micros, 0) + 1
-        self.schedule(conn)
+        if self.interval_ns or self.stopping or conn.transport is None or conn.transport.is_closing():
+            self.schedule(conn)
+        else:  # closed loop: the next request at once
+            op, request = self.maker.next()
+            conn.send(op, request, now, now)
 
     def count_error(self, op: int, now_ns: int, kind: str, force: bool = False) -> None:
         if force or self.window_start_ns <= now_ns < self.window_end_ns:

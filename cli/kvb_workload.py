@@ -77,8 +77,8 @@ class RequestMaker:
         self.set_tail = b" HTTP/1.1\r\n" + headers + b"content-length: %d\r\n\r\n" % len(value) + value
 
     def next(self) -> tuple[int, bytes]:
-        """(op index in OPS, request bytes) for a random key."""
-        key = str(random.randrange(self.keys)).encode()
-        if self.read_ratio >= 1 or random.random() < self.read_ratio:
+        """(op index in OPS, request bytes) for a uniformly random key."""
+        key = b"%d" % int(random.random() * self.keys)  # a third of randrange's cost
+        if random.random() < self.read_ratio:
             return 0, self.get_head + key + self.get_tail
         return 1, self.set_head + key + self.set_tail
