@@ -54,6 +54,7 @@ def _kvb(node: NodeLauncher, engine: str, args: argparse.Namespace, prefix: Path
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    load_before = os.getloadavg()  # the machine may be busy with other work: the report says how busy
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
         node = NodeLauncher(workdir / "node", ADMIN_PASSWORD)
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         median = statistics.median(r[engine]["rps"] for r in rounds)
         summary[f"kvb_{engine}_rps"] = median
         summary[f"kvb_{engine}_ratio"] = median / wrk_median if wrk_median else 0.0
-    return {"rounds": rounds, "summary": summary}
+    return {"rounds": rounds, "summary": summary, "load_before": load_before, "load_after": os.getloadavg()}
 
 
 def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
@@ -99,6 +100,12 @@ def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
         f"GET of a random key among {KEYS:,} preloaded ({VALUE_SIZE}-byte values), {args.connections} keep-alive "
         "connections, closed loop, node fsync=always. The reference is `wrk -t2`; rounds alternate wrk, "
         "`kvb get-heavy --engine python`, `kvb get-heavy --engine wrk`.",
+        "",
+        "Load average (1, 5, 15 min) before {} and after {}: a load well above the CPU count means other "
+        "work shared the machine, and every figure below is lower for it (the ratio, measured in the same "
+        "run, is what to read).".format(
+            *(", ".join(f"{x:.1f}" for x in result[key]) for key in ("load_before", "load_after"))
+        ),
         "",
         "| round | wrk req/s | kvb python req/s (ratio, client CPU per process) | kvb wrk req/s (ratio) |",
         "|---:|---:|---:|---:|",

@@ -74,15 +74,15 @@ class Worker:
         self.due: dict[Connection, int] = {}  # open loop: each connection's next intended start
         self.interval_ns = int(plan.total_connections / plan.rate * 1e9) if plan.rate else 0
         self.stopping = False
+        self.connect_op = OPS.index(plan.workload.ops()[0])  # a refused connection has no request yet
         self.cpu_at_start = 0.0
         self.cpu_s = 0.0
 
     async def run(self, start_ns: int) -> WorkerResult:
-        for index in range(self.plan.connections):
-            await self.connect(start_ns + self.stagger_ns(index))
         self.loop.call_later(_seconds_until(self.window_start_ns), self.window_opens)
         self.loop.call_later(_seconds_until(self.window_end_ns), self.window_closes)
         self.loop.call_later(CHECK_INTERVAL_S, self.check)
+        await asyncio.gather(*(self.connect(start_ns + self.stagger_ns(i)) for i in range(self.plan.connections)))
         while not self.stopping or any(conn.in_flight for conn in self.connections):
             await asyncio.sleep(CHECK_INTERVAL_S)
         for conn in self.connections:
@@ -103,11 +103,12 @@ class Worker:
                     lambda: Connection(self.on_response, self.on_lost), self.plan.target.host, self.plan.target.port
                 )
             except OSError:
-                self.count_error(0, time.monotonic_ns(), "connect")
+                self.count_error(self.connect_op, time.monotonic_ns(), "connect")
                 await asyncio.sleep(RECONNECT_DELAY_S)
                 continue
             self.connections.add(conn)
-            self.due[conn] = max(first_due_ns, time.monotonic_ns()) if self.plan.rate else 0
+            # Open loop: a replaced connection keeps its schedule, and a backlog is sent at once.
+            self.due[conn] = first_due_ns
             self.schedule(conn)
             return
 

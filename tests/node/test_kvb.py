@@ -148,6 +148,17 @@ def test_a_server_that_never_answers_counts_timeouts(tmp_path: Path) -> None:
     assert test["requests"] == 0
 
 
+def test_a_node_that_is_down_counts_refused_connections(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"  # closed again: nothing listens there
+    args = ["set-heavy", "--url", url, "--token", "t", "--engine", "python", *SHORT]
+    result = _kvb(tmp_path, *args, "--output-prefix", str(tmp_path / "down"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    document, _, _ = _outputs(tmp_path / "down")
+    (test,) = document["tests"]
+    assert set(test["errors"]) == {"connect"} and test["requests"] == 0, test
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
