@@ -156,11 +156,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.output_prefix:
         json_path, csv_path = write(args.output_prefix, runs, record)
         print(f"wrote {json_path} and {csv_path}")
-    failed = {kind: n for run in runs for kind, n in run.errors().items()}
+    errors = [run.errors() for run in runs]
+    failed = sum(sum(kinds.values()) for kinds in errors)
     if failed:
-        advice = f" ({credentials.hint})" if "http_401" in failed else ""
-        total = sum(n for run in runs for n in run.errors().values())
-        print(f"kvb: {total} requests failed{advice}; see the errors above", file=sys.stderr)
+        advice = f" ({credentials.hint})" if any("http_401" in kinds for kinds in errors) else ""
+        print(f"kvb: {failed} requests failed{advice}; see the errors above", file=sys.stderr)
         sys.exit(1)
 
 
