@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -53,6 +54,11 @@ def _kvb(node: NodeLauncher, engine: str, args: argparse.Namespace, prefix: Path
     return test
 
 
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     load_before = os.getloadavg()  # the machine may be busy with other work: the report says how busy
     with tempfile.TemporaryDirectory() as folder:
@@ -65,8 +71,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             script = wrk.lua_requests("GET", "/v1/kv/kvb%3A", KEYS, headers=headers)
             rounds: list[dict[str, Any]] = []
             for number in range(args.rounds):
+                cpu_before = _children_cpu_s()
                 reference = wrk.run(node.url, args.duration, args.connections, script, threads=2)
-                entry: dict[str, Any] = {"wrk_rps": reference.requests_per_s}
+                reference_cpu_s = _children_cpu_s() - cpu_before
+                entry: dict[str, Any] = {
+                    "wrk_rps": reference.requests_per_s,
+                    "wrk_cpu_us_per_request": reference_cpu_s * 1e6 / max(1, reference.requests),
+                }
                 for engine in ENGINES:
                     test = _kvb(node, engine, args, workdir / f"kvb-{engine}-{number}")
                     entry[engine] = {
@@ -74,6 +85,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "errors": test["errors"],
                         "client_cpu": test["client"]["cpu_per_process"],
                         "client_bound": test["client"]["client_bound"],
+                        # CPU per request: what the client costs, whatever else slows the machine.
+                        "cpu_us_per_request": sum(test["client"]["cpu_per_process"])
+                        * test["duration_s"]
+                        * 1e6
+                        / max(1, test["requests"]),
                     }
                 rounds.append(entry)
                 print(json.dumps(entry), flush=True)
@@ -107,16 +123,23 @@ def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
             *(", ".join(f"{x:.1f}" for x in result[key]) for key in ("load_before", "load_after"))
         ),
         "",
-        "| round | wrk req/s | kvb python req/s (ratio, client CPU per process) | kvb wrk req/s (ratio) |",
+        "Client CPU per request (user + system, us) is what each client costs whatever else slows the "
+        "machine: with the node needing about one core of two, a client costing more per request than "
+        "the node's share leaves it fewer requests to serve.",
+        "",
+        "| round | wrk req/s (CPU us/req) | kvb python req/s (ratio, CPU per process, us/req) "
+        "| kvb wrk req/s (ratio, us/req) |",
         "|---:|---:|---:|---:|",
     ]
     for number, entry in enumerate(result["rounds"], 1):
         python, engine_wrk = entry["python"], entry["wrk"]
         cpu = ", ".join(f"{share:.0%}" for share in python["client_cpu"])
         lines.append(
-            f"| {number} | {entry['wrk_rps']:,.0f} | {python['rps']:,.0f} ({python['rps'] / entry['wrk_rps']:.2f}x, "
-            f"{cpu}{', client-bound' if python['client_bound'] else ''}) | "
-            f"{engine_wrk['rps']:,.0f} ({engine_wrk['rps'] / entry['wrk_rps']:.2f}x) |"
+            f"| {number} | {entry['wrk_rps']:,.0f} ({entry['wrk_cpu_us_per_request']:.0f}) "
+            f"| {python['rps']:,.0f} ({python['rps'] / entry['wrk_rps']:.2f}x, "
+            f"{cpu}{', client-bound' if python['client_bound'] else ''}, {python['cpu_us_per_request']:.0f}) | "
+            f"{engine_wrk['rps']:,.0f} ({engine_wrk['rps'] / entry['wrk_rps']:.2f}x, "
+            f"{engine_wrk['cpu_us_per_request']:.0f}) |"
         )
     lines += [
         "",
