@@ -153,6 +153,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (PreloadError, EngineError) as error:
         print(f"kvb: {error}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print("kvb: interrupted; nothing written", file=sys.stderr)
+        sys.exit(130)
     if args.output_prefix:
         json_path, csv_path = write(args.output_prefix, runs, record)
         print(f"wrote {json_path} and {csv_path}")

@@ -55,7 +55,6 @@ class WorkerResult:
     latencies: dict[str, str] = field(default_factory=dict)
     errors: dict[str, dict[str, int]] = field(default_factory=dict)
     cpu_s: float = 0.0
-    last_response_ns: int = 0
 
 
 class Worker:
@@ -69,7 +68,6 @@ class Worker:
         self.errors: list[dict[str, int]] = [{} for _ in OPS]
         self.progress = progress
         self.responses = 0
-        self.last_response_ns = 0
         self.connections: set[Connection] = set()
         self.due: dict[Connection, int] = {}  # open loop: each connection's next intended start
         self.interval_ns = int(plan.total_connections / plan.rate * 1e9) if plan.rate else 0
@@ -145,7 +143,6 @@ class Worker:
         self.responses += 1
         started = conn.started_ns
         if self.window_start_ns <= started < self.window_end_ns:
-            self.last_response_ns = now
             if error:
                 self.count_error(conn.op, now, error, force=True)
             else:
@@ -187,7 +184,7 @@ class Worker:
         self.stopping = True
 
     def result(self) -> WorkerResult:
-        result = WorkerResult(cpu_s=self.cpu_s, last_response_ns=self.last_response_ns)
+        result = WorkerResult(cpu_s=self.cpu_s)
         for index, op in enumerate(OPS):
             histogram = new_histogram()
             for micros, count in self.counts[index].items():
@@ -208,7 +205,7 @@ def _cpu_s() -> float:
 
 
 def worker_main(plan: WorkerPlan, start: Any, ready: Any, results: Any, progress: Any) -> None:
-    """A worker process: connect, wait for the common start time, run, send the result back."""
+    """A worker process: wait for the common start time, run, send the result back."""
 
     async def main() -> WorkerResult:
         ready.release()
