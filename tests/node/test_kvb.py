@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from kvstore.cli import kvb_wrk
+from kvstore.cli.credentials import Login, save_login
 from kvstore.cli.kvb_report import CSV_COLUMNS
 from support.harness import NodeProcess
 
@@ -128,6 +129,14 @@ def test_a_refused_token_is_counted_by_kind_and_exits_1(shared_node: NodeProcess
     assert test["errors"]["http_401"] > 0 and set(test["errors"]) == {"http_401"}, test
     assert test["requests"] == 0 and test["rps"] == 0
     assert rows[0]["rps"] == "0.0"
+
+
+def test_the_login_file_gives_url_and_token_as_to_kvctl(shared_node: NodeProcess, tmp_path: Path) -> None:
+    login = tmp_path / "kvctl" / "config.json"
+    save_login(login, Login(shared_node.url, shared_node.token(), "admin", None))
+    result = _kvb(tmp_path, "set-heavy", *SHORT, env={"KVCTL_CONFIG": str(login)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"== set-heavy  {shared_node.url}" in result.stdout
 
 
 def test_a_refused_preload_is_one_clear_message(shared_node: NodeProcess, tmp_path: Path) -> None:
