@@ -55,7 +55,12 @@ def _common() -> argparse.ArgumentParser:
         help="open loop: requests/s over all connections on a fixed schedule, latency from each "
         "request's intended start (default: closed loop, as fast as answers come)",
     )
-    common.add_argument("--engine", choices=("auto", "python", "wrk"), default="auto", help="(default auto)")
+    common.add_argument(
+        "--engine",
+        choices=("auto", "python", "wrk"),
+        default="auto",
+        help="auto (default): wrk for closed-loop get-heavy and set-heavy when it is installed, else python",
+    )
     common.add_argument("--processes", type=int, default=2, help="python engine's worker processes (default 2)")
     common.add_argument("--timeout", type=float, default=10.0, help="seconds a request may take (default 10)")
     common.add_argument("--output-prefix", help="also write PREFIX.json and PREFIX.csv")
