@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA_DIR ?= run-data
 PORT ?= 8080
 
-.PHONY: run stop test lint setup system-deps bench-deps bench-servers bench bench-auth bench-replication bench-flood bench-login-flood clean \
+.PHONY: run stop test lint setup system-deps bench-deps bench-servers bench bench-auth bench-replication bench-flood bench-login-flood bench-kvb clean \
 	compose-up compose-down test-compose chaos chaos-docker chaos-soak
 
 $(BIN)/python:
@@ -95,6 +95,10 @@ bench: setup bench-deps
 # Replicas attached, lag, promotion, catch-up of a million keys (also part of `make bench`).
 bench-replication: setup system-deps
 	$(BIN)/python -m bench.replication_bench --write
+
+# kvb get-heavy beside wrk -t2 -c50 on one node, the ratio (bench/results/RESULTS-kvb.md).
+bench-kvb: setup system-deps
+	$(BIN)/python -m bench.kvb_vs_wrk --write
 
 # Another client's latency while one address floods the node (bench/results/RESULTS-flood.md).
 bench-flood: setup
