@@ -9,14 +9,14 @@ Bad configuration: a message on stderr, exit 2.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
 import sys
-import threading
 from collections.abc import Mapping, Sequence
-from types import FrameType
 
+import uvloop
 from prometheus_client import CollectorRegistry, start_http_server
 
 from .client import KvctlError
@@ -25,6 +25,9 @@ from .loadgen import OPS, LoadConfig, LoadGenerator, LoadMetrics
 
 DEFAULTS = {"ops_per_sec": 100.0, "get": 0.7, "set": 0.2, "del": 0.05, "incr": 0.05, "metrics_port": 9400}
 RATIO_ENV = {"get": "LOAD_GET_RATIO", "set": "LOAD_SET_RATIO", "del": "LOAD_DEL_RATIO", "incr": "LOAD_INCR_RATIO"}
+DEFAULT_MAX_IN_FLIGHT = 256
+# Each request in flight holds a connection (a file descriptor here and on the node).
+MAX_IN_FLIGHT_LIMIT = 10_000
 
 
 class ConfigError(Exception):
@@ -44,7 +47,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--duration", type=float, help="seconds to run (default: until SIGTERM/Ctrl-C)")
     parser.add_argument("--poisson", action="store_true", help="Poisson arrivals instead of a fixed schedule")
-    parser.add_argument("--workers", type=int, default=64, help="concurrent requests at most (default 64)")
+    parser.add_argument(
+        "--max-in-flight",
+        "--workers",  # the older name, kept
+        dest="max_in_flight",
+        type=int,
+        default=DEFAULT_MAX_IN_FLIGHT,
+        help=f"requests in flight at most, 1..{MAX_IN_FLIGHT_LIMIT} (default {DEFAULT_MAX_IN_FLIGHT})",
+    )
     parser.add_argument("--keys", type=int, default=1000, help="distinct keys per op kind (default 1000)")
     return parser
 
@@ -77,20 +87,31 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[
         raise ConfigError(f"METRICS_PORT must be 1..65535, got {port}")
     if args.duration is not None and not args.duration > 0:
         raise ConfigError(f"--duration must be > 0, got {args.duration}")
-    if args.workers < 1 or args.keys < 1:
-        raise ConfigError("--workers and --keys must be >= 1")
+    if not 1 <= args.max_in_flight <= MAX_IN_FLIGHT_LIMIT:
+        raise ConfigError(f"--max-in-flight must be 1..{MAX_IN_FLIGHT_LIMIT}, got {args.max_in_flight}")
+    if args.keys < 1:
+        raise ConfigError(f"--keys must be >= 1, got {args.keys}")
     try:
         target = resolve(args.target_url, args.token, environ, load_login(config_path(environ)))
     except KvctlError as error:
         raise ConfigError(str(error)) from None
     ratios = {op: raw[op] / total for op in OPS}
-    config = LoadConfig(target.url, target.token, rate, ratios, args.poisson, args.duration, args.workers, args.keys)
+    config = LoadConfig(
+        target.url, target.token, rate, ratios, args.poisson, args.duration, args.max_in_flight, args.keys
+    )
     return config, port
+
+
+async def _run(generator: LoadGenerator) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await generator.run(stop)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request would cost more than the load
     args = _parser().parse_args(argv)
     try:
         config, port = build_config(args, os.environ)
@@ -100,23 +121,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     registry = CollectorRegistry()
     metrics = LoadMetrics(registry)
     start_http_server(port, addr=args.metrics_host, registry=registry)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     shares = ", ".join(f"{op} {share:.2f}" for op, share in config.ratios.items())
     logging.getLogger("kvload").info(
-        "target %s at %.0f ops/s (%s), metrics on %s:%d",
+        "target %s at %.0f ops/s (%s), at most %d in flight, metrics on %s:%d",
         config.url,
         config.ops_per_sec,
         shares,
+        config.max_in_flight,
         args.metrics_host,
         port,
     )
-    LoadGenerator(config, metrics, stop).run()
+    uvloop.run(_run(LoadGenerator(config, metrics)))
     sys.exit(0)
 
 
