@@ -58,6 +58,8 @@ class Settings:
     listing_cursors_max: int = 10_000
     max_requests_in_flight: int = 4096
     max_watchers: int = 256  # GET /v1/watch streams a node serves at once; 429 beyond
+    # A watcher whose client takes nothing of what it was sent for this long is cut off.
+    watch_stall_timeout_s: float = 30.0
     max_ttl_s: int = 10 * 365 * 24 * 3600
     expire_interval_ms: int = 100
     expire_batch_keys: int = 1000
@@ -185,6 +187,7 @@ class Settings:
             "listing_cursors_max": 1,
             "max_requests_in_flight": 1,
             "max_watchers": 1,
+            "watch_stall_timeout_s": 0.1,
             "max_ttl_s": 1,
             "expire_interval_ms": 1,
             "expire_batch_keys": 1,
