@@ -30,9 +30,9 @@ PROC_NET_TCP = ("/proc/net/tcp", "/proc/net/tcp6")
 SAMPLE_INTERVAL_S = 0.05  # how stale a send queue may be: a stream waits at most this long for a look
 # Below this the client has taken what it was sent: at most a segment or two waiting for a
 # delayed ACK. A connection whose client stopped reading holds its whole send buffer, which
-# Linux sizes at no less than tcp_wmem's default (16 KiB) and grows from there: a high-water
-# mark above that (such as 256 KiB) would never see a client that stalls before its buffer
-# grew. So a stream waits for its queue to drain rather than for it to pass a mark.
+# Linux sizes at setup for twice the first congestion window (20 segments: more than this)
+# and grows from there: a high-water mark such as 256 KiB would never see a client that
+# stalls before its buffer grew. So a stream waits for its queue to drain instead.
 DRAINED_BYTES = 16 * 1024
 
 # (local port, remote IP as ipaddress prints it, remote port): one TCP connection of the node.
