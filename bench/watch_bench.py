@@ -4,7 +4,7 @@
 
 1. Writes: PUT rate and the node's peak RSS while a watcher whose client reads nothing is
    open (it is cut off after watch_stall_timeout_s, here 2 s), against the same writes with
-   no watcher: a stalled watcher must not slow writers nor grow the node.
+   no watcher before and after: a stalled watcher must not slow writers nor grow the node.
 2. Catch-up: one watcher reading the whole WAL written in 1 from the start, as fast as this
    process reads it (MiB of NDJSON per second): the price of waiting for the send queue to
    drain after each MiB.
@@ -85,6 +85,7 @@ def main() -> None:
                     watched, watched_peak = _writes(node, client, "big:", count, value)
                 finally:
                     stalled.close()
+                after, after_peak = _writes(node, client, "after:", count, value)
                 seconds, size = _catch_up(client, "big:", count)
         finally:
             node.stop()
@@ -94,6 +95,7 @@ def main() -> None:
     )
     print(f"writes, no watcher:           {alone:7.1f} PUT/s  peak RSS +{(alone_peak - baseline) // mib} MiB")
     print(f"writes, one stalled watcher:  {watched:7.1f} PUT/s  peak RSS +{(watched_peak - baseline) // mib} MiB")
+    print(f"writes, no watcher again:     {after:7.1f} PUT/s  peak RSS +{(after_peak - baseline) // mib} MiB")
     print(
         f"catch-up from 0/0:            {size / mib / seconds:7.1f} MiB/s of events ({size // mib} MiB in {seconds:.1f} s)"
     )

@@ -30,7 +30,7 @@ from ..wal.segments import list_segments
 from ..wal_cursor import WalCursor
 from .http import Request, StreamResponse, lsn_from_text
 from .routes import AUTHENTICATED, Route
-from .send_queues import Room, SendQueues, SendWindow, connection_of
+from .send_queues import Room, SendQueues, SendWindow
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +114,13 @@ def routes(node: WatchNode, watchers: Watchers) -> list[Route]:
             raise TooManyRequests(f"this node serves at most {watchers.cap} watchers (max_watchers)")
         window = SendWindow(
             watchers.send_queues,
-            connection_of(request.server, request.client),
+            await watchers.send_queues.locate(request.server, request.client),
             WATCH_BATCH_BYTES,
             node.settings.watch_stall_timeout_s,
         )
         return StreamResponse(
             200,
-            _follow(node, watchers, window, principal, prefix, from_lsn),
+            _follow(node, watchers, window, principal, request.client, prefix, from_lsn),
             # The stream's end (a cut-off above all) ends the connection: granian closes it once
             # the client has read what was sent.
             [("content-type", "application/x-ndjson"), ("connection", "close")],
@@ -151,17 +151,15 @@ def _read_batch(node: WatchNode, principal: Principal, prefix: str, from_lsn: in
     return b"".join(lines), end
 
 
-def _cut_off(window: SendWindow, principal: Principal) -> bytes:
+def _cut_off(window: SendWindow, principal: Principal, client: str) -> bytes:
     """The last line for a watcher whose client read nothing for watch_stall_timeout_s."""
     metrics.WATCH_CUTOFFS.labels("slow_watcher").inc()
-    assert window.connection is not None  # only a connection the kernel lists can stall
-    _port, address, client_port = window.connection
     log.warning(
         "slow watcher cut off",
         extra={
             "reason": "slow_watcher",
             "user": principal.name,
-            "address": f"{address}:{client_port}",
+            "address": client,
             "stalled_s": window.stall_timeout_s,
             "send_queue_bytes": window.queued,
         },
@@ -177,41 +175,46 @@ def _cut_off(window: SendWindow, principal: Principal) -> bytes:
 
 
 async def _follow(
-    node: WatchNode, watchers: Watchers, window: SendWindow, principal: Principal, prefix: str, from_lsn: int
+    node: WatchNode,
+    watchers: Watchers,
+    window: SendWindow,
+    principal: Principal,
+    client: str,
+    prefix: str,
+    from_lsn: int,
 ) -> AsyncGenerator[bytes, None]:
     loop = asyncio.get_running_loop()
     engine = node.engine
     cursor = WalCursor(engine.progress, from_lsn, lambda: engine.committed_lsn, node.stopping)
     watchers.started()  # counted once streaming: a generator never started never runs its finally
     try:
-        with window:
-            while True:
-                until = cursor.bound()
-                if cursor.position < until:
-                    # Read no more WAL than the client can take (send_queues.py).
-                    room = await window.room(node.stopping)
-                    if room is Room.STALLED:
-                        yield _cut_off(window, principal)
-                        return
-                    if room is Room.YES:
-                        try:
-                            chunk, cursor.position = await loop.run_in_executor(
-                                None, _read_batch, node, principal, prefix, cursor.position, until
-                            )
-                        except (WalCorruption, OSError) as exc:
-                            # A watcher too slow for the WAL the node keeps: a checkpoint recycled
-                            # what it had not read yet. It re-reads and watches again from a newer LSN.
-                            reason = f"compacted: the WAL moved on before this watcher read it ({exc})"
-                            yield _line({"type": "cancelled", "reason": reason})
-                            return
-                        if chunk:
-                            window.sent(len(chunk))
-                            yield chunk
-                        continue
-                if node.stopping.is_set():
-                    yield _line({"type": "cancelled", "reason": "the node is stopping"})
+        while True:
+            until = cursor.bound()
+            if cursor.position < until:
+                # Read no more WAL than the client can take (send_queues.py).
+                room = await window.room(node.stopping)
+                if room is Room.STALLED:
+                    yield _cut_off(window, principal, client)
                     return
-                if not await cursor.wait_for_more(WATCH_PROGRESS_S):
-                    yield _line({"type": "progress", "lsn": format_lsn(cursor.position)})
+                if room is Room.YES:
+                    try:
+                        chunk, cursor.position = await loop.run_in_executor(
+                            None, _read_batch, node, principal, prefix, cursor.position, until
+                        )
+                    except (WalCorruption, OSError) as exc:
+                        # A watcher too slow for the WAL the node keeps: a checkpoint recycled
+                        # what it had not read yet. It re-reads and watches again from a newer LSN.
+                        reason = f"compacted: the WAL moved on before this watcher read it ({exc})"
+                        yield _line({"type": "cancelled", "reason": reason})
+                        return
+                    if chunk:
+                        window.sent(len(chunk))
+                        yield chunk
+                    continue
+            if node.stopping.is_set():
+                yield _line({"type": "cancelled", "reason": "the node is stopping"})
+                return
+            if not await cursor.wait_for_more(WATCH_PROGRESS_S):
+                yield _line({"type": "progress", "lsn": format_lsn(cursor.position)})
     finally:
         watchers.ended()

@@ -1,5 +1,5 @@
-"""node/api/send_queues.py: reading the kernel's send queues of this machine's connections, and
-a stream's window on them (room, then stalled once the queue stays full)."""
+"""node/api/send_queues.py: the kernel's send queue of one connection (netlink sock_diag), and
+a stream's window on it (room, then stalled once the queue stays full)."""
 
 from __future__ import annotations
 
@@ -11,53 +11,17 @@ from collections.abc import Iterator
 
 import pytest
 
-from kvstore.node.api.send_queues import (
-    DRAINED_BYTES,
-    Connection,
-    Room,
-    SendQueues,
-    SendWindow,
-    connection_of,
-    parse,
-    read_send_queues,
-)
+from kvstore.node.api.send_queues import DRAINED_BYTES, Connection, Room, SendQueues, SendWindow
 
-# As Linux prints them (host byte order words); the header line is skipped.
-_TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1
-   1: 0100007F:1F90 0100007F:C822 01 0002A000:00000000 01:00000014 00000000     0        0 2 1
-   2: 0100007F:1F91 0100007F:C823 01 00000010:00000000 01:00000014 00000000     0        0 3 1
-"""
-_TCP6 = """  sl  local_address                         remote_address                        st tx_queue rx_queue
-   0: 00000000000000000000000001000000:1F90 00000000000000000000000001000000:D431 01 00000400:00000000
-   1: 0000000000000000FFFF00000100007F:1F90 0000000000000000FFFF00000200007F:D432 01 00000000:00000000
-"""
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="netlink sock_diag is Linux's")
 
 
-@pytest.mark.skipif(sys.byteorder != "little", reason="the sample listings are a little-endian machine's")
-def test_parse_reads_the_port_s_connections_with_ipv4_mapped_peers_as_ipv4() -> None:
-    assert dict(parse(_TCP, socket.AF_INET, [8080])) == {
-        (8080, "0.0.0.0", 0): 0,  # the listener itself
-        (8080, "127.0.0.1", 0xC822): 0x2A000,
-    }
-    assert dict(parse(_TCP6, socket.AF_INET6, [8080])) == {
-        (8080, "::1", 0xD431): 0x400,
-        (8080, "127.0.0.2", 0xD432): 0,
-    }
-
-
-def test_connection_of_a_request_matches_the_listing_s_spelling() -> None:
-    assert connection_of("127.0.0.1:8080", "127.0.0.1:51362") == (8080, "127.0.0.1", 51362)
-    assert connection_of("[::]:8080", "[::ffff:127.0.0.1]:40000") == (8080, "127.0.0.1", 40000)
-    assert connection_of("[::1]:8080", "[::1]:40000") == (8080, "::1", 40000)
-    assert connection_of("", "127.0.0.1:1") is None  # a request built in-process
-
-
-@pytest.fixture
-def stalled() -> Iterator[tuple[Connection, socket.socket]]:
-    """A loopback connection whose receiver reads nothing: the sender's queue fills."""
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        receiver = socket.create_connection(server.getsockname())
+def _stall(listen_host: str, connect_host: str) -> Iterator[tuple[str, str, socket.socket]]:
+    """A connection whose receiver reads nothing, its sender's queue full: (the listener's and
+    the client's `host:port` as RSGI names them, the receiving end)."""
+    family = socket.AF_INET6 if ":" in listen_host else socket.AF_INET
+    with socket.create_server((listen_host, 0), family=family) as server:
+        receiver = socket.create_connection((connect_host, server.getsockname()[1]))
         receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sender, peer = server.accept()
         with receiver, sender:
@@ -67,43 +31,73 @@ def stalled() -> Iterator[tuple[Connection, socket.socket]]:
                     sender.send(bytes(65536))
             except BlockingIOError:
                 pass
-            yield (sender.getsockname()[1], peer[0], peer[1]), receiver
+            bracket = (lambda host: f"[{host}]") if family == socket.AF_INET6 else (lambda host: host)
+            yield f"{bracket(listen_host)}:{server.getsockname()[1]}", f"{bracket(peer[0])}:{peer[1]}", receiver
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/net/tcp is Linux's")
-def test_the_kernel_lists_a_stalled_connection_s_full_queue(stalled: tuple[Connection, socket.socket]) -> None:
-    connection, _receiver = stalled
-    queues = read_send_queues([connection[0]])
-    assert queues is not None and queues[connection] > DRAINED_BYTES
+@pytest.fixture
+def stalled() -> Iterator[tuple[str, str, socket.socket]]:
+    yield from _stall("127.0.0.1", "127.0.0.1")
+
+
+@pytest.fixture
+def stalled_on_wildcard() -> Iterator[tuple[str, str, socket.socket]]:
+    yield from _stall("0.0.0.0", "127.0.0.1")
+
+
+def test_the_kernel_tells_a_stalled_connection_s_full_queue_and_a_gone_one(
+    stalled: tuple[str, str, socket.socket],
+) -> None:
+    server, client, receiver = stalled
+    queues = SendQueues()
+    connection = asyncio.run(queues.locate(server, client))
+    assert connection is not None
+    assert (queues.queued(connection) or 0) > DRAINED_BYTES
+    receiver.close()
+    family, local, local_port, remote, remote_port = connection
+    assert queues.queued((family, local, local_port, remote, remote_port + 1)) is None  # no such connection
+
+
+def test_a_wildcard_listener_s_connection_is_found_by_its_ports(
+    stalled_on_wildcard: tuple[str, str, socket.socket],
+) -> None:
+    server, client, _receiver = stalled_on_wildcard
+    queues = SendQueues()
+    connection = asyncio.run(queues.locate(server, client))
+    assert connection is not None and connection[1].startswith(socket.inet_aton("127.0.0.1"))
+    assert (queues.queued(connection) or 0) > DRAINED_BYTES
+
+
+def test_a_request_built_in_process_has_no_connection() -> None:
+    assert asyncio.run(SendQueues().locate("", "")) is None
 
 
 class _Queues(SendQueues):
-    """Send queues a test sets, looked at as often as asked."""
+    """A send queue a test sets, and how often it was looked at."""
 
     def __init__(self, queued: int) -> None:
-        super().__init__(interval_s=0.01)
-        self.queued = queued
+        super().__init__()
+        self.size = queued
         self.looks = 0
 
-    async def after(self, moment: float) -> tuple[float, dict[Connection, int]]:
-        await asyncio.sleep(0.01)
+    def queued(self, connection: Connection) -> int | None:
         self.looks += 1
-        return moment + 1, {CONNECTION: self.queued}
+        return self.size
 
 
-CONNECTION: Connection = (8080, "127.0.0.1", 40000)
+CONNECTION: Connection = (socket.AF_INET, bytes(16), 8080, bytes(16), 40000)
 
 
 def test_a_window_sends_its_credit_then_waits_for_the_queue_to_drain() -> None:
     async def run() -> None:
         queues = _Queues(queued=0)
         stopping = asyncio.Event()
-        with SendWindow(queues, CONNECTION, credit_bytes=1000, stall_timeout_s=math.inf) as window:
-            window.sent(999)
-            assert await window.room(stopping) is Room.YES and queues.looks == 0  # within its credit
-            window.sent(1)
-            assert await window.room(stopping) is Room.YES and queues.looks == 1  # drained: credit again
-            assert window.unconfirmed == 0
+        window = SendWindow(queues, CONNECTION, credit_bytes=1000, stall_timeout_s=math.inf)
+        window.sent(999)
+        assert await window.room(stopping) is Room.YES and queues.looks == 0  # within its credit
+        window.sent(1)
+        assert await window.room(stopping) is Room.YES and queues.looks == 1  # drained: credit again
+        assert window.unconfirmed == 0
 
     asyncio.run(run())
 
@@ -112,14 +106,14 @@ def test_a_window_whose_queue_stays_full_stalls_and_a_stop_ends_the_wait() -> No
     async def run() -> None:
         queues = _Queues(queued=DRAINED_BYTES)
         stopping = asyncio.Event()
-        with SendWindow(queues, CONNECTION, credit_bytes=1, stall_timeout_s=0.05) as window:
-            window.sent(1)
-            assert await window.room(stopping) is Room.STALLED and window.queued == DRAINED_BYTES
-        with SendWindow(queues, CONNECTION, credit_bytes=1, stall_timeout_s=math.inf) as window:
-            window.sent(1)
-            waiting = asyncio.ensure_future(window.room(stopping))
-            await asyncio.sleep(0.05)
-            stopping.set()
-            assert await asyncio.wait_for(waiting, 30) is Room.STOPPING
+        window = SendWindow(queues, CONNECTION, credit_bytes=1, stall_timeout_s=0.05)
+        window.sent(1)
+        assert await window.room(stopping) is Room.STALLED and window.queued == DRAINED_BYTES
+        window = SendWindow(queues, CONNECTION, credit_bytes=1, stall_timeout_s=math.inf)
+        window.sent(1)
+        waiting = asyncio.ensure_future(window.room(stopping))
+        await asyncio.sleep(0.05)
+        stopping.set()
+        assert await asyncio.wait_for(waiting, 30) is Room.STOPPING
 
     asyncio.run(run())
