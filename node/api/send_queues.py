@@ -130,8 +130,11 @@ class SendQueues:
         if not self.available or not server or not client:
             return None
         server_host, _, server_port = server.rpartition(":")
-        family, local = _packed(server_host.strip("[]"))
         remote_family, remote = _packed(client_address(client))
+        try:
+            family, local = _packed(server_host.strip("[]"))
+        except ValueError:  # a listener named by host name: found by a listing, as a wildcard one
+            family, local = remote_family, bytes(16)
         if remote_family != family:  # an IPv4 peer of a dual-stack listener, as the kernel keeps it
             remote = ipaddress.IPv6Address(b"\0" * 10 + b"\xff\xff" + remote[:4]).packed
         connection = (family, local, int(server_port), remote, int(client.rsplit(":", 1)[1]))

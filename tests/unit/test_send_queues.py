@@ -117,3 +117,10 @@ def test_a_window_whose_queue_stays_full_stalls_and_a_stop_ends_the_wait() -> No
         assert await asyncio.wait_for(waiting, 30) is Room.STOPPING
 
     asyncio.run(run())
+
+
+def test_a_listener_named_by_host_name_is_found_as_a_wildcard_one(stalled: tuple[str, str, socket.socket]) -> None:
+    server, client, _receiver = stalled
+    queues = SendQueues()
+    connection = asyncio.run(queues.locate(server.replace("127.0.0.1", "localhost"), client))
+    assert connection is not None and (queues.queued(connection) or 0) > DRAINED_BYTES
