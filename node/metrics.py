@@ -252,6 +252,7 @@ for _source in ("memory", "disk"):
     REPLICATION_SENT_BYTES.labels(_source)
 for _result in ("ok", "failed"):
     CHECKPOINTS.labels(_result)
+WATCH_CUTOFFS.labels("slow_watcher")
 
 
 def bind_gauge(gauge: Gauge, read: Callable[[], float]) -> None:
