@@ -178,8 +178,9 @@ class Room(Enum):
 
 class SendWindow:
     """One stream's hold on what granian buffers for it: up to `credit_bytes` may go out
-    unconfirmed; beyond that the stream waits for its connection's send queue to drain, and
-    after `stall_timeout_s` of waiting in vain it is stalled. granian then holds at most about
+    unconfirmed; beyond that the stream waits for its connection's send queue to drain. It is
+    stalled once the queue has not shrunk (the client took nothing) for `stall_timeout_s`: a
+    client that reads slowly is waited for, however long. granian holds at most about
     `credit_bytes` plus the batch that used the last of it."""
 
     def __init__(
@@ -198,16 +199,20 @@ class SendWindow:
     async def room(self, stopping: asyncio.Event) -> Room:
         if self.unconfirmed < self._credit_bytes or self.connection is None:
             return Room.YES
-        started = time.monotonic()
+        progress_at = time.monotonic()
         pause = FIRST_LOOK_S
+        previous: int | None = None
         while not stopping.is_set():
             queued = self._queues.queued(self.connection)
             if queued is None or queued < DRAINED_BYTES:  # drained, or gone: the next send says so
                 self.unconfirmed = 0
                 return Room.YES
             self.queued = queued
-            if time.monotonic() - started >= self.stall_timeout_s:
+            if previous is not None and queued < previous:  # the client took some: not stalled
+                progress_at = time.monotonic()
+            elif time.monotonic() - progress_at >= self.stall_timeout_s:
                 return Room.STALLED
+            previous = queued
             try:
                 await asyncio.wait_for(stopping.wait(), pause)
             except TimeoutError:

@@ -73,15 +73,19 @@ def test_a_request_built_in_process_has_no_connection() -> None:
 
 
 class _Queues(SendQueues):
-    """A send queue a test sets, and how often it was looked at."""
+    """A send queue a test sets (or that shrinks by `shrink` each look, down to `floor`), and
+    how often it was looked at."""
 
-    def __init__(self, queued: int) -> None:
+    def __init__(self, queued: int, shrink: int = 0, floor: int = 0) -> None:
         super().__init__()
         self.size = queued
+        self.shrink = shrink
+        self.floor = floor
         self.looks = 0
 
     def queued(self, connection: Connection) -> int | None:
         self.looks += 1
+        self.size = max(self.floor, self.size - self.shrink)
         return self.size
 
 
@@ -124,3 +128,15 @@ def test_a_listener_named_by_host_name_is_found_as_a_wildcard_one(stalled: tuple
     queues = SendQueues()
     connection = asyncio.run(queues.locate(server.replace("127.0.0.1", "localhost"), client))
     assert connection is not None and (queues.queued(connection) or 0) > DRAINED_BYTES
+
+
+def test_a_window_waits_for_a_client_that_reads_slowly_and_cuts_off_once_it_stops() -> None:
+    async def run() -> None:
+        # The client takes 1 byte a look: never drained, never stalled while it reads.
+        queues = _Queues(queued=DRAINED_BYTES + 100, shrink=1, floor=DRAINED_BYTES + 20)
+        window = SendWindow(queues, CONNECTION, credit_bytes=1, stall_timeout_s=0.2)
+        window.sent(1)
+        assert await window.room(asyncio.Event()) is Room.STALLED
+        assert queues.looks > 80 and window.queued == DRAINED_BYTES + 20  # stalled only once it stopped reading
+
+    asyncio.run(run())
