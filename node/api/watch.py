@@ -2,8 +2,9 @@
 
 Events are read back from the WAL up to the committed LSN (never a write a crash could undo),
 so a watcher holds no buffer of its own and never slows a writer: a slow one only reads
-older WAL. One whose client stops reading is held back, then cut off (send_queues.py). An event's `lsn` is the end of its record (a transaction's changes share it), and
-`from_lsn` resumes after it: the progress lines carry the same kind of position.
+older WAL. One whose client stops reading is held back, then cut off (send_queues.py). An
+event's `lsn` is the end of its record (a transaction's changes share it), and `from_lsn`
+resumes after it: the progress lines carry the same kind of position.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ from .send_queues import Room, SendQueues, SendWindow
 log = logging.getLogger(__name__)
 
 WATCH_BATCH_RECORDS = 1000
-WATCH_BATCH_BYTES = 1024 * 1024  # what one chunk holds at most (but a whole record): a slow watcher's whole buffer
+# What one chunk holds at most (but a whole record), and what a watcher may have out unread
+# before it waits for its client (send_queues.SendWindow): granian holds about two for it.
+WATCH_BATCH_BYTES = 1024 * 1024
 WATCH_PROGRESS_S = 5.0  # an idle watcher hears how far it has seen this often
 
 
