@@ -20,7 +20,7 @@ def _stall(listen_host: str, connect_host: str) -> Iterator[tuple[str, str, sock
     """A connection whose receiver reads nothing, its sender's queue full: (the listener's and
     the client's `host:port` as RSGI names them, the receiving end)."""
     family = socket.AF_INET6 if ":" in listen_host else socket.AF_INET
-    with socket.create_server((listen_host, 0), family=family) as server:
+    with socket.create_server((listen_host, 0), family=family, dualstack_ipv6=listen_host == "::") as server:
         receiver = socket.create_connection((connect_host, server.getsockname()[1]))
         receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sender, peer = server.accept()
@@ -140,3 +140,18 @@ def test_a_window_waits_for_a_client_that_reads_slowly_and_cuts_off_once_it_stop
         assert queues.looks > 80 and window.queued == DRAINED_BYTES + 20  # stalled only once it stopped reading
 
     asyncio.run(run())
+
+
+@pytest.fixture
+def stalled_on_dual_stack() -> Iterator[tuple[str, str, socket.socket]]:
+    yield from _stall("::", "127.0.0.1")
+
+
+def test_an_ipv4_client_of_a_dual_stack_listener_is_found(
+    stalled_on_dual_stack: tuple[str, str, socket.socket],
+) -> None:
+    server, client, _receiver = stalled_on_dual_stack
+    queues = SendQueues()
+    for as_rsgi_names_it in (client, client.replace("[::ffff:", "").replace("]", "")):  # either spelling
+        connection = asyncio.run(queues.locate(server, as_rsgi_names_it))
+        assert connection is not None and (queues.queued(connection) or 0) > DRAINED_BYTES
