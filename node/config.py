@@ -58,6 +58,8 @@ class Settings:
     listing_cursors_max: int = 10_000
     max_requests_in_flight: int = 4096
     max_watchers: int = 256  # GET /v1/watch streams a node serves at once; 429 beyond
+    # A watcher whose client takes nothing of what it was sent for this long is cut off.
+    watch_stall_timeout_s: float = 30.0
     max_ttl_s: int = 10 * 365 * 24 * 3600
     # How long the answer to a write sent with an Idempotency-Key is remembered (idempotency.py):
     # a retry within it gets that answer again; one small system key per such write until then.
@@ -190,6 +192,7 @@ class Settings:
             "listing_cursors_max": 1,
             "max_requests_in_flight": 1,
             "max_watchers": 1,
+            "watch_stall_timeout_s": 0.1,
             "max_ttl_s": 1,
             "idempotency_ttl_s": 1,
             "expire_interval_ms": 1,

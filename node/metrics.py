@@ -135,6 +135,9 @@ COMMIT_WAITERS = Gauge(
     "kvstore_engine_commit_waiters", "Requests waiting for an LSN to commit (read at scrape time).", registry=REGISTRY
 )
 WATCHERS = Gauge("kvstore_watchers", "GET /v1/watch streams this node serves.", registry=REGISTRY)
+WATCH_CUTOFFS = Counter(
+    "kvstore_watch_cutoffs_total", "Watch streams the node ended on its own, by reason.", ["reason"], registry=REGISTRY
+)
 CATALOG_DAMAGED_DOCUMENTS = Gauge(
     "kvstore_catalog_damaged_documents",
     "Catalog documents that fail their check and are ignored (listed in /v1/status).",
@@ -249,6 +252,7 @@ for _source in ("memory", "disk"):
     REPLICATION_SENT_BYTES.labels(_source)
 for _result in ("ok", "failed"):
     CHECKPOINTS.labels(_result)
+WATCH_CUTOFFS.labels("slow_watcher")
 
 
 def bind_gauge(gauge: Gauge, read: Callable[[], float]) -> None:

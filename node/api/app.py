@@ -29,6 +29,7 @@ from .http import (
 )
 from .kv import KV_PREFIX, KvApi, KvNode
 from .routes import AUTHENTICATED, OpenRoute, Route, Router
+from .send_queues import SendQueues
 from .users import CatalogAdmin, CatalogNode
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class App:
         self.settings = node.settings
         self._kv = KvApi(node)
         self._catalog = CatalogAdmin(node)
-        self.watchers = watch.Watchers(node.settings.max_watchers)
+        self.watchers = watch.Watchers(node.settings.max_watchers, SendQueues())
         self._document: tuple[object, bytes] | None = None  # (auth policy, OpenAPI document) served
         self.router = Router(
             [

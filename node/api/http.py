@@ -90,6 +90,7 @@ class Request:
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
     body: bytes = b""
     client: str = ""
+    server: str = ""  # `host:port` of the listener the connection came to (RSGI's scope.server)
     # Who sent it, when the server authenticated it from the headers before reading the body.
     principal: Principal | None = None
     # The `{name}` parameters of the route's path template, set by the router (routes.py).

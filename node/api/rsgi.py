@@ -184,7 +184,9 @@ class RsgiAdapter:
                 error = IncompleteBody(f"the connection ended before the {size}-byte body announced was sent")
                 self._respond_closing(proto, error_response(error))
                 return
-        request = Request(scope.method, scope.path, scope.query_string, scope.headers, body, scope.client, principal)
+        request = Request(
+            scope.method, scope.path, scope.query_string, scope.headers, body, scope.client, scope.server, principal
+        )
         response = await self.app.handle(request)
         if isinstance(response, StreamResponse):
             await self._stream(proto, response)

@@ -2,8 +2,9 @@
 
 Events are read back from the WAL up to the committed LSN (never a write a crash could undo),
 so a watcher holds no buffer of its own and never slows a writer: a slow one only reads
-older WAL. An event's `lsn` is the end of its record (a transaction's changes share it), and
-`from_lsn` resumes after it: the progress lines carry the same kind of position.
+older WAL. One whose client stops reading is held back, then cut off (send_queues.py). An
+event's `lsn` is the end of its record (a transaction's changes share it), and `from_lsn`
+resumes after it: the progress lines carry the same kind of position.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import logging
 from collections.abc import AsyncGenerator, Iterator
 from typing import Any, Protocol
 
@@ -29,9 +31,14 @@ from ..wal.segments import list_segments
 from ..wal_cursor import WalCursor
 from .http import Request, StreamResponse, lsn_from_text
 from .routes import AUTHENTICATED, Route
+from .send_queues import Room, SendQueues, SendWindow
+
+log = logging.getLogger(__name__)
 
 WATCH_BATCH_RECORDS = 1000
-WATCH_BATCH_BYTES = 1024 * 1024  # what one chunk holds at most (but a whole record): a slow watcher's whole buffer
+# What one chunk holds at most (but a whole record), and what a watcher may have out unread
+# before it waits for its client (send_queues.SendWindow): granian holds about two for it.
+WATCH_BATCH_BYTES = 1024 * 1024
 WATCH_PROGRESS_S = 5.0  # an idle watcher hears how far it has seen this often
 
 
@@ -70,12 +77,14 @@ def _event(change: records.Record, lsn: str) -> dict[str, Any]:
 
 
 class Watchers:
-    """How many watchers this node serves, against its cap (settings.max_watchers). Streams
-    that have not started yet are not counted: a burst may pass the cap by a few."""
+    """How many watchers this node serves, against its cap (settings.max_watchers), and the
+    kernel's send queues they wait on. Streams that have not started yet are not counted: a
+    burst may pass the cap by a few."""
 
-    def __init__(self, cap: int) -> None:
+    def __init__(self, cap: int, send_queues: SendQueues) -> None:
         self.cap = cap
         self.count = 0
+        self.send_queues = send_queues
 
     def started(self) -> None:
         self.count += 1
@@ -106,10 +115,18 @@ def routes(node: WatchNode, watchers: Watchers) -> list[Route]:
             )
         if watchers.count >= watchers.cap:
             raise TooManyRequests(f"this node serves at most {watchers.cap} watchers (max_watchers)")
+        window = SendWindow(
+            watchers.send_queues,
+            await watchers.send_queues.locate(request.server, request.client),
+            WATCH_BATCH_BYTES,
+            node.settings.watch_stall_timeout_s,
+        )
         return StreamResponse(
             200,
-            _follow(node, watchers, principal, prefix, from_lsn),
-            [("content-type", "application/x-ndjson")],
+            _follow(node, watchers, window, principal, request.client, prefix, from_lsn),
+            # The stream's end (a cut-off above all) ends the connection: granian closes it once
+            # the client has read what was sent.
+            [("content-type", "application/x-ndjson"), ("connection", "close")],
         )
 
     return [Route("GET", "/v1/watch", watch, AUTHENTICATED)]
@@ -137,8 +154,37 @@ def _read_batch(node: WatchNode, principal: Principal, prefix: str, from_lsn: in
     return b"".join(lines), end
 
 
+def _cut_off(window: SendWindow, principal: Principal, client: str) -> bytes:
+    """The last line for a watcher whose client read nothing for watch_stall_timeout_s."""
+    metrics.WATCH_CUTOFFS.labels("slow_watcher").inc()
+    log.warning(
+        "slow watcher cut off",
+        extra={
+            "reason": "slow_watcher",
+            "user": principal.name,
+            "address": client,
+            "stalled_s": window.stall_timeout_s,
+            "send_queue_bytes": window.queued,
+        },
+    )
+    return _line(
+        {
+            "type": "cancelled",
+            "reason": "slow_watcher",
+            "message": f"the client read nothing for {window.stall_timeout_s:g} s (watch_stall_timeout_s): "
+            "read faster, then watch again from the last lsn",
+        }
+    )
+
+
 async def _follow(
-    node: WatchNode, watchers: Watchers, principal: Principal, prefix: str, from_lsn: int
+    node: WatchNode,
+    watchers: Watchers,
+    window: SendWindow,
+    principal: Principal,
+    client: str,
+    prefix: str,
+    from_lsn: int,
 ) -> AsyncGenerator[bytes, None]:
     loop = asyncio.get_running_loop()
     engine = node.engine
@@ -148,19 +194,26 @@ async def _follow(
         while True:
             until = cursor.bound()
             if cursor.position < until:
-                try:
-                    chunk, cursor.position = await loop.run_in_executor(
-                        None, _read_batch, node, principal, prefix, cursor.position, until
-                    )
-                except (WalCorruption, OSError) as exc:
-                    # A watcher too slow for the WAL the node keeps: a checkpoint recycled what
-                    # it had not read yet. It re-reads and watches again from a newer LSN.
-                    reason = f"compacted: the WAL moved on before this watcher read it ({exc})"
-                    yield _line({"type": "cancelled", "reason": reason})
+                # Read no more WAL than the client can take (send_queues.py).
+                room = await window.room(node.stopping)
+                if room is Room.STALLED:
+                    yield _cut_off(window, principal, client)
                     return
-                if chunk:
-                    yield chunk
-                continue
+                if room is Room.YES:
+                    try:
+                        chunk, cursor.position = await loop.run_in_executor(
+                            None, _read_batch, node, principal, prefix, cursor.position, until
+                        )
+                    except (WalCorruption, OSError) as exc:
+                        # A watcher too slow for the WAL the node keeps: a checkpoint recycled
+                        # what it had not read yet. It re-reads and watches again from a newer LSN.
+                        reason = f"compacted: the WAL moved on before this watcher read it ({exc})"
+                        yield _line({"type": "cancelled", "reason": reason})
+                        return
+                    if chunk:
+                        window.sent(len(chunk))
+                        yield chunk
+                    continue
             if node.stopping.is_set():
                 yield _line({"type": "cancelled", "reason": "the node is stopping"})
                 return

@@ -49,6 +49,9 @@ class WalTail:
         self._bytes += size
         while self._bytes > self._max_bytes and len(self._entries) - self._head > 1:
             old = self._entries[self._head]
+            # Drop the frame now, not when the list is next compacted: 4096 large frames would
+            # keep gigabytes the window no longer counts. Nothing reads below the head.
+            self._entries[self._head] = old._replace(data=b"")
             self._head += 1
             self._bytes -= SEGMENT_HEADER_BYTES if old.data is None else len(old.data)
         if self._head > 4096 and self._head * 2 > len(self._entries):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 from kvstore.node.wal.format import SEGMENT_HEADER_BYTES
 from kvstore.node.wal.tail import WalTail
 
@@ -39,3 +41,20 @@ def test_positions_not_in_memory_read_from_disk() -> None:
     assert tail.read(lsns[3] + 1, 10_000, 1 << 20) is None  # not a record boundary
     kept = tail.read(lsns[-1], 10_000, 1 << 20)
     assert kept is not None and kept.frames == b"x" * 50
+
+
+def test_frames_that_leave_the_window_are_freed() -> None:
+    tracemalloc.start()
+    try:
+        tail = WalTail(4 << 20)
+        tail.segment(0, 1)
+        position = SEGMENT_HEADER_BYTES
+        for _ in range(64):  # 64 MiB through a 4 MiB window
+            frame = bytes(1 << 20)
+            tail.frame(position, frame)
+            position += len(frame)
+        del frame
+        held, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 8 << 20

@@ -98,7 +98,8 @@ def paths() -> dict[str, dict[str, Any]]:
                 "responses": {
                     "200": {
                         "description": "NDJSON: {type: set|del, key, value_base64, version, expires_at, lsn} per "
-                        "change, {type: progress, lsn} when idle, a last {type: cancelled, reason}",
+                        "change, {type: progress, lsn} when idle, a last {type: cancelled, reason}: reason "
+                        "slow_watcher when the client read nothing for watch_stall_timeout_s",
                         "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
                     }
                 }
