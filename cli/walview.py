@@ -61,7 +61,8 @@ def summary(record: dict[str, Any]) -> str:
         expires_at_ms = record.get("expires_at_ms")
         return f"{text} expires_at_ms={expires_at_ms}" if expires_at_ms else text
     if kind == "DEL":
-        return f"key={show_key(record['key'])} version={record['version']}"
+        text = f"key={show_key(record['key'])} version={record['version']}"
+        return f"{text} expired" if record.get("expired") else text
     if kind == "TXN":
         ops = record["ops"]
         shown = "; ".join(f"{op['kind']} {summary(op)}" for op in ops[:TXN_OPS_SHOWN_MAX])

@@ -241,7 +241,7 @@ class Engine:
 
     def log_expired(self, key: str) -> None:
         """Log the DEL of a key whose TTL ran out (expiry.py), not waiting for its commit."""
-        self._log(records.del_record(key, self._take_revision()), ((key, None),))
+        self._log(records.del_record(key, self._take_revision(), expired=True), ((key, None),))
 
     def _latest(self, key: str, now: int) -> Entry | None:
         pending = self._overlay.get(key)

@@ -5,7 +5,7 @@ key ends up with), never the change itself, so applying a record twice gives the
 same state: replay after a crash and replicas may re-apply freely.
 
     SET              [1, key, value, version, created_at_ms, expires_at_ms]  (0 = no expiry)
-    DEL              [2, key, version]
+    DEL              [2, key, version]  or  [2, key, version, 1]: the key's TTL ran out (the expirer's)
     TXN              [3, [SET or DEL, ...]]            applied atomically
     CHECKPOINT       [4, redo_lsn, snapshot_name, time_ms]
     TIMELINE_SWITCH  [5, timeline, parent_timeline, switch_lsn, time_ms]
@@ -44,8 +44,11 @@ def set_record(key: str, value: bytes, version: int, created_at_ms: int, expires
     return [SET, key, value, version, created_at_ms, expires_at_ms]
 
 
-def del_record(key: str, version: int) -> Record:
-    return [DEL, key, version]
+EXPIRED: Final = 1  # a DEL's optional fourth field: logged by the expirer, not asked for
+
+
+def del_record(key: str, version: int, expired: bool = False) -> Record:
+    return [DEL, key, version, EXPIRED] if expired else [DEL, key, version]
 
 
 def txn_record(ops: list[Record]) -> Record:
@@ -86,7 +89,12 @@ def _check(record: Any, nested: bool) -> None:
             and all(isinstance(field, int) and field >= 0 for field in record[3:6])
         )
     elif kind == DEL:
-        ok = len(record) == 3 and isinstance(record[1], str) and isinstance(record[2], int) and record[2] >= 0
+        ok = (
+            (len(record) == 3 or (len(record) == 4 and record[3] == EXPIRED))
+            and isinstance(record[1], str)
+            and isinstance(record[2], int)
+            and record[2] >= 0
+        )
     elif kind == TXN and not nested:
         ok = len(record) == 2 and isinstance(record[1], list)
         if ok:
@@ -125,7 +133,7 @@ def describe(record: Record) -> dict[str, Any]:
             "expires_at_ms": expires_at_ms or None,
         }
     if kind == DEL:
-        return {"kind": name, "key": record[1], "version": record[2]}
+        return {"kind": name, "key": record[1], "version": record[2], "expired": len(record) == 4}
     if kind == TXN:
         return {"kind": name, "ops": [describe(op) for op in record[1]]}
     if kind == CHECKPOINT:

@@ -72,8 +72,8 @@ def _event(change: records.Record, lsn: str) -> dict[str, Any]:
             "expires_at": expires_at_ms or None,
             "lsn": lsn,
         }
-    _, key, version = change  # an expired key is logged as a DEL too
-    return {"type": "del", "key": key, "value_base64": None, "version": version, "expires_at": None, "lsn": lsn}
+    kind = "expire" if len(change) == 4 else "del"  # the expirer's DEL carries a fourth field
+    return {"type": kind, "key": change[1], "value_base64": None, "version": change[2], "expires_at": None, "lsn": lsn}
 
 
 class Watchers:

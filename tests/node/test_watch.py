@@ -45,6 +45,20 @@ def test_events_come_in_commit_order_a_transaction_together_and_resume_after_an_
     resumed.close()
 
 
+def test_a_key_whose_ttl_ran_out_is_an_expire_event(node: NodeProcess) -> None:
+    watch = Watch(_client(node), {"prefix": "ttl:"})
+    with node.client() as admin:
+        assert admin.put("/v1/kv/ttl:k", content=b"1", params={"ttl": "1"}).status_code == 201
+        assert admin.put("/v1/kv/ttl:gone", content=b"2").status_code == 201
+        assert admin.delete("/v1/kv/ttl:gone").status_code == 204
+    set_k, set_gone, deleted, expired = watch.events(4)  # the expirer runs every 100 ms
+    watch.close()
+    assert (set_k["type"], set_k["expires_at"] is not None) == ("set", True)
+    assert (set_gone["key"], deleted["type"], deleted["key"]) == ("ttl:gone", "del", "ttl:gone")
+    assert (expired["type"], expired["key"], expired["value_base64"]) == ("expire", "ttl:k", None)
+    assert expired["version"] > set_k["version"]
+
+
 def test_an_idle_watcher_hears_progress(node: NodeProcess) -> None:
     watch = Watch(_client(node), {"prefix": "x"})
     progress = watch.lines.get(timeout=WAIT_S)

@@ -205,3 +205,12 @@ def test_records_round_trip(ops: list[records.Record]) -> None:
 def test_malformed_records_are_refused(bad: object) -> None:
     with pytest.raises(records.RecordFormatError):
         records.decode(records.msgpack.packb(bad, use_bin_type=True))
+
+
+def test_an_expirers_del_round_trips_and_an_unknown_fourth_field_is_refused() -> None:
+    expired = records.decode(records.encode(records.del_record("k", 7, expired=True)))
+    assert expired == [records.DEL, "k", 7, records.EXPIRED]
+    assert records.describe(expired)["expired"] is True
+    assert records.describe(records.del_record("k", 7))["expired"] is False
+    with pytest.raises(records.RecordFormatError):
+        records.decode(records.encode([records.DEL, "k", 7, 2]))

@@ -97,7 +97,7 @@ def paths() -> dict[str, dict[str, Any]]:
                 ],
                 "responses": {
                     "200": {
-                        "description": "NDJSON: {type: set|del, key, value_base64, version, expires_at, lsn} per "
+                        "description": "NDJSON: {type: set|del|expire, key, value_base64, version, expires_at, lsn} per "
                         "change, {type: progress, lsn} when idle, a last {type: cancelled, reason}: reason "
                         "slow_watcher when the client read nothing for watch_stall_timeout_s",
                         "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
