@@ -128,3 +128,16 @@ class GatewayTimeout(KvError):
 
     status = 504
     code = "timeout"
+
+
+class AlreadyExists(Conflict):
+    """A create-only write found its name taken in an object store: nothing was overwritten."""
+
+    code = "already_exists"
+
+
+class BadGateway(KvError):
+    """A service the node called for the request (an object store) refused or failed."""
+
+    status = 502
+    code = "upstream_failed"

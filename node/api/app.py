@@ -17,7 +17,7 @@ from ..auth import Authenticator
 from ..catalog import Principal
 from ..engine import Engine
 from ..errors import BadRequest, KvError
-from . import admin, openapi, security, watch
+from . import admin, backups, openapi, security, watch
 from . import replication as replication_api
 from .http import (
     JSON_HEADERS,
@@ -73,6 +73,7 @@ class App:
                 Route("GET", "/openapi.json", self.openapi, AUTHENTICATED),
                 *self._kv.routes(),
                 *admin.routes(node),
+                *backups.routes(node),
                 *watch.routes(node, self.watchers),
                 *security.routes(node),
                 *replication_api.routes(node),

@@ -14,7 +14,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .store import HASH_CHUNK_BYTES, ArchiveError, IntegrityError, ObjectExists, ObjectInfo, ObjectMissing, Source, check_name
+from .store import (
+    HASH_CHUNK_BYTES,
+    ArchiveError,
+    IntegrityError,
+    ObjectExists,
+    ObjectInfo,
+    ObjectMissing,
+    Source,
+    check_name,
+)
 
 DIGEST_SUFFIX = ".sha256"
 INCOMING = ".incoming"

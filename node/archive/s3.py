@@ -13,18 +13,29 @@ network errors a bounded number of times with exponential backoff and jitter (`s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
-from pathlib import Path
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .store import HASH_CHUNK_BYTES, ArchiveError, IntegrityError, ObjectExists, ObjectInfo, ObjectMissing, Source, check_name, sha256_of
+from .store import (
+    HASH_CHUNK_BYTES,
+    ArchiveError,
+    IntegrityError,
+    ObjectExists,
+    ObjectInfo,
+    ObjectMissing,
+    Source,
+    check_name,
+    sha256_of,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -35,6 +46,7 @@ MAX_ATTEMPTS = 5  # botocore's retries, the first attempt included
 CONNECT_TIMEOUT_S = 10
 READ_TIMEOUT_S = 60
 DIGEST_KEY = "sha256"
+_ADDRESSING: dict[str, Literal["path", "virtual", "auto"]] = {"path": "path", "virtual": "virtual", "auto": "auto"}
 _EXISTS_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
 
@@ -42,13 +54,14 @@ _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
 def _client() -> S3Client:
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     style = os.environ.get("KVSTORE_S3_ADDRESSING_STYLE") or ("path" if endpoint else "auto")
-    if style not in ("path", "virtual", "auto"):
+    addressing = _ADDRESSING.get(style)
+    if addressing is None:
         raise ArchiveError(f"KVSTORE_S3_ADDRESSING_STYLE={style!r}: use path, virtual or auto")
     config = Config(
         retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=READ_TIMEOUT_S,
-        s3={"addressing_style": style},
+        s3={"addressing_style": addressing},
         # Only when the service asks: S3-compatible servers differ on the newer default checksums.
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
@@ -111,10 +124,9 @@ class S3Store:
                 Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, IfNoneMatch="*"
             )
         except BaseException:
-            try:
+            # If the abort fails too, the bucket's lifecycle rule for incomplete uploads is the backstop.
+            with contextlib.suppress(ClientError, BotoCoreError):
                 self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-            except (ClientError, BotoCoreError):
-                pass  # the bucket's lifecycle rule for incomplete uploads is the backstop
             raise
 
     def _recorded_digest(self, name: str, metadata: dict[str, str]) -> str:
@@ -136,7 +148,9 @@ class S3Store:
                     digest.update(chunk)
                     out.write(chunk)
             if digest.hexdigest() != expected:
-                raise IntegrityError(f"{self.url}/{name}: SHA-256 is {digest.hexdigest()}, recorded {expected}; not used")
+                raise IntegrityError(
+                    f"{self.url}/{name}: SHA-256 is {digest.hexdigest()}, recorded {expected}; not used"
+                )
             tmp.replace(dest)
         except (ClientError, BotoCoreError) as exc:
             raise self._fail("downloading", name, exc) from exc

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..admin import WAL_RECORDS_MAX
+from ..backups import MAX_URL_CHARS
 from ..http import LSN_PATTERN
-from .parts import LSN_TEXT, error_responses, integer, obj, ok, query_param
+from .parts import LSN_TEXT, error_responses, integer, json_body, obj, ok, query_param
 
 
 def paths() -> dict[str, dict[str, Any]]:
@@ -41,7 +42,54 @@ def paths() -> dict[str, dict[str, Any]]:
         {"name": {"type": "string"}, "bytes": {"type": "integer"}, "current": {"type": "boolean"}},
         ("name", "bytes", "current"),
     )
+    manifest = obj(
+        {
+            "format_version": {"type": "integer"},
+            "system_identifier": {"type": "string", "pattern": "^[0-9]+$"},
+            "timeline": {"type": "integer"},
+            "redo_lsn": LSN_TEXT,
+            "consistent_lsn": LSN_TEXT,
+            "snapshot": {"type": "string"},
+            "source_file": {"type": "string"},
+            "bytes": {"type": "integer"},
+            "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            "created_at": {"type": "string"},
+        },
+        ("format_version", "system_identifier", "timeline", "redo_lsn", "consistent_lsn", "snapshot")
+        + ("source_file", "bytes", "sha256", "created_at"),
+    )
+    export_target = obj(
+        {
+            "to": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_URL_CHARS,
+                "description": "s3://bucket/prefix (the node's AWS_* environment: credentials, endpoint, "
+                "region) or file:///absolute/path, a directory on the node's own disk",
+            }
+        },
+        ("to",),
+        closed=True,
+    )
     return {
+        "/v1/admin/snapshots/export": {
+            "post": {
+                "operationId": "exportSnapshot",
+                "summary": "Checkpoint, then upload the snapshot and its manifest under "
+                "<to>/snapshots/<timeline>-<redo LSN>/ (create-only: an existing one is a 409)",
+                "requestBody": json_body(export_target, "where to upload"),
+                "responses": {
+                    "200": ok(
+                        obj(
+                            {"to": {"type": "string"}, "manifest": manifest, "checkpoint": checkpoint},
+                            ("to", "manifest", "checkpoint"),
+                        ),
+                        "what was uploaded",
+                    )
+                }
+                | error_responses(400, 409, 502),
+            }
+        },
         "/v1/admin/checkpoint": {"post": {"operationId": "checkpoint", **run_checkpoint}},
         "/v1/admin/snapshots": {
             "get": {

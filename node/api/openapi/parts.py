@@ -168,6 +168,7 @@ ERRORS: Final[dict[int, str]] = {
     429: "too many requests in flight (max_requests_in_flight, max_requests_in_flight_per_address), a login "
     "lockout or slowdown, max_watchers watch streams, or a full password hashing queue (login_queue_max); Retry-After says when to try again",
     500: "internal error; see the node log",
+    502: "upstream_failed: a service the node called for the request (an object store) refused or failed",
     503: "the node is still recovering, or its WAL failed, or request bodies in flight are at "
     "max_body_bytes_in_flight (Retry-After)",
     504: "a bounded wait ran out: X-KV-Min-LSN not applied in time, or synchronous replicas did not "
