@@ -154,6 +154,10 @@ class KvClient:
     def create_snapshot(self) -> dict[str, Any]:
         return self._json("POST", "/v1/admin/snapshots", timeout_s=ADMIN_TIMEOUT_S)
 
+    def export_snapshot(self, to: str) -> dict[str, Any]:
+        """A fresh checkpoint's snapshot and manifest uploaded by the node to `to` (s3:// or file://)."""
+        return self._json("POST", "/v1/admin/snapshots/export", json={"to": to}, timeout_s=ADMIN_TIMEOUT_S)
+
     def list_snapshots(self) -> list[dict[str, Any]]:
         return list(self._json("GET", "/v1/admin/snapshots")["snapshots"])
 
