@@ -111,7 +111,7 @@ class LocalStore:
                 name = path.relative_to(self.root).as_posix()
                 if name.startswith(prefix) and path.with_name(filename + DIGEST_SUFFIX).exists():
                     found.append(ObjectInfo(name, path.stat().st_size))
-        return found
+        return sorted(found, key=lambda info: info.name)  # S3's order: by name
 
     def delete(self, name: str) -> None:
         path = self._path(name)
