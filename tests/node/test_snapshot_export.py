@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kvstore.node.archive.store import open_store
-from support.harness import NodeProcess
+from support.harness import NodeProcess, free_port
 from support.kvctl_runner import as_env, fails, fails_json, kvctl, kvctl_json, ok
 from support.s3server import S3Server, seaweedfs
 
@@ -103,3 +103,24 @@ def test_export_body_must_be_just_a_url(node: NodeProcess) -> None:
         for body in ({}, {"to": 5}, {"to": "file:///x", "extra": 1}, ["file:///x"]):
             answer = client.post("/v1/admin/snapshots/export", json=body)
             assert answer.status_code == 400 and 'the body is {"to": URL}' in answer.json()["error"]["message"]
+
+
+def test_an_unreachable_object_store_is_a_502_naming_it(tmp_path: Path) -> None:
+    node = NodeProcess(
+        tmp_path / "node",
+        env={
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+            "AWS_ACCESS_KEY_ID": "x",
+            "AWS_SECRET_ACCESS_KEY": "y",
+            "AWS_REGION": "us-east-1",
+        },
+    )
+    try:
+        node.start()
+        result = kvctl(
+            "snapshot", "export", "--to", "s3://nowhere/p", "--format", "json", config=tmp_path / "c", env=as_env(node)
+        )
+        error = fails_json(result)
+        assert error["code"] == "upstream_failed" and "s3://nowhere/p/snapshots/" in error["message"]
+    finally:
+        node.close()

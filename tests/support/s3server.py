@@ -122,6 +122,7 @@ def seaweedfs(directory: Path) -> Iterator[S3Server]:
         f"-s3.port={s3_port}",
         f"-s3.config={config}",
         "-admin.ui=false",
+        "-master.telemetry=false",  # on by default: it would report usage over the internet
         *ports,
     ]
     log = directory / "weed.log"
