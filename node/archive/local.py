@@ -42,29 +42,31 @@ class LocalStore:
 
     def put(self, name: str, source: Source) -> str:
         path = self._path(name)
-        digest_path = path.with_name(path.name + DIGEST_SUFFIX)
+        try:
+            return self._put(name, path, source)
+        except OSError as exc:  # permissions, a full disk, a file system without hard links
+            raise ArchiveError(f"writing {self.url}/{name} failed: {exc}") from exc
+
+    def _put(self, name: str, path: Path, source: Source) -> str:
         incoming = self.root / INCOMING
+        incoming.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temps: list[Path] = []
         try:
-            incoming.mkdir(parents=True, exist_ok=True)
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ArchiveError(f"cannot create directories in {self.root}: {exc}") from exc
-        data_tmp = _write_temp(incoming, source)
-        digest = _digest_file(data_tmp)
-        digest_tmp = _write_temp(incoming, digest.encode())
-        try:
-            try:
-                os.link(digest_tmp, digest_path)
-            except FileExistsError:
-                raise ObjectExists(f"{self.url}/{name} already exists; objects are never overwritten") from None
-            try:
-                os.link(data_tmp, path)
-            except FileExistsError:  # data without its sidecar: left by a writer that crashed
-                raise ObjectExists(f"{self.url}/{name} already exists; objects are never overwritten") from None
+            temps.append(_write_temp(incoming, source))
+            digest = _digest_file(temps[0])
+            temps.append(_write_temp(incoming, digest.encode()))
+            # The sidecar first: a reader never finds the object without its digest. A taken
+            # object name with no sidecar is left by a writer that crashed between the two.
+            for temp, final in ((temps[1], path.with_name(path.name + DIGEST_SUFFIX)), (temps[0], path)):
+                try:
+                    os.link(temp, final)
+                except FileExistsError:
+                    raise ObjectExists(f"{self.url}/{name} already exists; objects are never overwritten") from None
             _fsync_dir(path.parent)
         finally:
-            data_tmp.unlink(missing_ok=True)
-            digest_tmp.unlink(missing_ok=True)
+            for temp in temps:
+                temp.unlink(missing_ok=True)
         return digest
 
     def get(self, name: str, dest: Path) -> str:

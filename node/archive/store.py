@@ -14,7 +14,6 @@ from typing import BinaryIO, Protocol
 from urllib.parse import urlsplit
 
 HASH_CHUNK_BYTES = 1 << 20
-SCHEMES = ("s3", "file")
 
 
 class ArchiveError(Exception):

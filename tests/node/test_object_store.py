@@ -154,3 +154,10 @@ def test_names_cannot_leave_the_store(tmp_path: Path) -> None:
         with pytest.raises(ArchiveError, match="bad object name"):
             store.put(name, b"x")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_directory_it_cannot_write_is_an_archive_error(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("a file where the store's directory should be")
+    store = open_store(f"file://{tmp_path}/taken")
+    with pytest.raises(ArchiveError, match="writing file://.*/taken/x failed"):
+        store.put("x", b"data")
