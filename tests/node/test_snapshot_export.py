@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from kvstore.node.archive.store import open_store
+from kvstore.node.archive.snapshots import MANIFEST_OBJECT, list_snapshots
+from kvstore.node.archive.store import ArchiveError, open_store
+from kvstore.node.snapshot import SnapshotReader
+from kvstore.node.wal.format import format_lsn
 from support.harness import NodeProcess, free_port
 from support.kvctl_runner import as_env, fails, fails_json, kvctl, kvctl_json, ok
 from support.s3server import S3Server, seaweedfs
@@ -56,16 +59,17 @@ def test_export_uploads_snapshot_and_manifest_and_backup_list_shows_them(
     assert manifest["snapshot"].startswith("snapshots/00000001-") and manifest["snapshot"].endswith("/snapshot.chk")
     assert manifest["source_file"] == first["checkpoint"]["snapshot"]
     assert manifest["redo_lsn"] == first["checkpoint"]["redo_lsn"]
-    local_copy = node.data_dir / "base" / manifest["source_file"]
-    if local_copy.exists():  # a later checkpoint may have removed it already
-        assert hashlib.sha256(local_copy.read_bytes()).hexdigest() == manifest["sha256"]
 
-    # The uploaded object is the snapshot the manifest describes.
+    # The uploaded object is the snapshot the manifest describes, and holds the keys written.
     store = open_store(url)
     assert store.get(manifest["snapshot"], tmp_path / "downloaded") == manifest["sha256"]
-    downloaded = (tmp_path / "downloaded").read_bytes()
-    assert len(downloaded) == manifest["bytes"]
-    assert hashlib.sha256(downloaded).hexdigest() == manifest["sha256"]
+    downloaded = tmp_path / "downloaded"
+    assert downloaded.stat().st_size == manifest["bytes"]
+    assert hashlib.sha256(downloaded.read_bytes()).hexdigest() == manifest["sha256"]
+    reader = SnapshotReader(downloaded)
+    assert format_lsn(reader.info.redo_lsn) == manifest["redo_lsn"] and reader.info.timeline == 1
+    keys = {key for key, _ in reader.entries()}
+    assert {f"{target}/first/{index}" for index in range(50)} <= keys
 
     # Nothing changed since: the same snapshot, which is never uploaded over.
     again = fails_json(kvctl("snapshot", "export", "--to", url, "--format", "json", config=config, env=env))
@@ -124,3 +128,12 @@ def test_an_unreachable_object_store_is_a_502_naming_it(tmp_path: Path) -> None:
         assert error["code"] == "upstream_failed" and "s3://nowhere/p/snapshots/" in error["message"]
     finally:
         node.close()
+
+
+def test_backup_list_refuses_a_manifest_of_another_format(tmp_path: Path) -> None:
+    store = open_store(f"file://{tmp_path}")
+    store.put(f"snapshots/00000001-0000000000000010/{MANIFEST_OBJECT}", b'{"format_version": 2}')
+    with pytest.raises(ArchiveError, match="manifest format 2, this version reads 1"):
+        list_snapshots(store)
+    result = kvctl("backup", "list", f"file://{tmp_path}", config=tmp_path / "kvctl.json")
+    assert "manifest format 2" in fails(result)
