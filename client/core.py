@@ -171,6 +171,8 @@ class Core:
 
     def headers(self, call: Call) -> dict[str, str]:
         headers = dict(call.headers)
+        if self.retry.attempts == 1:  # never re-sent: nothing for the node to recognise, or keep
+            headers.pop(protocol.IDEMPOTENCY_HEADER, None)
         if self._token is not None:
             headers["authorization"] = f"Bearer {self._token}"
         session = _session.get()

@@ -59,3 +59,10 @@ def test_a_504_on_a_write_is_never_reported_as_a_plain_failure() -> None:
     attempts = Attempts(wire.incr("k", 1), count=3)
     error = core.after_answer(attempts, answer).error
     assert isinstance(error, OutcomeUnknown) and error.code == "timeout"
+
+
+def test_a_client_that_never_retries_sends_no_idempotency_key() -> None:
+    """kvctl sends each write once: the node need not remember its answer (nor log it)."""
+    once = Core(["http://a"], token="t", username=None, password=None, read_from="primary", retry=Retry(attempts=1))
+    assert wire.IDEMPOTENCY_HEADER not in once.headers(wire.incr("k", 1))
+    assert wire.IDEMPOTENCY_HEADER in _core().headers(wire.incr("k", 1))
