@@ -13,8 +13,8 @@ import aiohttp
 
 from . import protocol
 from .core import Attempts, Core, ReadFrom, Retry, Session, WatchPosition
-from .errors import Compacted, Unauthorized, Unavailable
-from .models import Event, Item, KeyInfo, TxnOp, TxnResult, WriteResult
+from .errors import Unavailable
+from .models import Item, KeyInfo, TxnOp, TxnResult, WriteResult
 from .protocol import Answer, Call
 from .sync import STATUS_TIMEOUT_S, USER_AGENT, WATCH_READ_TIMEOUT_S, failure_reason
 
@@ -136,17 +136,10 @@ class AsyncClient:
                         continue
                     failures = 0
                     async for line in _lines(response):
-                        parsed = protocol.watch_line(line)
-                        if isinstance(parsed, Event):
-                            if position.accept(parsed):
-                                yield parsed
-                        elif isinstance(parsed, protocol.Progress):
-                            position.progress(parsed.lsn)
-                            if progress:
-                                yield parsed
-                        elif isinstance(parsed, protocol.Cancelled):
-                            if parsed.compacted:
-                                raise Compacted(parsed.reason, "compacted", 410, url)
+                        item, ended = position.take(line, url, progress)
+                        if item is not None:
+                            yield item
+                        if ended:
                             break
             except (aiohttp.ClientError, TimeoutError) as exc:
                 failures += 1
@@ -254,13 +247,10 @@ class AsyncClient:
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     reasons.append(f"{url}: {failure_reason(exc)}")
                     continue
-                if answer.status == 200:
-                    self._core.logged_in(answer)
+                reason = self._core.after_login(answer)
+                if reason is None:
                     return
-                error = answer.error()
-                if isinstance(error, Unauthorized) or answer.status < 500:
-                    raise error
-                reasons.append(f"{url}: {error.message}")
+                reasons.append(reason)
             raise Unavailable(f"cannot log in: {'; '.join(reasons)}", "unreachable")
 
 
@@ -269,10 +259,13 @@ async def _answer(response: aiohttp.ClientResponse, url: str) -> Answer:
 
 
 async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """The response's lines, however long (aiohttp's own readline stops at its buffer size)."""
-    pending = b""
+    """The response's lines, however long (aiohttp's own readline stops at its buffer size);
+    a long line's chunks are joined once, not re-copied with every chunk."""
+    parts: list[bytes] = []
     async for chunk in response.content.iter_any():
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            yield line
+        while (end := chunk.find(b"\n")) >= 0:
+            parts.append(chunk[:end])
+            yield b"".join(parts)
+            parts, chunk = [], chunk[end + 1 :]
+        if chunk:
+            parts.append(chunk)

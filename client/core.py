@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import protocol
-from .errors import ClientError, OutcomeUnknown, ReadOnlyReplica, TooManyRequests, Unavailable
+from .errors import ClientError, Compacted, OutcomeUnknown, ReadOnlyReplica, TooManyRequests, Unavailable
 from .models import Event
 from .protocol import Answer, Call
 
@@ -163,6 +163,17 @@ class Core:
         assert self._login is not None
         return protocol.login(*self._login)
 
+    def after_login(self, answer: Answer) -> str | None:
+        """Take a login's answer: None once logged in; the reason to try the next node (a 5xx);
+        a refusal (wrong password, throttled) raises, since no other node would say otherwise."""
+        if answer.status == 200:
+            self.logged_in(answer)
+            return None
+        error = answer.error()
+        if answer.status < 500:
+            raise error
+        return f"{answer.url}: {error.message}"
+
     def logged_in(self, answer: Answer) -> None:
         document = answer.document()
         self._token = str(document["token"])
@@ -287,3 +298,18 @@ class WatchPosition:
 
     def progress(self, lsn: str) -> None:
         self.done, self._open_lsn, self._open_count, self._skip_left = lsn, None, 0, 0
+
+    def take(self, line: bytes, url: str, progress: bool) -> tuple[Event | protocol.Progress | None, bool]:
+        """One line of the stream: what to hand the caller (None: nothing), and whether the
+        node ended the stream (reconnect and resume). A compacted WAL raises `Compacted`."""
+        parsed = protocol.watch_line(line)
+        if isinstance(parsed, Event):
+            return (parsed if self.accept(parsed) else None), False
+        if isinstance(parsed, protocol.Progress):
+            self.progress(parsed.lsn)
+            return (parsed if progress else None), False
+        if isinstance(parsed, protocol.Cancelled):
+            if parsed.compacted:
+                raise Compacted(parsed.reason, "compacted", 410, url)
+            return None, True
+        return None, False

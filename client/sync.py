@@ -12,7 +12,7 @@ import httpx
 
 from . import protocol
 from .core import Attempts, Core, ReadFrom, Retry, Session, WatchPosition
-from .errors import Compacted, Unauthorized, Unavailable
+from .errors import Unavailable
 from .models import Event, Item, KeyInfo, TxnOp, TxnResult, WriteResult
 from .protocol import Answer, Call, Progress
 
@@ -186,17 +186,10 @@ class Client:
                         continue
                     failures = 0
                     for line in response.iter_lines():
-                        parsed = protocol.watch_line(line.encode())
-                        if isinstance(parsed, Event):
-                            if position.accept(parsed):
-                                yield parsed
-                        elif isinstance(parsed, Progress):
-                            position.progress(parsed.lsn)
-                            if progress:
-                                yield parsed
-                        elif isinstance(parsed, protocol.Cancelled):
-                            if parsed.compacted:
-                                raise Compacted(parsed.reason, "compacted", 410, url)
+                        item, ended = position.take(line.encode(), url, progress)
+                        if item is not None:
+                            yield item
+                        if ended:
                             break
             except httpx.TransportError as exc:
                 failures += 1
@@ -286,14 +279,10 @@ class Client:
                 except httpx.TransportError as exc:
                     reasons.append(f"{url}: {failure_reason(exc)}")
                     continue
-                answer = _answer(response, url)
-                if response.status_code == 200:
-                    self._core.logged_in(answer)
+                reason = self._core.after_login(_answer(response, url))
+                if reason is None:
                     return
-                error = answer.error()
-                if isinstance(error, Unauthorized) or response.status_code < 500:
-                    raise error
-                reasons.append(f"{url}: {error.message}")
+                reasons.append(reason)
             raise Unavailable(f"cannot log in: {'; '.join(reasons)}", "unreachable")
 
 
