@@ -21,7 +21,7 @@ from .wal.policy import FsyncPolicy
 
 ENV_PREFIX = "KVSTORE_"
 # Secrets are read from the environment or a file only, never from flags or config.toml.
-_SECRET_FIELDS = {"admin_password", "replication_password", "cluster_key", "cluster_key_previous"}
+_SECRET_FIELDS = {"admin_password", "replication_password", "cluster_key", "cluster_key_previous", "archive_key"}
 SYNCHRONOUS_COMMIT_MODES = ("local", "remote_write", "remote_apply")
 
 
@@ -139,6 +139,24 @@ class Settings:
     # reach /health, /metrics and the admin API while the main listener is full.
     operator_listen: str = ""
     operator_max_connections: int = 64
+    # Continuous archiving (README, "Backups"): a primary pushes every completed WAL segment, its
+    # timeline history and, every archive_snapshot_interval_s, a snapshot to this object store.
+    archive_url: str | None = None  # s3://bucket/prefix or file:///absolute/path; None: off
+    # A segment with writes is closed after this long, so the archive is never further behind.
+    archive_timeout_s: float = 60.0
+    archive_snapshot_interval_s: float = 3600.0
+    archive_keep_snapshots: int = 7  # older snapshots, and the WAL only they need, are deleted
+    # WAL kept on disk for an archive that cannot take it (the store is down): past this much the
+    # oldest unarchived segments are recycled anyway (an alarm, and a gap the next snapshot
+    # closes) rather than the disk filling up.
+    archive_max_retained_bytes: int = 4 * 1024**3
+    # Client-side encryption of archived objects (AES-256-GCM): a 32-byte key, hex or base64, from
+    # KVSTORE_ARCHIVE_KEY (environment only) or a file of mode 0600.
+    archive_key: str | None = field(default=None, repr=False)
+    archive_key_file: Path | None = None
+    # Start from an archive: an empty data directory is first restored from this URL (its latest
+    # point), as `kvctl restore` does; a data directory that exists is started as it is.
+    restore_from: str | None = None
 
     @property
     def node_name(self) -> str:
@@ -216,6 +234,10 @@ class Settings:
             "max_login_body_bytes": 256,
             "operator_max_connections": 1,
             "operator_reserved_requests": 0,
+            "archive_timeout_s": 1,
+            "archive_snapshot_interval_s": 1,
+            "archive_keep_snapshots": 1,
+            "archive_max_retained_bytes": 0,
         }
         for name, minimum in minimums.items():
             if getattr(self, name) < minimum:

@@ -65,6 +65,8 @@ class Engine:
         self.replicas_confirmed: Callable[[], int] | None = None
         self.commit_gate: Callable[[int], Awaitable[None]] | None = None
         self.progress = WalProgress()  # followers of the WAL (wal_cursor.py) wait on it
+        self.time_marks = False  # archiving is on: log TIME records (_mark_time)
+        self._marked_ms = 0
 
     def attach(self, writer: WalWriter) -> None:
         self.writer = writer
@@ -112,8 +114,8 @@ class Engine:
             lsn = self._log(record, ((key, entry),))
         else:
             outcome = WriteResult(version, 0, current is None)
-            lsn = remember.log(self._log, self.writer, [record], [(key, entry)], version, outcome)
-        await self._acknowledge(lsn)
+            lsn = self._log_remembered(remember, [record], [(key, entry)], version, outcome)
+        await self.wait_visible(lsn)
         return WriteResult(version, lsn, created=current is None)
 
     async def delete(
@@ -131,8 +133,8 @@ class Engine:
         if remember is None:
             lsn = self._log(record, ((key, None),))
         else:
-            lsn = remember.log(self._log, self.writer, [record], [(key, None)], version, WriteResult(version, 0))
-        await self._acknowledge(lsn)
+            lsn = self._log_remembered(remember, [record], [(key, None)], version, WriteResult(version, 0))
+        await self.wait_visible(lsn)
         return WriteResult(version, lsn)
 
     async def incr(
@@ -159,8 +161,8 @@ class Engine:
             lsn = self._log(record, ((key, entry),))
         else:
             outcome = (result, WriteResult(version, 0, current is None))
-            lsn = remember.log(self._log, self.writer, [record], [(key, entry)], version, outcome)
-        await self._acknowledge(lsn)
+            lsn = self._log_remembered(remember, [record], [(key, entry)], version, outcome)
+        await self.wait_visible(lsn)
         return result, WriteResult(version, lsn, created=current is None)
 
     async def txn(
@@ -222,8 +224,8 @@ class Engine:
             lsn = self._log(records.txn_record(ops_out), changes)
         else:
             outcome = (results, WriteResult(version, 0))
-            lsn = remember.log(self._log, self.writer, ops_out, changes, version, outcome)
-        await self._acknowledge(lsn)
+            lsn = self._log_remembered(remember, ops_out, changes, version, outcome)
+        await self.wait_visible(lsn)
         return results, WriteResult(version, lsn)
 
     async def _refuse(self, error: KvError, key: str) -> NoReturn:
@@ -253,9 +255,8 @@ class Engine:
         return entry
 
     def _take_revision(self) -> int:
-        version = self._next_revision
         self._next_revision += 1
-        return version
+        return self._next_revision - 1
 
     def refuse_writes(self, reason: str, error: type[KvError] = ReadOnly) -> None:
         """From now on writes fail with `error(reason)`: a replica, or a fenced former primary."""
@@ -265,9 +266,6 @@ class Engine:
         if self.wal_failed:
             raise Unavailable(f"the WAL failed; restart the node ({self.read_only_reason})")
         self.read_only_reason, self._refusal = None, Unavailable
-
-    async def _acknowledge(self, lsn: int) -> None:
-        await self.wait_visible(lsn)
 
     async def wait_visible(self, lsn: int) -> None:
         """Wait until `lsn` commits, under synchronous replication with its timeout."""
@@ -281,7 +279,19 @@ class Engine:
         if self.read_only_reason is not None:
             raise self._refusal(self.read_only_reason)
 
-    def _log(self, record: records.Record, changes: Any, control: bool = False) -> int:
+    def _log_remembered(self, remember: Remember[Any], *args: Any) -> int:
+        # The mark first: the remembered answer states its record's end LSN, predicted before it is logged.
+        self._mark_time()
+        return remember.log(lambda record, changes: self._log(record, changes, marked=True), self.writer, *args)
+
+    def _mark_time(self) -> None:
+        """A TIME record before the first write of each millisecond: a restore can stop at a time."""
+        ms = now_ms()
+        if self.time_marks and ms != self._marked_ms and self.read_only_reason is None:
+            self._marked_ms = ms
+            self._log(records.time_record(ms), (), control=True)
+
+    def _log(self, record: records.Record, changes: Any, control: bool = False, marked: bool = False) -> int:
         if self.read_only_reason is not None:
             raise self._refusal(self.read_only_reason)
         assert self.writer is not None, "engine used before a WAL writer was attached"
@@ -293,6 +303,8 @@ class Engine:
                 "writes are refused until they do",
                 retry_after_s=1,
             )
+        if not (control or marked):
+            self._mark_time()
         try:
             lsn = self.writer.append(records.encode(record))
         except WalFailed as error:

@@ -9,6 +9,9 @@ same state: replay after a crash and replicas may re-apply freely.
     TXN              [3, [SET or DEL, ...]]            applied atomically
     CHECKPOINT       [4, redo_lsn, snapshot_name, time_ms]
     TIMELINE_SWITCH  [5, timeline, parent_timeline, switch_lsn, time_ms]
+    TIME             [6, time_ms]     the primary's clock for the records after it: logged before
+                                      the first write of each millisecond while archiving is on,
+                                      so a restore can stop at a time (restore --target-time)
 
 `version` is the node-wide revision the change was made at (as etcd's mod_revision):
 monotonic per key and never reused, even after a delete, so an ETag cannot match a
@@ -28,8 +31,16 @@ DEL: Final = 2
 TXN: Final = 3
 CHECKPOINT: Final = 4
 TIMELINE_SWITCH: Final = 5
+TIME: Final = 6
 
-KIND_NAMES: Final = {SET: "SET", DEL: "DEL", TXN: "TXN", CHECKPOINT: "CHECKPOINT", TIMELINE_SWITCH: "TIMELINE_SWITCH"}
+KIND_NAMES: Final = {
+    SET: "SET",
+    DEL: "DEL",
+    TXN: "TXN",
+    CHECKPOINT: "CHECKPOINT",
+    TIMELINE_SWITCH: "TIMELINE_SWITCH",
+    TIME: "TIME",
+}
 
 Record = list[Any]
 
@@ -61,6 +72,10 @@ def checkpoint_record(redo_lsn: int, snapshot_name: str, time_ms: int) -> Record
 
 def timeline_switch_record(timeline: int, parent_timeline: int, switch_lsn: int, time_ms: int) -> Record:
     return [TIMELINE_SWITCH, timeline, parent_timeline, switch_lsn, time_ms]
+
+
+def time_record(time_ms: int) -> Record:
+    return [TIME, time_ms]
 
 
 def encode(record: Record) -> bytes:
@@ -111,6 +126,8 @@ def _check(record: Any, nested: bool) -> None:
         )
     elif kind == TIMELINE_SWITCH and not nested:
         ok = len(record) == 5 and all(isinstance(field, int) for field in record[1:])
+    elif kind == TIME and not nested:
+        ok = len(record) == 2 and isinstance(record[1], int) and record[1] >= 0
     else:
         raise RecordFormatError(f"unknown record kind {kind}")
     if not ok:
@@ -138,6 +155,8 @@ def describe(record: Record) -> dict[str, Any]:
         return {"kind": name, "ops": [describe(op) for op in record[1]]}
     if kind == CHECKPOINT:
         return {"kind": name, "redo_lsn": format_lsn(record[1]), "snapshot": record[2], "time_ms": record[3]}
+    if kind == TIME:
+        return {"kind": name, "time_ms": record[1]}
     return {
         "kind": name,
         "timeline": record[1],

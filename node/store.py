@@ -85,7 +85,7 @@ class Store:
         elif kind == records.TXN:
             for op in record[1]:
                 self._apply_op(op)
-        # CHECKPOINT and TIMELINE_SWITCH change no key.
+        # CHECKPOINT, TIMELINE_SWITCH and TIME change no key.
         self.applied_lsn = end_lsn
 
     def _apply_op(self, op: records.Record) -> None:

@@ -48,6 +48,7 @@ def routes(node: AdminNode) -> list[Route]:
                 timeline=control.timeline,
                 redo_lsn=control.redo_lsn,
                 consistent_lsn=control.consistent_lsn,
+                checkpoint_at_ms=control.checkpoint_at_ms,
             )
         except ObjectExists as exc:
             raise AlreadyExists(f"{exc} (no key changed since that export: it is the same snapshot)") from None

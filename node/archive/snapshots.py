@@ -25,11 +25,13 @@ class Manifest:
     timeline: int
     redo_lsn: str
     consistent_lsn: str
+    checkpoint_at_ms: int  # the checkpoint's end: the snapshot holds no write logged after it
     snapshot: str  # the object's name in the store
     source_file: str  # the snapshot's name in the node's base/
     bytes: int
     sha256: str
     created_at: str  # UTC, ISO 8601
+    key_id: str | None  # the key it is encrypted with (crypto.py), None when plain
 
     def document(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,6 +51,8 @@ def export_snapshot(
     timeline: int,
     redo_lsn: int,
     consistent_lsn: int,
+    checkpoint_at_ms: int,
+    key_id: str | None = None,
 ) -> Manifest:
     """Upload an open snapshot file, then its manifest. Blocking: the node runs it in a thread."""
     directory = snapshot_dir(timeline, redo_lsn)
@@ -64,11 +68,13 @@ def export_snapshot(
         timeline=timeline,
         redo_lsn=format_lsn(redo_lsn),
         consistent_lsn=format_lsn(consistent_lsn),
+        checkpoint_at_ms=checkpoint_at_ms,
         snapshot=f"{directory}/{SNAPSHOT_OBJECT}",
         source_file=source_file,
         bytes=size,
         sha256=digest,
         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        key_id=key_id,
     )
     store.put(f"{directory}/{MANIFEST_OBJECT}", orjson.dumps(manifest.document(), option=orjson.OPT_INDENT_2))
     return manifest
