@@ -56,8 +56,9 @@ class Checkpointer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self.last: CheckpointResult | None = None
         self._revision_at_last: int | None = None  # store revision the current snapshot covers
-        # Replication slots: the oldest LSN some replica still needs, given the redo LSN.
-        self.wal_retention: Callable[[int], int] | None = None
+        # What holds WAL past the redo LSN, by name (replication slots, the archiver): each
+        # gives the oldest LSN it still needs, given the redo LSN.
+        self.wal_holds: dict[str, Callable[[int], int]] = {}
 
     @property
     def running(self) -> bool:
@@ -137,9 +138,9 @@ class Checkpointer:
         await loop.run_in_executor(self._executor, write_control, self._datadir.control, control)
         self.control = control
         self._revision_at_last = revision_at_start
-        # The slots' retention is read here, on the event loop that changes them, never on the
-        # checkpoint thread: iterating them there raced with replicas connecting.
-        keep_from = redo_lsn if self.wal_retention is None else min(redo_lsn, self.wal_retention(redo_lsn))
+        # The holds are read here, on the event loop that changes them, never on the checkpoint
+        # thread: iterating the slots there raced with replicas connecting.
+        keep_from = min([redo_lsn, *(hold(redo_lsn) for hold in self.wal_holds.values())])
         removed = await loop.run_in_executor(self._executor, self._remove_old_files, keep_from)
         return CheckpointResult(redo_lsn, name, writer.entries, size, removed, time.perf_counter() - started)
 

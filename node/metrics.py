@@ -252,6 +252,39 @@ for _source in ("memory", "disk"):
     REPLICATION_SENT_BYTES.labels(_source)
 for _result in ("ok", "failed"):
     CHECKPOINTS.labels(_result)
+
+# -- continuous archiving (node/archive/archiver.py), on a primary with archive_url set --
+ARCHIVE_BYTES = Counter(
+    "kvstore_archive_bytes", "Bytes uploaded to the archive, by kind of object.", ["kind"], registry=REGISTRY
+)
+ARCHIVE_FAILURES = Counter(
+    "kvstore_archive_failures",
+    "Archive operations that failed (retried), by operation.",
+    ["operation"],
+    registry=REGISTRY,
+)
+ARCHIVE_LAG_BYTES = Gauge(
+    "kvstore_archive_lag_bytes", "WAL written but not archived yet (the open segment included).", registry=REGISTRY
+)
+ARCHIVE_LAG_SECONDS = Gauge(
+    "kvstore_archive_lag_seconds", "How long the oldest WAL not archived yet has waited.", registry=REGISTRY
+)
+ARCHIVE_LAST_ARCHIVED = Gauge(
+    "kvstore_archive_last_archived_timestamp_seconds", "When the last WAL segment was archived.", registry=REGISTRY
+)
+ARCHIVE_LAST_SNAPSHOT = Gauge(
+    "kvstore_archive_last_snapshot_timestamp_seconds", "When the last snapshot was archived.", registry=REGISTRY
+)
+ARCHIVE_ALARM = Gauge(
+    "kvstore_archive_alarm",
+    "1 while the archive cannot restore to now: WAL past archive_max_retained_bytes was recycled unarchived "
+    "(a gap, until a later snapshot is archived) or is about to be.",
+    registry=REGISTRY,
+)
+for _kind in ("wal", "snapshot", "history"):
+    ARCHIVE_BYTES.labels(_kind)
+for _operation in ("wal", "snapshot", "history", "retention", "setup"):
+    ARCHIVE_FAILURES.labels(_operation)
 WATCH_CUTOFFS.labels("slow_watcher")
 
 

@@ -66,4 +66,15 @@ def status_document(node: StatusSource) -> dict[str, Any]:
         "catalog": node.catalog_health.describe(),
         "replication": roles.receiver.describe() if roles.receiver else None,
         "synchronous_commit": node.settings.synchronous_commit,
+        "archive": _archive(node),
     }
+
+
+def _archive(node: StatusSource) -> dict[str, Any] | None:
+    archiver, url = node.roles.archiver, node.settings.archive_url
+    if archiver is not None and not node.roles.fenced_reason:
+        return archiver.describe()
+    if url is None:
+        return None
+    state = "fenced: archives nothing" if node.roles.fenced_reason else "replica: archives once promoted"
+    return {"url": url, "state": state}

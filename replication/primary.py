@@ -97,7 +97,7 @@ class Primary:
     def install(self) -> None:
         writer = self._engine.writer
         assert writer is not None
-        self._checkpointer.wal_retention = lambda redo_lsn: self.slots.retention(redo_lsn, writer.end_lsn)
+        self._checkpointer.wal_holds["slots"] = lambda redo_lsn: self.slots.retention(redo_lsn, writer.end_lsn)
         if self.sync_mode != "local":
             self._engine.replicas_confirmed = self.confirmed_lsn
             self._engine.commit_gate = self.wait_for_replicas

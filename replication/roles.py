@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from kvstore.node import metrics
+from kvstore.node.archive.archiver import Archiver, Stores
 from kvstore.node.checkpoint import Checkpointer
 from kvstore.node.config import ConfigError, Settings
 from kvstore.node.control import ROLE_PRIMARY, STATE_NEEDS_BASE_BACKUP, write_control
@@ -72,6 +73,7 @@ class Roles:
         self.primary: Primary | None = None  # the replication machinery of the role this node has
         self.receiver: Receiver | None = None
         self.fenced_reason: str | None = None  # a newer timeline exists: writes refused (kept in control)
+        self.archiver: Archiver | None = None  # a primary's, with archive_url set
         self.peer_watch = failover.PeerWatch(settings, engine, checkpointer.control.system_identifier, self)
 
     @property
@@ -134,6 +136,23 @@ class Roles:
             engine.refuse_writes(self.fenced_reason)
             log.critical("this node is fenced", extra={"reason": self.fenced_reason})
         self._tasks.spawn("peer-check", self.peer_watch.run)
+        if self._settings.archive_url and not self.fenced_reason:
+            self._start_archiver(self._settings.archive_url)
+
+    def _start_archiver(self, url: str) -> None:
+        """A primary that is not fenced archives its WAL (and a promoted one, on its new timeline)."""
+        archiver = Archiver(self._settings, self._datadir, self._engine, self._checkpointer, Stores.open(url))
+        self.archiver = archiver
+        self._checkpointer.wal_holds["archiver"] = archiver.hold
+        self._engine.time_marks = True
+        self._tasks.spawn("archiver", archiver.run)
+
+    def _stop_archiver(self) -> None:
+        """Fenced: this timeline is superseded, its WAL must not reach the archive any more."""
+        if self.archiver is not None:
+            self._tasks.cancel("archiver")
+            self._checkpointer.wal_holds.pop("archiver", None)
+            self._engine.time_marks = False
 
     def stop(self) -> None:
         """The node is stopping: no replica confirmation will come for the writes waiting on one."""
@@ -149,6 +168,7 @@ class Roles:
         text = f"fenced: {reason}; this node's timeline {self.timeline} was superseded (use kvctl rejoin)"
         self.fenced_reason = text
         self._engine.refuse_writes(text)
+        self._stop_archiver()
         if self.primary is not None:
             self.primary.fail_sync_waiters(text)
         log.critical("fenced: refusing writes", extra={"reason": reason})

@@ -53,15 +53,21 @@ def export_snapshot(
     consistent_lsn: int,
     checkpoint_at_ms: int,
     key_id: str | None = None,
+    data: ObjectStore | None = None,
 ) -> Manifest:
-    """Upload an open snapshot file, then its manifest. Blocking: the node runs it in a thread."""
+    """Upload an open snapshot file, then its manifest. Blocking: the node runs it in a thread.
+    `data` stores the snapshot itself when that differs from `store` (an encrypting store,
+    crypto.py): manifests stay readable without the key, so `backup list` needs none."""
     directory = snapshot_dir(timeline, redo_lsn)
     size = snapshot.seek(0, 2)
     snapshot.seek(0)
-    expected = sha256_of(snapshot)
-    digest = store.put(f"{directory}/{SNAPSHOT_OBJECT}", snapshot)
-    if digest != expected:  # the file changed under the upload: it never does, base/ files are immutable
-        raise ArchiveError(f"{source_file} changed while it was uploaded (SHA-256 {expected}, then {digest})")
+    if data is None:
+        expected = sha256_of(snapshot)
+        digest = store.put(f"{directory}/{SNAPSHOT_OBJECT}", snapshot)
+        if digest != expected:  # the file changed under the upload: it never does, base/ files are immutable
+            raise ArchiveError(f"{source_file} changed while it was uploaded (SHA-256 {expected}, then {digest})")
+    else:
+        digest = data.put(f"{directory}/{SNAPSHOT_OBJECT}", snapshot)
     manifest = Manifest(
         format_version=MANIFEST_FORMAT,
         system_identifier=str(system_identifier),

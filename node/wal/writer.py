@@ -183,6 +183,18 @@ class WalWriter:
             )
         self.end_lsn = self.write_lsn = self.flush_lsn = lsn
 
+    @property
+    def segment_has_records(self) -> bool:
+        return self._segment_start_lsn is not None and self._segment_bytes > SEGMENT_HEADER_BYTES
+
+    def switch_segment(self) -> bool:
+        """Close the current segment if it holds records (archive_timeout_s); True if it did."""
+        if not self.segment_has_records:
+            return False
+        self._rotate()
+        self._after_append()
+        return True
+
     def switch_timeline(self, timeline: int) -> None:
         """Promotion: the new timeline starts in a new segment at the current end."""
         self._timeline = timeline

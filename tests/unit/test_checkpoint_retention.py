@@ -45,7 +45,7 @@ def test_slot_retention_is_read_on_the_event_loop_and_keeps_the_wal_a_slot_needs
         engine.attach(writer)
         control = Control(1, 1, 0, None, 0, STATE_RUNNING)
         checkpointer = Checkpointer(engine, datadir, control, snapshots_keep=2)
-        checkpointer.wal_retention = retention
+        checkpointer.wal_holds["slots"] = retention
         try:
             registry.acquire("r1", 0)  # a replica that has received nothing yet
             for n in range(200):
