@@ -17,7 +17,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from kvstore.node import metrics
-from kvstore.node.archive.archiver import Archiver, Stores
+from kvstore.node.archive.access import Stores
+from kvstore.node.archive.archiver import Archiver
+from kvstore.node.archive.crypto import load_archive_key
+from kvstore.node.archive.store import ArchiveError
 from kvstore.node.checkpoint import Checkpointer
 from kvstore.node.config import ConfigError, Settings
 from kvstore.node.control import ROLE_PRIMARY, STATE_NEEDS_BASE_BACKUP, write_control
@@ -74,6 +77,7 @@ class Roles:
         self.receiver: Receiver | None = None
         self.fenced_reason: str | None = None  # a newer timeline exists: writes refused (kept in control)
         self.archiver: Archiver | None = None  # a primary's, with archive_url set
+        self._archive = _open_archive(settings)  # opened now: a bad URL or key stops the start
         self.peer_watch = failover.PeerWatch(settings, engine, checkpointer.control.system_identifier, self)
 
     @property
@@ -136,12 +140,12 @@ class Roles:
             engine.refuse_writes(self.fenced_reason)
             log.critical("this node is fenced", extra={"reason": self.fenced_reason})
         self._tasks.spawn("peer-check", self.peer_watch.run)
-        if self._settings.archive_url and not self.fenced_reason:
-            self._start_archiver(self._settings.archive_url)
+        if self._archive is not None and not self.fenced_reason:
+            self._start_archiver(self._archive)
 
-    def _start_archiver(self, url: str) -> None:
+    def _start_archiver(self, stores: Stores) -> None:
         """A primary that is not fenced archives its WAL (and a promoted one, on its new timeline)."""
-        archiver = Archiver(self._settings, self._datadir, self._engine, self._checkpointer, Stores.open(url))
+        archiver = Archiver(self._settings, self._datadir, self._engine, self._checkpointer, stores)
         self.archiver = archiver
         self._checkpointer.wal_holds["archiver"] = archiver.hold
         self._engine.time_marks = True
@@ -224,3 +228,12 @@ class Roles:
         self._request_restart(
             f"re-bootstrap from {primary_url}: {reason}", lambda: write_control(datadir.control, marked)
         )
+
+
+def _open_archive(settings: Settings) -> Stores | None:
+    if settings.archive_url is None:
+        return None
+    try:
+        return Stores.open(settings.archive_url, load_archive_key(settings.archive_key_file, settings.archive_key))
+    except ArchiveError as error:
+        raise ConfigError(f"archive_url / archive key: {error}") from None

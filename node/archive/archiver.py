@@ -19,7 +19,6 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,30 +29,16 @@ from ..datadir import DataDir
 from ..engine import Engine
 from ..wal.format import SEGMENT_HEADER_BYTES, SegmentHeader, format_lsn, parse_lsn
 from ..wal.segments import Segment, list_segments
-from .layout import ARCHIVE_INFO, WAL, ArchiveInfo, SegmentObject, history_name, parse_segment, utc_iso
+from .access import Stores, claim
+from .layout import WAL, SegmentObject, history_name, parse_segment, utc_iso
 from .snapshots import MANIFEST_OBJECT, SNAPSHOT_OBJECT, Manifest, export_snapshot, list_snapshots, snapshot_dir
-from .store import ArchiveError, ObjectExists, ObjectMissing, ObjectStore, open_store
+from .store import ArchiveError, ObjectExists, ObjectStore
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.25
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class Stores:
-    """Where objects go: `meta` for what is read without the key (archive.json, manifests,
-    histories), `data` for WAL and snapshots (the same store, or one that encrypts)."""
-
-    meta: ObjectStore
-    data: ObjectStore
-    key_id: str | None
-
-    @classmethod
-    def open(cls, url: str) -> Stores:
-        store = open_store(url)
-        return cls(store, store, None)
 
 
 class Archiver:
@@ -137,7 +122,7 @@ class Archiver:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "url": self._stores.meta.url,
+            "url": self._stores.url,
             "encrypted": self._stores.key_id is not None,
             "archived_lsn": None if self.archived_through is None else format_lsn(self.archived_through),
             "last_archived_at": _iso(self.last_archived_at),
@@ -191,7 +176,7 @@ class Archiver:
     async def _setup(self) -> None:
         """Check archive.json (writing it into a new archive), then list what is archived."""
         try:
-            await self._check_owner()
+            await self._call(claim, self._stores, self._checkpointer.control.system_identifier)
             objects = await self._call(self._stores.meta.list, f"{WAL}/")
             manifests = await self._call(list_snapshots, self._stores.meta)
         except ArchiveError:
@@ -202,32 +187,7 @@ class Archiver:
         self._histories = {int(info.name[10:18], 16) for info in histories if info.name.endswith(".history")}
         self._note_snapshots(manifests)
         self._ready = True
-        log.info("archiving", extra={"url": self._stores.meta.url, "segments_archived": len(self._archived)})
-
-    async def _check_owner(self) -> None:
-        meta, system = self._stores.meta, self._checkpointer.control.system_identifier
-        try:
-            info = ArchiveInfo.decode(await self._call(meta.read, ARCHIVE_INFO))
-        except ObjectMissing:
-            mine = ArchiveInfo.new(system, self._stores.key_id)
-            try:
-                await self._call(meta.put, ARCHIVE_INFO, mine.encode())
-                return
-            except ObjectExists:  # another node wrote it first: check theirs
-                info = ArchiveInfo.decode(await self._call(meta.read, ARCHIVE_INFO))
-        except (ValueError, TypeError) as error:
-            raise ArchiveError(f"{meta.url}/{ARCHIVE_INFO} is not an archive description: {error}") from None
-        if info.system_identifier != str(system):
-            raise ArchiveError(
-                f"{meta.url} is the archive of system {info.system_identifier}, not of this one ({system}); "
-                "give each cluster its own archive_url"
-            )
-        if info.key_id != self._stores.key_id:
-            raise ArchiveError(
-                f"{meta.url} is archived {'with key id ' + info.key_id if info.key_id else 'unencrypted'}, but this "
-                f"node {'has key id ' + self._stores.key_id if self._stores.key_id else 'has no archive key'}; "
-                "set the archive's key (archive_key_file or KVSTORE_ARCHIVE_KEY), or use a new archive_url"
-            )
+        log.info("archiving", extra={"url": self._stores.url, "segments_archived": len(self._archived)})
 
     def _note_snapshots(self, manifests: list[Manifest]) -> None:
         if manifests:
