@@ -65,7 +65,6 @@ class Archiver:
         self.last_snapshot_at: float | None = None
         self.last_error: str | None = None
         self.last_error_at: float | None = None
-        self.retention_exceeded = False
         self.gap: tuple[int, int] | None = None  # WAL recycled unarchived: [from, to)
         metrics.bind_gauge(metrics.ARCHIVE_LAG_BYTES, lambda: self.lag_bytes)
         metrics.bind_gauge(metrics.ARCHIVE_LAG_SECONDS, lambda: self.lag_s)
@@ -75,24 +74,24 @@ class Archiver:
 
     def hold(self, redo_lsn: int) -> int:
         """The checkpointer's WAL hold: keep what is not archived yet, up to the bound."""
-        writer = self._engine.writer
-        assert writer is not None
-        if self.archived_through is None:
-            oldest = list_segments(self._datadir.wal)
-            keep_from = oldest[0].start_lsn if oldest else redo_lsn
-        else:
-            keep_from = self.archived_through
-        retained = writer.end_lsn - keep_from
-        if keep_from < redo_lsn and retained > self._settings.archive_max_retained_bytes:
-            if not self.retention_exceeded:
-                log.error(
-                    "archive retention bound passed: recycling WAL that is not archived yet",
-                    extra={"retained_bytes": retained, "bound": self._settings.archive_max_retained_bytes},
-                )
-            self.retention_exceeded = True
+        keep_from = self._keep_from(redo_lsn)
+        if keep_from < redo_lsn and self.retention_exceeded:
+            log.error(
+                "archive retention bound passed: recycling WAL that is not archived yet",
+                extra={"unarchived_bytes": self.lag_bytes, "bound": self._settings.archive_max_retained_bytes},
+            )
             return redo_lsn
-        self.retention_exceeded = False
         return keep_from
+
+    def _keep_from(self, redo_lsn: int) -> int:
+        if self.archived_through is not None:
+            return self.archived_through
+        oldest = list_segments(self._datadir.wal)
+        return oldest[0].start_lsn if oldest else redo_lsn
+
+    @property
+    def retention_exceeded(self) -> bool:
+        return self.lag_bytes > self._settings.archive_max_retained_bytes
 
     @property
     def alarm(self) -> str | None:
@@ -111,9 +110,9 @@ class Archiver:
     @property
     def lag_bytes(self) -> int:
         writer = self._engine.writer
-        if writer is None or self.archived_through is None:
+        if writer is None:
             return 0
-        lag = writer.end_lsn - self.archived_through
+        lag = writer.end_lsn - self._keep_from(writer.end_lsn)
         return max(0, lag - (0 if writer.segment_has_records else SEGMENT_HEADER_BYTES))
 
     @property
