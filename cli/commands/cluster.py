@@ -182,6 +182,9 @@ def cluster_problems(reports: Sequence[NodeReport]) -> list[str]:
         for slot in document.get("replicas") or []:
             if slot.get("state") == "lost":
                 problems.append(f"{url}: slot {slot.get('name')} is lost; its replica will take a new base backup")
+        alarm = (document.get("archive") or {}).get("alarm")
+        if alarm:
+            problems.append(f"{url}: archive: {alarm}")
     return problems
 
 
@@ -205,7 +208,29 @@ def status_fields(document: dict[str, Any]) -> list[tuple[str, object]]:
         ("fsync", document.get("fsync")),
         ("last_checkpoint", f"{last['snapshot']} (redo {last['redo_lsn']}, {last['seconds']} s)" if last else None),
         *(_replica_field(index, replica) for index, replica in enumerate(document.get("replicas") or [])),
+        *_archive_fields(document.get("archive")),
     ]
+
+
+def _archive_fields(archive: dict[str, Any] | None) -> list[tuple[str, object]]:
+    """`archive` (URL, how far, how far behind), and its error and alarm when there are some."""
+    if not archive:
+        return []
+    if "state" in archive:
+        return [("archive", f"{archive['url']} ({archive['state']})")]
+    behind = f"lag {archive['lag_bytes']} bytes, {archive['lag_s']} s"
+    fields: list[tuple[str, object]] = [
+        (
+            "archive",
+            f"{archive['url']} archived to {archive['archived_lsn']} at {archive['last_archived_at']} ({behind})",
+        ),
+        ("archive.snapshot", f"{archive['last_snapshot']} at {archive['last_snapshot_at']}"),
+    ]
+    if archive.get("last_error"):
+        fields.append(("archive.error", f"{archive['last_error']} (at {archive['last_error_at']})"))
+    if archive.get("alarm"):
+        fields.append(("archive.ALARM", archive["alarm"]))
+    return fields
 
 
 def _replica_field(index: int, replica: dict[str, Any]) -> tuple[str, object]:

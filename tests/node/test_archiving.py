@@ -8,6 +8,7 @@ write under it then fails, as root too (CI runs as root, so permissions would no
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from kvstore.node.archive.snapshots import list_snapshots
 from kvstore.node.archive.store import open_store
 from kvstore.node.wal.format import SEGMENT_HEADER_BYTES, SegmentHeader, parse_lsn
 from support.harness import MakeNode, NodeProcess
+from support.kvctl_runner import as_env, kvctl, ok
 from support.waiting import wait_until
 
 ARCHIVE_KEY = "a7" * 32
@@ -107,6 +109,8 @@ def test_segments_histories_and_snapshots_reach_the_archive_in_order(node_factor
     archive = status["archive"]
     assert archive["url"] == url and archive["last_error"] is None and archive["alarm"] is None
     assert archive["last_snapshot"] == manifests[-1].snapshot
+    shown = ok(kvctl("status", config=tmp_path / "kvctl.json", env=as_env(node)))
+    assert re.search(rf"^archive +{re.escape(url)} archived to {archive['archived_lsn']} ", shown, re.MULTILINE)
     assert _metric(node, 'kvstore_archive_bytes_total{kind="wal"}') >= objects[-1].end_lsn
     assert _metric(node, "kvstore_archive_alarm") == 0
     wait_until(lambda: _status(node)["archive"]["lag_bytes"] == 0, 30, "no archive lag")
@@ -150,6 +154,8 @@ def test_past_the_retention_bound_the_node_raises_an_alarm_and_keeps_its_disk(
         _write(node, f"full/{round_}/", 100, b"x" * 1000)
     wait_until(lambda: _status(node)["archive"]["alarm"] is not None, 60, "the alarm")
     assert _metric(node, "kvstore_archive_alarm") == 1
+    shown = kvctl("status", config=tmp_path / "kvctl.json", env=as_env(node))
+    assert "archive.ALARM" in shown.stdout
 
     def wal_bytes() -> int:
         return sum(entry.stat().st_size for entry in os.scandir(node.data_dir / "WAL"))
