@@ -4,11 +4,14 @@ manifest to an object store (node/archive/). Superuser only: a file:// URL write
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Protocol
 
+from ..archive.access import Stores
+from ..archive.crypto import load_archive_key
 from ..archive.snapshots import export_snapshot
-from ..archive.store import ArchiveError, ObjectExists, ObjectStore, open_store
+from ..archive.store import ArchiveError, ObjectExists
 from ..catalog import Principal
+from ..config import Settings
 from ..errors import AlreadyExists, BadGateway, BadRequest
 from .admin import AdminNode, checkpoint_document
 from .http import Request, Response, json_response
@@ -17,7 +20,11 @@ from .routes import Route, superuser
 MAX_URL_CHARS = 1024
 
 
-def _store_from_body(request: Request) -> ObjectStore:
+class BackupNode(AdminNode, Protocol):
+    settings: Settings
+
+
+def _stores_from_body(request: Request, settings: Settings) -> Stores:
     body = request.json()
     if not isinstance(body, dict) or set(body) != {"to"} or not isinstance(body["to"], str):
         raise BadRequest('the body is {"to": URL}: s3://bucket/prefix or file:///absolute/path')
@@ -25,14 +32,15 @@ def _store_from_body(request: Request) -> ObjectStore:
     if not url or len(url) > MAX_URL_CHARS:
         raise BadRequest(f"'to' must be a URL of 1 to {MAX_URL_CHARS} characters")
     try:
-        return open_store(url)
+        # With an archive key (archive_key_file / KVSTORE_ARCHIVE_KEY) the snapshot is encrypted.
+        return Stores.open(url, load_archive_key(settings.archive_key_file, settings.archive_key))
     except ArchiveError as exc:
         raise BadRequest(str(exc)) from None
 
 
-def routes(node: AdminNode) -> list[Route]:
+def routes(node: BackupNode) -> list[Route]:
     async def export(request: Request, principal: Principal) -> Response:
-        store = _store_from_body(request)
+        stores = _stores_from_body(request, node.settings)
         result = await node.checkpointer.checkpoint("export")
         control = node.checkpointer.control
         # Opened before anything else can run: a later checkpoint may remove the file from base/,
@@ -41,7 +49,7 @@ def routes(node: AdminNode) -> list[Route]:
         try:
             manifest = await asyncio.to_thread(
                 export_snapshot,
-                store,
+                stores.meta,
                 snapshot,
                 result.snapshot,
                 system_identifier=control.system_identifier,
@@ -49,14 +57,16 @@ def routes(node: AdminNode) -> list[Route]:
                 redo_lsn=control.redo_lsn,
                 consistent_lsn=control.consistent_lsn,
                 checkpoint_at_ms=control.checkpoint_at_ms,
+                key_id=stores.key_id,
+                data=None if stores.key_id is None else stores.data,
             )
         except ObjectExists as exc:
             raise AlreadyExists(f"{exc} (no key changed since that export: it is the same snapshot)") from None
         except ArchiveError as exc:
-            raise BadGateway(f"export to {store.url} failed: {exc}") from None
+            raise BadGateway(f"export to {stores.url} failed: {exc}") from None
         finally:
             snapshot.close()
-        document: dict[str, Any] = {"to": store.url, "manifest": manifest.document()}
+        document: dict[str, Any] = {"to": stores.url, "manifest": manifest.document()}
         document["checkpoint"] = checkpoint_document(result)
         return json_response(document)
 
