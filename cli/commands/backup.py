@@ -42,6 +42,7 @@ def backup_list(ctx: typer.Context, store_url: UrlArgument, output: FormatOption
     document = _listing(inventory)
     if output_format(ctx, output) is OutputFormat.JSON:
         emit_json(document)
+        _fail_on_problems(document["problems"])
         return
     emit_table(
         ("TIMELINE", "REDO_LSN", "CONSISTENT_LSN", "BYTES", "CREATED_AT", "SNAPSHOT"),
@@ -65,8 +66,13 @@ def backup_list(ctx: typer.Context, store_url: UrlArgument, output: FormatOption
             [("held", r["start_lsn"], r["end_lsn"], r["timelines"]) for r in wal["ranges"]]
             + [("GAP", g["start_lsn"], g["end_lsn"], g["timelines"]) for g in wal["gaps"]],
         )
-    for problem in document["problems"]:
-        emit_line(f"problem: {problem}")
+    _fail_on_problems(document["problems"])
+
+
+def _fail_on_problems(problems: list[str]) -> None:
+    """What could not be read is listed as far as it goes, then named in the error (exit 1)."""
+    if problems:
+        raise KvctlError("; ".join(problems))
 
 
 def _listing(inventory: Inventory) -> dict[str, Any]:
