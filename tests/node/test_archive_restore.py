@@ -114,6 +114,23 @@ def test_a_data_dir_in_use_and_a_target_beyond_the_archive_are_refused(
     )
     assert "is beyond the archive" in message and "the latest restorable point is" in message
     assert not (tmp_path / "new").exists()
+    # This archive holds no TIME records (its node was not archiving): no time is ever reached.
+    late = kvctl(
+        "restore",
+        source.url,
+        "--data-dir",
+        str(tmp_path / "new"),
+        "--target-time",
+        "2100-01-01T00:00:00Z",
+        config=config,
+    )
+    assert "recovery ended before the target (time 2100-01-01T00:00:00.000Z) was reached" in fails(late)
+    assert (
+        kvctl(
+            "restore", source.url, "--data-dir", str(tmp_path / "new"), "--target-time", "soon", config=config
+        ).returncode
+        == 2
+    )
 
 
 def test_backup_list_shows_restorable_ranges_timelines_and_wal(source: Source, config: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 from kvstore.node import records
 from kvstore.node.archive.inventory import Inventory
 from kvstore.node.archive.layout import ARCHIVE_INFO, ArchiveInfo, SegmentObject
-from kvstore.node.archive.restore import RestoreError, Target, restore
+from kvstore.node.archive.restore import RestoreError, Target, parse_time, restore
 from kvstore.node.archive.snapshots import export_snapshot
 from kvstore.node.archive.store import ObjectStore, open_store
 from kvstore.node.archive.verify import verify
@@ -191,3 +191,11 @@ def test_timelines_are_followed_and_an_ancestor_is_cut_at_its_switch(archived: A
     result = restore(archived.store, tmp_path / "restored", Target(timeline=2))
     assert result.stop_lsn == switch and result.timeline == 3
     assert sorted(keys_in(tmp_path / "restored")) == ["k0", "k1", "k2"]
+
+
+def test_target_times_are_iso_8601_with_utc_for_no_offset() -> None:
+    assert parse_time("2026-05-01T12:00:00.250Z") == 1_777_636_800_250
+    assert parse_time("2026-05-01T14:00:00.250+02:00") == 1_777_636_800_250
+    assert parse_time("2026-05-01T12:00:00.250") == 1_777_636_800_250
+    with pytest.raises(ValueError, match="not an ISO 8601 time"):
+        parse_time("yesterday")
