@@ -26,7 +26,7 @@ from ..wal.format import (
 from .inventory import Inventory, Step, timeline_at
 from .layout import SegmentObject, parse_segment
 from .progress import Progress
-from .snapshots import SNAPSHOT_OBJECT, SNAPSHOTS
+from .snapshots import MANIFEST_OBJECT, SNAPSHOT_OBJECT, SNAPSHOTS, snapshot_dir
 from .store import ArchiveError, ObjectStore
 
 READ_CHUNK_BYTES = 1 << 20
@@ -84,6 +84,7 @@ def verify(store: ObjectStore, progress: Progress | None = None) -> VerifyReport
     objects = store.list()
     inventory = Inventory.read(store)
     report.damaged += [Damaged(item.name, item.reason) for item in inventory.unreadable]
+    report.damaged += _manifests_unmatched(inventory, {info.name: info.size for info in objects})
     if progress is not None:
         progress.begin(sum(info.size for info in objects))
     with tempfile.TemporaryDirectory(prefix="kvstore-verify-") as work:
@@ -99,6 +100,21 @@ def verify(store: ObjectStore, progress: Progress | None = None) -> VerifyReport
                 progress.advance(info.name, info.size)
     report.gaps = wal_gaps(inventory)
     return report
+
+
+def _manifests_unmatched(inventory: Inventory, sizes: dict[str, int]) -> list[Damaged]:
+    """Manifests whose snapshot object is missing, or not the size they say."""
+    damaged = []
+    for manifest in inventory.snapshots:
+        size = sizes.get(manifest.snapshot)
+        if size == manifest.bytes:
+            continue
+        name = f"{snapshot_dir(manifest.timeline, parse_lsn(manifest.redo_lsn))}/{MANIFEST_OBJECT}"
+        if size is None:
+            damaged.append(Damaged(name, f"names {manifest.snapshot}, which is not in the archive"))
+        else:
+            damaged.append(Damaged(name, f"says {manifest.snapshot} holds {manifest.bytes} bytes; it holds {size}"))
+    return damaged
 
 
 def _check_object(store: ObjectStore, name: str, dest: Path) -> str | None:

@@ -199,3 +199,13 @@ def test_target_times_are_iso_8601_with_utc_for_no_offset() -> None:
     assert parse_time("2026-05-01T12:00:00.250") == 1_777_636_800_250
     with pytest.raises(ValueError, match="not an ISO 8601 time"):
         parse_time("yesterday")
+
+
+def test_verify_names_a_manifest_whose_snapshot_is_gone(archived: Archived) -> None:
+    assert verify(archived.store).ok
+    [manifest] = Inventory.read(archived.store).snapshots
+    archived.store.delete(manifest.snapshot)
+    report = verify(archived.store)
+    assert [(d.name, d.reason) for d in report.damaged] == [
+        ("snapshots/00000001-0000000000000000/manifest.json", f"names {manifest.snapshot}, which is not in the archive")
+    ]
