@@ -35,7 +35,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Operate a KVStore++ node or cluster: keys, checkpoints, snapshots, status, failover, the WAL, users, roles, "
-    "API keys, host rules, signing keys and the auth policy.",
+    "API keys, host rules, signing keys, the auth policy, backups and restores.",
 )
 # Unnamed groups add their commands at the top level; `kvctl --help` lists them in this order.
 app.add_typer(login.app)
@@ -43,6 +43,7 @@ app.add_typer(data.app)
 app.add_typer(watch.app)
 app.add_typer(admin.app)
 app.add_typer(cluster.app)
+app.add_typer(backup.app)
 app.add_typer(users.app)
 app.add_typer(admin.snapshot_app, name="snapshot")
 app.add_typer(backup.backup_app, name="backup")

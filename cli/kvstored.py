@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 import uvloop
 
+from kvstore.node.archive.store import ArchiveError
 from kvstore.node.config import ConfigError, load_settings
 from kvstore.node.control import ControlError
 from kvstore.node.datadir import DataDirError, DataDirInUse
@@ -51,6 +52,12 @@ def kvstored(
     ] = None,
     replica_of: Annotated[str | None, typer.Option(help="Primary URL: run as its replica.")] = None,
     peers: Annotated[str | None, typer.Option(help="Other nodes' URLs, comma-separated (fencing).")] = None,
+    restore_from: Annotated[
+        str | None,
+        typer.Option(
+            help="Archive URL: a data directory that does not exist yet is first restored from its latest point."
+        ),
+    ] = None,
 ) -> None:
     """Run a KVStore++ node."""
     flags = {
@@ -62,6 +69,7 @@ def kvstored(
         "name": name,
         "replica_of": replica_of,
         "peers": peers,
+        "restore_from": restore_from,
     }
     try:
         settings = load_settings({k: v for k, v in flags.items() if v is not None}, config_path=config)
@@ -93,6 +101,9 @@ def _serve(node: Node) -> int:
             f"refusing to start: {error}; run `kvctl wal verify --data-dir DIR` and see docs/recovery.md (do not restart in a loop)"
         )
         return EXIT_CORRUPTION
+    except ArchiveError as error:
+        log.error(f"cannot start: restoring from the archive failed: {error}")
+        return EXIT_FAILURE
     except OSError as error:
         log.error(f"cannot start: {error}")
         return EXIT_FAILURE

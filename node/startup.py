@@ -1,6 +1,7 @@
 """The data directory as a node starts, before recovery: a new primary's is initialised
-(initdb); a new replica's, or one whose control says it needs a base backup, is filled from
-its primary; any other has the WAL its snapshot already holds dropped."""
+(initdb), or restored from an archive (`restore_from`); a new replica's, or one whose control
+says it needs a base backup, is filled from its primary; any other has the WAL its snapshot
+already holds dropped."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import httpx
 from kvstore.replication.basebackup import clear_for_base_backup, drop_wal_before_snapshot, take_base_backup
 from kvstore.replication.protocol import ReplicationError
 
+from .archive.restore import Target, restore
+from .archive.store import open_store
 from .config import ConfigError, Settings
 from .control import ROLE_PRIMARY, STATE_NEEDS_BASE_BACKUP, read_control
 from .datadir import DataDir, create_layout, initdb
@@ -30,6 +33,14 @@ async def prepare_datadir(
     primary. `replica_of_flag` is --replica-of: it names the primary even when control names
     another (settings.replica_of from the environment or config.toml does not)."""
     control = read_control(datadir.control) if datadir.exists() else None
+    if control is not None and settings.restore_from:
+        log.info(
+            "the data directory exists: starting it as it is, not restoring it from the archive",
+            extra={"data_dir": str(datadir.root), "restore_from": settings.restore_from},
+        )
+    if control is None and settings.restore_from:
+        await asyncio.get_running_loop().run_in_executor(None, _restore, settings.restore_from, datadir)
+        return True
     if control is not None and control.state != STATE_NEEDS_BASE_BACKUP:
         if control.role == ROLE_PRIMARY and settings.replica_of:
             log.warning(
@@ -57,6 +68,12 @@ async def prepare_datadir(
         return True
     create_layout(datadir)
     return await _take_base_backup(settings, datadir, settings.replica_of, None, stop)
+
+
+def _restore(url: str, datadir: DataDir) -> None:
+    log.info("restoring the data directory from the archive's latest point", extra={"restore_from": url})
+    result = restore(open_store(url), datadir.root, Target())
+    log.info("restored from the archive", extra={"restore_from": url, **result.document()})
 
 
 async def _take_base_backup(

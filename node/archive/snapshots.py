@@ -89,10 +89,10 @@ def export_snapshot(
 def list_snapshots(store: ObjectStore) -> list[Manifest]:
     """Every whole snapshot in the store (one with a manifest), oldest first."""
     names = sorted(info.name for info in store.list(f"{SNAPSHOTS}/") if info.name.endswith(f"/{MANIFEST_OBJECT}"))
-    return [_read_manifest(store, name) for name in names]
+    return [read_manifest(store, name) for name in names]
 
 
-def _read_manifest(store: ObjectStore, name: str) -> Manifest:
+def read_manifest(store: ObjectStore, name: str) -> Manifest:
     try:
         document = orjson.loads(store.read(name))
         if document.get("format_version") != MANIFEST_FORMAT:
