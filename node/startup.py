@@ -13,8 +13,8 @@ import httpx
 from kvstore.replication.basebackup import clear_for_base_backup, drop_wal_before_snapshot, take_base_backup
 from kvstore.replication.protocol import ReplicationError
 
+from .archive.access import open_archive
 from .archive.restore import Target, restore
-from .archive.store import open_store
 from .config import ConfigError, Settings
 from .control import ROLE_PRIMARY, STATE_NEEDS_BASE_BACKUP, read_control
 from .datadir import DataDir, create_layout, initdb
@@ -39,7 +39,7 @@ async def prepare_datadir(
             extra={"data_dir": str(datadir.root), "restore_from": settings.restore_from},
         )
     if control is None and settings.restore_from:
-        await asyncio.get_running_loop().run_in_executor(None, _restore, settings.restore_from, datadir)
+        await asyncio.get_running_loop().run_in_executor(None, _restore, settings.restore_from, settings, datadir)
         return True
     if control is not None and control.state != STATE_NEEDS_BASE_BACKUP:
         if control.role == ROLE_PRIMARY and settings.replica_of:
@@ -70,9 +70,10 @@ async def prepare_datadir(
     return await _take_base_backup(settings, datadir, settings.replica_of, None, stop)
 
 
-def _restore(url: str, datadir: DataDir) -> None:
+def _restore(url: str, settings: Settings, datadir: DataDir) -> None:
     log.info("restoring the data directory from the archive's latest point", extra={"restore_from": url})
-    result = restore(open_store(url), datadir.root, Target())
+    stores = open_archive(url, settings.archive_key_file, settings.archive_key)
+    result = restore(stores, datadir.root, Target())
     log.info("restored from the archive", extra={"restore_from": url, **result.document()})
 
 

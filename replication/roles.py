@@ -17,9 +17,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from kvstore.node import metrics
-from kvstore.node.archive.access import Stores
+from kvstore.node.archive.access import Stores, open_archive
 from kvstore.node.archive.archiver import Archiver
-from kvstore.node.archive.crypto import load_archive_key
 from kvstore.node.archive.store import ArchiveError
 from kvstore.node.checkpoint import Checkpointer
 from kvstore.node.config import ConfigError, Settings
@@ -234,6 +233,6 @@ def _open_archive(settings: Settings) -> Stores | None:
     if settings.archive_url is None:
         return None
     try:
-        return Stores.open(settings.archive_url, load_archive_key(settings.archive_key_file, settings.archive_key))
+        return open_archive(settings.archive_url, settings.archive_key_file, settings.archive_key)
     except ArchiveError as error:
         raise ConfigError(f"archive_url / archive key: {error}") from None

@@ -3,12 +3,14 @@ from kvctl's own machine (credentials and endpoint from its AWS_* environment), 
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from kvstore.node.archive.access import Stores, open_archive
 from kvstore.node.archive.inventory import Inventory, Span, Step
 from kvstore.node.archive.restore import RestoreResult, Target, parse_time, restore, utc_ms
 from kvstore.node.archive.store import ArchiveError, open_store
@@ -25,6 +27,17 @@ backup_app = typer.Typer(no_args_is_help=True, help="Backups in object stores: l
 app = typer.Typer()  # added to kvctl without a name: `restore` is a top-level command
 
 UrlArgument = Annotated[str, typer.Argument(metavar="URL", help="s3://bucket/prefix or file:///absolute/path")]
+KeyFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--key-file",
+        help="The archive key (an encrypted archive): a file of mode 0600. KVSTORE_ARCHIVE_KEY wins over it.",
+    ),
+]
+
+
+def _open(store_url: str, key_file: Path | None) -> Stores:
+    return open_archive(store_url, key_file, os.environ.get("KVSTORE_ARCHIVE_KEY"))
 
 
 def _inventory(store_url: str) -> Inventory:
@@ -142,13 +155,15 @@ def _span(span: Span, path: list[Step]) -> dict[str, Any]:
 
 
 @backup_app.command("verify")
-def backup_verify(ctx: typer.Context, store_url: UrlArgument, output: FormatOption = None) -> None:
+def backup_verify(
+    ctx: typer.Context, store_url: UrlArgument, key_file: KeyFileOption = None, output: FormatOption = None
+) -> None:
     """Download and check every object of an archive: checksums, every WAL record's CRC, every
     snapshot whole, and WAL continuity from each snapshot. Exit status 0 only when all is well."""
     try:
-        store = open_store(store_url)
+        stores = _open(store_url, key_file)
         with DownloadBar("verify") as bar:
-            report = verify(store, bar)
+            report = verify(stores, bar)
     except ArchiveError as exc:
         raise KvctlError(str(exc)) from None
     if output_format(ctx, output) is OutputFormat.JSON:
@@ -156,7 +171,7 @@ def backup_verify(ctx: typer.Context, store_url: UrlArgument, output: FormatOpti
     else:
         _print_report(report)
     if not report.ok:
-        raise KvctlError(f"{store.url}: {len(report.damaged)} damaged object(s), {len(report.gaps)} gap(s) in the WAL")
+        raise KvctlError(f"{stores.url}: {len(report.damaged)} damaged object(s), {len(report.gaps)} gap(s) in the WAL")
 
 
 def _print_report(report: VerifyReport) -> None:
@@ -210,6 +225,7 @@ def restore_command(
         int | None,
         typer.Option("--timeline", min=1, help="Restore along this timeline (default: the archive's latest)."),
     ] = None,
+    key_file: KeyFileOption = None,
     output: FormatOption = None,
 ) -> None:
     """Restore an archive into a new data directory: its latest point, or the state at a time or an
@@ -218,9 +234,9 @@ def restore_command(
         raise typer.BadParameter("give --target-time or --target-lsn, not both")
     target = Target(lsn=target_lsn, time_ms=target_time, timeline=timeline)
     try:
-        store = open_store(store_url)
+        stores = _open(store_url, key_file)
         with DownloadBar("restore") as bar:
-            result = restore(store, data_dir, target, bar)
+            result = restore(stores, data_dir, target, bar)
     except (ArchiveError, DataDirError, OSError) as exc:
         raise KvctlError(str(exc)) from None
     if output_format(ctx, output) is OutputFormat.JSON:

@@ -4,9 +4,10 @@ it belongs to this cluster (`archive.json`), for the archiver, restore and `kvct
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from .crypto import ArchiveKey, EncryptedStore
-from .layout import ARCHIVE_INFO, ArchiveInfo
+from .crypto import ArchiveKey, EncryptedStore, load_archive_key
+from .layout import ARCHIVE_INFO, ArchiveInfo, holds_data
 from .store import ArchiveError, ObjectExists, ObjectMissing, ObjectStore, open_store
 
 
@@ -30,6 +31,14 @@ class Stores:
     @property
     def url(self) -> str:
         return self.meta.url
+
+    def for_object(self, name: str) -> ObjectStore:
+        return self.data if holds_data(name) else self.meta
+
+
+def open_archive(url: str, key_file: Path | None, key_text: str | None) -> Stores:
+    """The archive at `url`, with the key from KVSTORE_ARCHIVE_KEY's value (`key_text`) or a file."""
+    return Stores.open(url, load_archive_key(key_file, key_text))
 
 
 def read_info(meta: ObjectStore) -> ArchiveInfo:
@@ -61,6 +70,7 @@ def claim(stores: Stores, system_identifier: int) -> None:
 
 
 def check_key(stores: Stores, info: ArchiveInfo) -> None:
+    """The key given is the archive's (or neither has one): refuse before downloading anything."""
     if info.key_id != stores.key_id:
         archived = f"with archive key {info.key_id}" if info.key_id else "unencrypted"
         given = f"key {stores.key_id}" if stores.key_id else "no archive key"

@@ -123,6 +123,12 @@ def is_encrypted(data_prefix: bytes) -> bool:
     return data_prefix.startswith(MAGIC)
 
 
+def encrypted_size(plain_bytes: int, chunk_bytes: int = CHUNK_BYTES) -> int:
+    """The size of an object of `plain_bytes` once encrypted (a manifest states the plain size)."""
+    chunks = max(1, -(-plain_bytes // chunk_bytes))
+    return HEADER_BYTES + plain_bytes + chunks * (NONCE_BYTES + TAG_BYTES)
+
+
 class EncryptedStore:
     """An `ObjectStore` that encrypts what it puts into `inner` and decrypts what it gets."""
 

@@ -55,6 +55,12 @@ def parse_segment(name: str) -> SegmentObject | None:
     return SegmentObject(timeline, start, end) if end > start else None
 
 
+def holds_data(name: str) -> bool:
+    """WAL segments and snapshots hold the data (encrypted when there is a key); the rest is
+    LSNs, sizes and digests, readable without it."""
+    return name.startswith(f"{WAL}/") or name.endswith("/snapshot.chk")
+
+
 def history_name(timeline: int) -> str:
     return f"{TIMELINES}/{timeline:08X}.history"
 

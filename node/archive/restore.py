@@ -31,6 +31,7 @@ from ..snapshot import SnapshotError, SnapshotReader, SnapshotWriter, encode_chu
 from ..store import Entry, Store
 from ..wal.format import SEGMENT_HEADER_BYTES, SegmentHeader, WalFormatError, format_lsn, parse_lsn, segment_name
 from ..wal.reader import WalCorruption, WalScan
+from .access import Stores, check_key
 from .inventory import Inventory, Piece, timeline_at
 from .progress import Progress
 from .restore_plan import Plan, RestoreError, Target, parse_time, plan_restore, utc_ms
@@ -77,12 +78,14 @@ class RestoreResult:
         }
 
 
-def restore(store: ObjectStore, data_dir: Path, target: Target, progress: Progress | None = None) -> RestoreResult:
-    """Restore `store`'s state at `target` into `data_dir`, which must not exist or be empty.
+def restore(stores: Stores, data_dir: Path, target: Target, progress: Progress | None = None) -> RestoreResult:
+    """Restore the archive's state at `target` into `data_dir`, which must not exist or be empty.
     Blocking (downloads, replay, fsyncs): run it in a thread. On failure nothing is left behind."""
     started = time.perf_counter()
     existed = _check_empty(data_dir)
-    inventory = Inventory.read(store)
+    inventory = Inventory.read(stores.meta)
+    if inventory.info is not None:
+        check_key(stores, inventory.info)
     plan = plan_restore(inventory, target)
     datadir = DataDir(data_dir)
     create_layout(datadir)
@@ -90,8 +93,8 @@ def restore(store: ObjectStore, data_dir: Path, target: Target, progress: Progre
         work = data_dir / WORK_DIR
         work.mkdir(mode=0o700)
         try:
-            snapshot_path, wal_dir = _download(store, work, plan, progress)
-            replayed = _replay_quietly(store.url, snapshot_path, wal_dir, plan)
+            snapshot_path, wal_dir = _download(stores.data, work, plan, progress)
+            replayed = _replay_quietly(stores.url, snapshot_path, wal_dir, plan)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         timeline = inventory.timelines()[-1] + 1

@@ -23,6 +23,8 @@ from ..wal.format import (
     format_lsn,
     parse_lsn,
 )
+from .access import Stores, check_key
+from .crypto import encrypted_size
 from .inventory import Inventory, Step, timeline_at
 from .layout import SegmentObject, parse_segment
 from .progress import Progress
@@ -78,11 +80,13 @@ class VerifyReport:
         }
 
 
-def verify(store: ObjectStore, progress: Progress | None = None) -> VerifyReport:
+def verify(stores: Stores, progress: Progress | None = None) -> VerifyReport:
     """Check the whole archive; blocking (downloads everything once): run it in a thread."""
-    report = VerifyReport(store.url)
-    objects = store.list()
-    inventory = Inventory.read(store)
+    report = VerifyReport(stores.url)
+    objects = stores.meta.list()
+    inventory = Inventory.read(stores.meta)
+    if inventory.info is not None:
+        check_key(stores, inventory.info)
     report.damaged += [Damaged(item.name, item.reason) for item in inventory.unreadable]
     report.damaged += _manifests_unmatched(inventory, {info.name: info.size for info in objects})
     if progress is not None:
@@ -90,7 +94,7 @@ def verify(store: ObjectStore, progress: Progress | None = None) -> VerifyReport
     with tempfile.TemporaryDirectory(prefix="kvstore-verify-") as work:
         dest = Path(work) / "object"
         for info in objects:
-            reason = _check_object(store, info.name, dest)
+            reason = _check_object(stores.for_object(info.name), info.name, dest)
             dest.unlink(missing_ok=True)
             if reason is not None and all(d.name != info.name for d in report.damaged):
                 report.damaged.append(Damaged(info.name, reason))
@@ -107,13 +111,14 @@ def _manifests_unmatched(inventory: Inventory, sizes: dict[str, int]) -> list[Da
     damaged = []
     for manifest in inventory.snapshots:
         size = sizes.get(manifest.snapshot)
-        if size == manifest.bytes:
+        stored = manifest.bytes if manifest.key_id is None else encrypted_size(manifest.bytes)
+        if size == stored:
             continue
         name = f"{snapshot_dir(manifest.timeline, parse_lsn(manifest.redo_lsn))}/{MANIFEST_OBJECT}"
         if size is None:
             damaged.append(Damaged(name, f"names {manifest.snapshot}, which is not in the archive"))
         else:
-            damaged.append(Damaged(name, f"says {manifest.snapshot} holds {manifest.bytes} bytes; it holds {size}"))
+            damaged.append(Damaged(name, f"says {manifest.snapshot} holds {stored} bytes; it holds {size}"))
     return damaged
 
 

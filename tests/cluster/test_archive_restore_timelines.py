@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kvstore.node.archive.access import Stores
 from kvstore.node.archive.layout import parse_segment
 from kvstore.node.archive.restore import Target, restore
-from kvstore.node.archive.store import open_store
 from support.archives import archive_data_dir
 from support.harness import MakeNode, NodeProcess
 from support.replication import VALUE, admin_get, assert_converged, make
@@ -51,7 +51,7 @@ def test_restore_follows_the_promoted_timeline_and_cuts_the_old_primary_at_the_s
     on_one = [s for s in segments if s.timeline == 1]
     assert len({s.start_lsn for s in on_one}) < len(on_one)
 
-    latest = restore(open_store(url), tmp_path / "restored-latest", Target())
+    latest = restore(Stores.open(url, None), tmp_path / "restored-latest", Target())
     assert (latest.parent_timeline, latest.timeline) == (2, 3)
     node = node_factory("restored-latest").start()
     restored = admin_get(node, "/v1/admin/digest")
@@ -60,7 +60,7 @@ def test_restore_follows_the_promoted_timeline_and_cuts_the_old_primary_at_the_s
         assert client.get("/v1/kv/lost:0").status_code == 404
         assert client.put("/v1/kv/d:0", content=b"1").status_code == 201
 
-    old = restore(open_store(url), tmp_path / "restored-old", Target(timeline=1))
+    old = restore(Stores.open(url, None), tmp_path / "restored-old", Target(timeline=1))
     assert (old.parent_timeline, old.timeline) == (1, 3)
     node = node_factory("restored-old").start()
     with node.client() as client:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kvstore.node import records
+from kvstore.node.archive.access import Stores
 from kvstore.node.archive.inventory import Inventory
 from kvstore.node.archive.layout import ARCHIVE_INFO, ArchiveInfo, SegmentObject
 from kvstore.node.archive.restore import RestoreError, Target, parse_time, restore
@@ -39,6 +40,10 @@ class Archived:
     commit_lsns: list[int]  # of write i
     after_ms: list[int]  # a time after write i committed and before write i + 1 was logged
     segments: list[SegmentObject]
+
+    @property
+    def stores(self) -> Stores:
+        return Stores(self.store, self.store, None)
 
 
 @pytest.fixture
@@ -95,16 +100,16 @@ def test_the_engine_logs_time_marks_across_several_segments(archived: Archived) 
 
 def test_restore_to_an_lsn_holds_exactly_the_writes_committed_by_then(archived: Archived, tmp_path: Path) -> None:
     target = archived.commit_lsns[3]
-    result = restore(archived.store, tmp_path / "restored", Target(lsn=target))
+    result = restore(archived.stores, tmp_path / "restored", Target(lsn=target))
     assert result.stop_lsn == target and result.timeline == 2 and result.parent_timeline == 1
     assert sorted(keys_in(tmp_path / "restored")) == [f"k{i}" for i in range(4)]
     # A target inside a record stops before that record.
-    result = restore(archived.store, tmp_path / "inside", Target(lsn=archived.commit_lsns[5] - 3))
+    result = restore(archived.stores, tmp_path / "inside", Target(lsn=archived.commit_lsns[5] - 3))
     assert sorted(keys_in(tmp_path / "inside")) == [f"k{i}" for i in range(5)]
 
 
 def test_restore_to_a_time_between_two_writes_stops_before_the_later(archived: Archived, tmp_path: Path) -> None:
-    result = restore(archived.store, tmp_path / "restored", Target(time_ms=archived.after_ms[5]))
+    result = restore(archived.stores, tmp_path / "restored", Target(time_ms=archived.after_ms[5]))
     assert sorted(keys_in(tmp_path / "restored")) == [f"k{i}" for i in range(6)]
     assert result.last_time_ms is not None and result.last_time_ms <= archived.after_ms[5]
     assert result.stop_lsn == archived.commit_lsns[5]
@@ -112,7 +117,7 @@ def test_restore_to_a_time_between_two_writes_stops_before_the_later(archived: A
 
 def test_restore_to_the_latest_point_replays_the_whole_archive(archived: Archived, tmp_path: Path) -> None:
     data_dir = tmp_path / "restored"
-    result = restore(archived.store, data_dir, Target())
+    result = restore(archived.stores, data_dir, Target())
     assert result.stop_lsn == archived.commit_lsns[-1] and result.segments == len(archived.segments)
     assert result.records_replayed > WRITES  # TIME records too
     assert keys_in(data_dir) == {f"k{i}": b"x" * 700 for i in range(WRITES)}
@@ -130,15 +135,15 @@ def test_restore_to_the_latest_point_replays_the_whole_archive(archived: Archive
 def test_targets_beyond_the_archive_are_refused_naming_the_latest_point(archived: Archived, tmp_path: Path) -> None:
     end = archived.segments[-1].end_lsn
     with pytest.raises(RestoreError, match="the latest restorable point is") as beyond:
-        restore(archived.store, tmp_path / "lsn", Target(lsn=end + 1000))
+        restore(archived.stores, tmp_path / "lsn", Target(lsn=end + 1000))
     assert "WAL on timeline 1 ends at" in str(beyond.value)
     with pytest.raises(RestoreError, match="recovery ended before the target") as late:
-        restore(archived.store, tmp_path / "time", Target(time_ms=archived.after_ms[-1] + 60_000))
+        restore(archived.stores, tmp_path / "time", Target(time_ms=archived.after_ms[-1] + 60_000))
     assert "its last recorded time is" in str(late.value)
     with pytest.raises(RestoreError, match="before every snapshot"):
-        restore(archived.store, tmp_path / "early", Target(time_ms=archived.after_ms[0] - 3_600_000))
+        restore(archived.stores, tmp_path / "early", Target(time_ms=archived.after_ms[0] - 3_600_000))
     with pytest.raises(RestoreError, match="knows no timeline 5"):
-        restore(archived.store, tmp_path / "timeline", Target(timeline=5))
+        restore(archived.stores, tmp_path / "timeline", Target(timeline=5))
     # Nothing is left behind by a refused restore.
     assert not any((tmp_path / name).exists() for name in ("lsn", "time", "early", "timeline"))
 
@@ -148,7 +153,7 @@ def test_a_data_dir_that_holds_anything_is_refused(archived: Archived, tmp_path:
     data_dir.mkdir()
     (data_dir / "notes.txt").write_text("mine")
     with pytest.raises(RestoreError, match=r"is not empty \(notes.txt\)"):
-        restore(archived.store, data_dir, Target())
+        restore(archived.stores, data_dir, Target())
     assert [p.name for p in data_dir.iterdir()] == ["notes.txt"]
 
 
@@ -156,8 +161,8 @@ def test_a_gap_stops_restore_and_verify_names_it(archived: Archived, tmp_path: P
     missing = archived.segments[1]
     archived.store.delete(missing.name)
     with pytest.raises(RestoreError, match="ends at .*the latest restorable point is"):
-        restore(archived.store, tmp_path / "restored", Target(lsn=archived.commit_lsns[-1]))
-    report = verify(archived.store)
+        restore(archived.stores, tmp_path / "restored", Target(lsn=archived.commit_lsns[-1]))
+    report = verify(archived.stores)
     assert not report.ok and report.damaged == []
     assert [(gap.start_lsn, gap.end_lsn) for gap in report.gaps] == [(missing.start_lsn, missing.end_lsn)]
 
@@ -172,8 +177,8 @@ def test_a_damaged_record_is_never_skipped(archived: Archived, tmp_path: Path) -
     archived.store.delete(victim.name)
     archived.store.put(victim.name, bytes(data))
     with pytest.raises(RestoreError, match=f"{victim.name}: record checksum mismatch|{victim.name}: record length"):
-        restore(archived.store, tmp_path / "restored", Target())
-    report = verify(archived.store)
+        restore(archived.stores, tmp_path / "restored", Target())
+    report = verify(archived.stores)
     assert [d.name for d in report.damaged] == [victim.name]
     assert "at LSN" in report.damaged[0].reason
 
@@ -188,7 +193,7 @@ def test_timelines_are_followed_and_an_ancestor_is_cut_at_its_switch(archived: A
     inventory = Inventory.read(archived.store)
     assert inventory.histories[2] == [Switch(1, switch, 1)]
     assert [(s.timeline, s.start_lsn, s.end_lsn) for s in inventory.path(2)] == [(1, 0, switch), (2, switch, None)]
-    result = restore(archived.store, tmp_path / "restored", Target(timeline=2))
+    result = restore(archived.stores, tmp_path / "restored", Target(timeline=2))
     assert result.stop_lsn == switch and result.timeline == 3
     assert sorted(keys_in(tmp_path / "restored")) == ["k0", "k1", "k2"]
 
@@ -202,10 +207,10 @@ def test_target_times_are_iso_8601_with_utc_for_no_offset() -> None:
 
 
 def test_verify_names_a_manifest_whose_snapshot_is_gone(archived: Archived) -> None:
-    assert verify(archived.store).ok
+    assert verify(archived.stores).ok
     [manifest] = Inventory.read(archived.store).snapshots
     archived.store.delete(manifest.snapshot)
-    report = verify(archived.store)
+    report = verify(archived.stores)
     assert [(d.name, d.reason) for d in report.damaged] == [
         ("snapshots/00000001-0000000000000000/manifest.json", f"names {manifest.snapshot}, which is not in the archive")
     ]
