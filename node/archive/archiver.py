@@ -30,7 +30,7 @@ from ..engine import Engine
 from ..wal.format import SEGMENT_HEADER_BYTES, SegmentHeader, format_lsn, parse_lsn
 from ..wal.segments import Segment, list_segments
 from .access import Stores, claim
-from .layout import WAL, SegmentObject, history_name, parse_segment, utc_iso
+from .layout import WAL, SegmentObject, history_name, parse_history_name, parse_segment, utc_iso
 from .snapshots import MANIFEST_OBJECT, SNAPSHOT_OBJECT, Manifest, export_snapshot, list_snapshots, snapshot_dir
 from .store import ArchiveError, ObjectExists, ObjectStore
 
@@ -58,8 +58,10 @@ class Archiver:
         self._oldest_needed = 0  # WAL ending before the oldest archived snapshot's redo LSN is not uploaded
         # Where the WAL archived in order ends: everything local before it is in the archive.
         self.archived_through: int | None = None
-        self._open_segment: tuple[int, float] | None = None  # (start LSN, when first seen with records)
-        self._waiting_since: float | None = None
+        # Segment start LSN -> when the archiver first saw records in it (monotonic), until archived:
+        # how long the oldest unarchived write has waited, and when the open segment is due.
+        self._first_seen: dict[int, float] = {}
+        self._open_start: int | None = None  # the open segment, once it holds records
         self.last_archived_at: float | None = None
         self.last_snapshot: Manifest | None = None
         self.last_snapshot_at: float | None = None
@@ -117,7 +119,7 @@ class Archiver:
 
     @property
     def lag_s(self) -> float:
-        return 0.0 if self._waiting_since is None else time.monotonic() - self._waiting_since
+        return time.monotonic() - min(self._first_seen.values()) if self._first_seen else 0.0
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -164,9 +166,9 @@ class Archiver:
             await self._archive_snapshot()
 
     def _sleep_s(self) -> float:
-        if self._open_segment is None:
+        if self._open_start is None:
             return POLL_S
-        due = self._open_segment[1] + self._settings.archive_timeout_s - time.monotonic()
+        due = self._first_seen[self._open_start] + self._settings.archive_timeout_s - time.monotonic()
         return max(0.0, min(POLL_S, due))
 
     async def _call(self, function: Any, *args: Any) -> Any:
@@ -183,7 +185,7 @@ class Archiver:
             raise
         self._archived = {found for info in objects if (found := parse_segment(info.name)) is not None}
         histories = await self._call(self._stores.meta.list, "timelines/")
-        self._histories = {int(info.name[10:18], 16) for info in histories if info.name.endswith(".history")}
+        self._histories = {tl for info in histories if (tl := parse_history_name(info.name)) is not None}
         self._note_snapshots(manifests)
         self._ready = True
         log.info("archiving", extra={"url": self._stores.url, "segments_archived": len(self._archived)})
@@ -215,8 +217,7 @@ class Archiver:
                 continue
             if segment.start_lsn > self.archived_through:
                 self._found_gap(self.archived_through, segment.start_lsn)
-            if self._waiting_since is None:
-                self._waiting_since = time.monotonic()
+            self._first_seen.setdefault(segment.start_lsn, time.monotonic())
             found = SegmentObject(self._timeline_of(segment), segment.start_lsn, segment.end_lsn)
             if found not in self._archived and segment.end_lsn > self._oldest_needed:
                 if segment.end_lsn > writer.flush_lsn:  # fsync=off/interval: never archive what a crash could undo
@@ -230,8 +231,8 @@ class Archiver:
                 self.last_archived_at = time.time()
                 metrics.ARCHIVE_LAST_ARCHIVED.set(self.last_archived_at)
             self.archived_through = segment.end_lsn
-        if not self._engine.writer or not self._engine.writer.segment_has_records:
-            self._waiting_since = None
+        # Archived, or recycled before it could be: nothing before archived_through waits any more.
+        self._first_seen = {start: seen for start, seen in self._first_seen.items() if start >= self.archived_through}
 
     def _found_gap(self, start: int, end: int) -> None:
         self.gap = (start if self.gap is None else self.gap[0], end)
@@ -254,16 +255,13 @@ class Archiver:
         writer = self._engine.writer
         assert writer is not None
         if current is None or not writer.segment_has_records:
-            self._open_segment = None
+            self._open_start = None
             return
-        if self._open_segment is None or self._open_segment[0] != current.start_lsn:
-            self._open_segment = (current.start_lsn, time.monotonic())
-            if self._waiting_since is None:
-                self._waiting_since = self._open_segment[1]
-        elif time.monotonic() - self._open_segment[1] >= self._settings.archive_timeout_s:
-            if writer.switch_segment():
-                log.debug("archive_timeout_s: segment closed", extra={"lsn": format_lsn(writer.end_lsn)})
-            self._open_segment = None
+        self._open_start = current.start_lsn
+        first_seen = self._first_seen.setdefault(current.start_lsn, time.monotonic())
+        if time.monotonic() - first_seen >= self._settings.archive_timeout_s and writer.switch_segment():
+            log.debug("archive_timeout_s: segment closed", extra={"lsn": format_lsn(writer.end_lsn)})
+            self._open_start = None
 
     # -- snapshots and retention ------------------------------------------------------------
 

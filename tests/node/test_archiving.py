@@ -114,6 +114,7 @@ def test_segments_histories_and_snapshots_reach_the_archive_in_order(node_factor
     assert _metric(node, 'kvstore_archive_bytes_total{kind="wal"}') >= objects[-1].end_lsn
     assert _metric(node, "kvstore_archive_alarm") == 0
     wait_until(lambda: _status(node)["archive"]["lag_bytes"] == 0, 30, "no archive lag")
+    assert _status(node)["archive"]["lag_s"] == 0 and _metric(node, "kvstore_archive_lag_seconds") == 0
 
 
 def test_an_object_store_that_goes_away_delays_the_archive_never_a_write(
