@@ -15,7 +15,7 @@ from kvstore.node.archive.layout import parse_segment
 from kvstore.node.wal.format import parse_lsn
 from support.harness import MakeNode, NodeProcess
 from support.kvctl_runner import as_env, fails, kvctl, kvctl_json, ok
-from support.s3server import S3Server, seaweedfs
+from support.s3server import S3Server, SeaweedFS, seaweedfs
 from support.waiting import wait_until
 
 ARCHIVE_KEY = "3c" * 32
@@ -100,3 +100,47 @@ def test_an_encrypted_archive_on_s3_end_to_end(node_factory: MakeNode, weed: S3S
     assert result.returncode == 1 and victim.removeprefix("encrypted/") in result.stdout
     message = fails(kvctl("restore", url, "--data-dir", str(tmp_path / "damaged"), config=config, env=keyed))
     assert victim.removeprefix("encrypted/") in message
+
+
+def test_the_object_store_stopped_for_a_while_delays_the_archive_and_loses_nothing(
+    node_factory: MakeNode, tmp_path: Path
+) -> None:
+    weed = SeaweedFS(tmp_path / "seaweedfs")
+    weed.start()
+    try:
+        url = f"s3://{weed.server.bucket}/outage"
+        env = {
+            **weed.server.env,
+            "KVSTORE_ARCHIVE_URL": url,
+            "KVSTORE_ARCHIVE_TIMEOUT_S": "1",
+            "KVSTORE_WAL_SEGMENT_SIZE_BYTES": "16384",
+        }
+        node = node_factory(env=env).start()
+        config = tmp_path / "kvctl.json"
+        wait_until(lambda: _status(node)["archive"]["last_snapshot"] is not None, 60, "the first snapshot")
+        weed.stop()
+        with node.client() as client:  # every write is acknowledged while the store is away
+            for index in range(300):
+                answer = client.put(f"/v1/kv/outage/{index}", content=b"x" * 200)
+                assert answer.status_code == 201, answer.text
+            last = answer.json()["commit_lsn"]
+        wait_until(lambda: _status(node)["archive"]["last_error"] is not None, 120, "the failure in status")
+        assert parse_lsn(_status(node)["archive"]["archived_lsn"] or "0/0") < parse_lsn(last)
+        weed.start()
+        wait_until(
+            lambda: parse_lsn(_status(node)["archive"]["archived_lsn"] or "0/0") >= parse_lsn(last),
+            120,
+            "the archive caught up",
+        )
+        assert _status(node)["archive"]["alarm"] is None
+        digest = _digest(node)
+        node.stop()
+        assert "checked: ok" in ok(kvctl("backup", "verify", url, config=config, env=weed.server.env))
+        restored = tmp_path / "restored"
+        ok(kvctl("restore", url, "--data-dir", str(restored), config=config, env=weed.server.env))
+        copy = node_factory("restored")
+        copy.data_dir = restored
+        copy.start()
+        assert _digest(copy) == digest
+    finally:
+        weed.stop()

@@ -86,55 +86,74 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+class SeaweedFS:
+    """`weed mini` on fixed free ports over one directory: it can be stopped and started again
+    (the same server, its objects kept), as an object store that goes away for a while."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        config = directory / "s3.json"
+        identity = {"name": "test", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}]}
+        identity["actions"] = ["Admin", "Read", "List", "Tagging", "Write"]
+        config.write_text(json.dumps({"identities": [identity]}))
+        s3_port = free_port()
+        # Every port explicit: the defaults are fixed numbers (parallel runs would clash) and the gRPC
+        # ones default to port + 10000, past 65535 for a high free port.
+        ports = [
+            f"-{flag}={free_port()}"
+            for flag in (
+                "master.port",
+                "master.port.grpc",
+                "volume.port",
+                "volume.port.grpc",
+                "filer.port",
+                "filer.port.grpc",
+                "s3.port.grpc",
+                "admin.port",
+                "admin.port.grpc",
+                "webdav.port",
+            )
+        ]
+        data = directory / "data"
+        data.mkdir(exist_ok=True)
+        self._command = [
+            _weed(),
+            "mini",
+            f"-dir={data}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-s3.port={s3_port}",
+            f"-s3.config={config}",
+            "-admin.ui=false",
+            "-master.telemetry=false",  # on by default: it would report usage over the internet
+            *ports,
+        ]
+        self._log = directory / "weed.log"
+        self.server = S3Server(f"http://127.0.0.1:{s3_port}", BUCKET)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+        with self._log.open("ab") as out:
+            self._process = subprocess.Popen(
+                self._command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env
+            )
+        _wait_for_bucket(self.server, self._process, self._log)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            _stop(self._process)
+            self._process = None
+
+
 @contextmanager
 def seaweedfs(directory: Path) -> Iterator[S3Server]:
-    directory.mkdir(parents=True, exist_ok=True)
-    config = directory / "s3.json"
-    identity = {"name": "test", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}]}
-    identity["actions"] = ["Admin", "Read", "List", "Tagging", "Write"]
-    config.write_text(json.dumps({"identities": [identity]}))
-    s3_port = free_port()
-    # Every port explicit: the defaults are fixed numbers (parallel runs would clash) and the gRPC
-    # ones default to port + 10000, past 65535 for a high free port.
-    ports = [
-        f"-{flag}={free_port()}"
-        for flag in (
-            "master.port",
-            "master.port.grpc",
-            "volume.port",
-            "volume.port.grpc",
-            "filer.port",
-            "filer.port.grpc",
-            "s3.port.grpc",
-            "admin.port",
-            "admin.port.grpc",
-            "webdav.port",
-        )
-    ]
-    data = directory / "data"
-    data.mkdir(exist_ok=True)
-    command = [
-        _weed(),
-        "mini",
-        f"-dir={data}",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
-        f"-s3.port={s3_port}",
-        f"-s3.config={config}",
-        "-admin.ui=false",
-        "-master.telemetry=false",  # on by default: it would report usage over the internet
-        *ports,
-    ]
-    log = directory / "weed.log"
-    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
-    server = S3Server(f"http://127.0.0.1:{s3_port}", BUCKET)
+    weed = SeaweedFS(directory)
     try:
-        _wait_for_bucket(server, process, log)
-        yield server
+        weed.start()
+        yield weed.server
     finally:
-        _stop(process)
+        weed.stop()
 
 
 @contextmanager
