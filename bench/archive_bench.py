@@ -478,7 +478,7 @@ def main() -> None:
     parser.add_argument(
         "--snapshot-interval",
         type=float,
-        default=30.0,
+        default=60.0,
         help="archive_snapshot_interval_s of the restore's node: longer than the PUTs take, so they stay WAL",
     )
     parser.add_argument("--write", action="store_true", help=f"also write {RESULTS_PATH.name}")
