@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -147,10 +147,17 @@ def _archive_env(store: str, folder: Path, s3: S3Server | None, name: str, encry
 
 
 @contextmanager
-def _nodes() -> Iterator[list[Node]]:
+def _nodes() -> Iterator[Callable[[Path, dict[str, str]], Node]]:
+    """`start(directory, env)`: a node started, and stopped when the block ends."""
     started: list[Node] = []
+
+    def start(directory: Path, env: dict[str, str]) -> Node:
+        node = Node(directory, env)
+        started.append(node)  # before it is ready: one whose start times out is stopped too
+        return node.start()
+
     try:
-        yield started
+        yield start
     finally:
         for node in started:
             node.close()
@@ -162,17 +169,15 @@ def _nodes() -> Iterator[list[Node]]:
 def latency(args: argparse.Namespace, folder: Path, s3: S3Server | None) -> list[dict[str, Any]]:
     stores = ["off", "file"] + (["s3"] if s3 is not None else [])
     rows: list[dict[str, Any]] = []
-    with _nodes() as started:
+    with _nodes() as start:
         nodes: dict[tuple[str, str], Node] = {}
         for fsync in args.fsync:
             for store in stores:
                 env = {"KVSTORE_FSYNC": fsync, "KVSTORE_ARCHIVE_TIMEOUT_S": str(args.archive_timeout)}
                 if store != "off":
                     env.update(_archive_env(store, folder, s3, f"latency-{store}-{fsync}"))
-                node = Node(folder / f"latency-{store}-{fsync}", env).start()
-                started.append(node)
-                nodes[store, fsync] = node
-        for node in started:
+                nodes[store, fsync] = start(folder / f"latency-{store}-{fsync}", env)
+        for node in nodes.values():
             if node.archiving:
                 node.wait_snapshot()  # the first one, taken at start, is not part of the windows
         print(f"PUT, wrk -t1 -c{args.connections} -d{args.duration:g}s, archive_timeout_s={args.archive_timeout:g}")
@@ -228,9 +233,8 @@ async def _write_wal(node: Node, total_bytes: int) -> None:
 
 def _keep_up(args: argparse.Namespace, folder: Path, env: dict[str, str], name: str) -> dict[str, float]:
     """Writes with the archiver on: how much it archives meanwhile, and how long it takes after."""
-    with _nodes() as started:
-        node = Node(folder / f"keep-up-{name}", {"KVSTORE_FSYNC": "off", **env}).start()
-        started.append(node)
+    with _nodes() as start:
+        node = start(folder / f"keep-up-{name}", {"KVSTORE_FSYNC": "off", **env})
         node.wait_snapshot()
         lsn_start, archived_start = node.commit_lsn(), node.archived_wal_bytes()
         began = time.perf_counter()
@@ -257,9 +261,8 @@ def _backlog_rate(args: argparse.Namespace, folder: Path, env: dict[str, str], n
     waits for archive_timeout_s, so it is left out)."""
     quiet = {"KVSTORE_FSYNC": "off", "KVSTORE_CHECKPOINT_INTERVAL_S": "86400"}
     quiet["KVSTORE_CHECKPOINT_WAL_BYTES"] = str(64 * 1024**3)
-    with _nodes() as started:
-        node = Node(folder / f"backlog-{name}", quiet).start()
-        started.append(node)
+    with _nodes() as start:
+        node = start(folder / f"backlog-{name}", quiet)
         asyncio.run(_write_wal(node, args.wal_mib * 2**20))
         node.launcher.kill()
         completed = list_segments(node.launcher.data_dir / "WAL")[:-1]
@@ -330,9 +333,8 @@ def restore(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "KVSTORE_ARCHIVE_SNAPSHOT_INTERVAL_S": str(args.snapshot_interval),
     }
     results: dict[str, Any] = {"keys": args.keys}
-    with _nodes() as started:
-        source = Node(folder / "restore-source", env).start()
-        started.append(source)
+    with _nodes() as start:
+        source = start(folder / "restore-source", env)
         began = time.perf_counter()
         asyncio.run(
             load_keys(source.url, source.headers, args.keys, PUT_VALUE, txn_ops=TXN_OPS, concurrency=8, timeout_s=60)
@@ -367,11 +369,9 @@ def restore(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     results["restore"] = json.loads(completed.stdout)
     # The catalog's signing keys are sealed with the cluster key: the restored node needs the same.
     shutil.copy2(cluster_key, restored_dir / "cluster.key")
-    with _nodes() as started:
-        restored = Node(restored_dir, {"KVSTORE_FSYNC": "off"})
-        started.append(restored)
+    with _nodes() as start:
         began = time.perf_counter()
-        restored.start()
+        restored = start(restored_dir, {"KVSTORE_FSYNC": "off"})
         results["start_to_ready_s"] = time.perf_counter() - began
         response = httpx.get(f"{restored.url}/v1/kv/key:{args.keys - 1:08d}", headers=restored.headers, timeout=30)
         if response.status_code != 200:
@@ -393,11 +393,15 @@ def _spread(values: list[float], form: str) -> str:
     return low if low == high else f"{low}-{high}"
 
 
+def _used_s3(args: argparse.Namespace) -> bool:
+    return not args.no_s3 and not {"latency", "throughput"} <= set(args.skip)
+
+
 def report(args: argparse.Namespace, results: dict[str, Any]) -> str:
     lines = [
         f"`python -m bench.archive_bench {' '.join(sys.argv[1:])}` on {platform.node()}, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores shared by the nodes, "
-        f"wrk{'' if args.no_s3 else ' and SeaweedFS'} (load average {os.getloadavg()[0]:.1f} at the end), Python {platform.python_version()}.",
+        f"wrk{' and SeaweedFS' if _used_s3(args) else ''} (load average {os.getloadavg()[0]:.1f} at the end), Python {platform.python_version()}.",
     ]
     if "latency" in results:
         rows = results["latency"]
@@ -486,8 +490,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="kvarchive-") as tmp, ExitStack() as stack:
         folder = Path(tmp)
-        wants_s3 = not args.no_s3 and not {"latency", "throughput"} <= set(args.skip)
-        s3 = stack.enter_context(seaweedfs(folder / "seaweedfs")) if wants_s3 else None
+        s3 = stack.enter_context(seaweedfs(folder / "seaweedfs")) if _used_s3(args) else None
         if "latency" not in args.skip:
             results["latency"] = latency(args, folder, s3)
         if "throughput" not in args.skip:
