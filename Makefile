@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA_DIR ?= run-data
 PORT ?= 8080
 
-.PHONY: run stop test lint setup system-deps bench-deps bench-servers bench bench-auth bench-replication bench-flood bench-login-flood bench-kvb clean \
+.PHONY: run stop test lint setup system-deps bench-deps bench-servers bench bench-auth bench-replication bench-flood bench-login-flood bench-kvb bench-archive clean \
 	compose-up compose-down test-compose chaos chaos-docker chaos-soak
 
 $(BIN)/python:
@@ -107,6 +107,12 @@ bench-flood: setup
 # Bad logins from fresh addresses: a real login's wait and another client's GETs (a recorded run: bench/results/RESULTS-login-flood.md).
 bench-login-flood: setup
 	$(BIN)/python -m bench.login_flood_bench
+
+# Archiving off vs on (file://, SeaweedFS S3): PUT latency, archive MB/s plain and encrypted
+# (bench/results/RESULTS-archive.md); ARCHIVE_BENCH_ARGS=--restore adds a 1,000,000-key restore.
+ARCHIVE_BENCH_ARGS ?=
+bench-archive: setup system-deps
+	$(BIN)/python -m bench.archive_bench --write $(ARCHIVE_BENCH_ARGS)
 
 # Authorization on vs off on the data path (also part of `make bench`).
 bench-auth: setup system-deps
