@@ -204,3 +204,30 @@ def test_an_archive_of_another_cluster_is_refused(node_factory: MakeNode, tmp_pa
     assert (
         orjson.loads(open_store(url).read("archive.json"))["system_identifier"] == _status(first)["system_identifier"]
     )
+
+
+def test_old_snapshots_and_the_wal_only_they_need_are_deleted(node_factory: MakeNode, tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'archive'}"
+    env = _archive_env(url, KVSTORE_ARCHIVE_SNAPSHOT_INTERVAL_S="1", KVSTORE_ARCHIVE_KEEP_SNAPSHOTS="2")
+    node = node_factory(env=env).start()
+    seen: set[str] = set()
+
+    def new_snapshot() -> bool:
+        snapshot = _status(node)["archive"]["last_snapshot"]
+        fresh = snapshot not in seen
+        seen.add(snapshot)
+        return fresh
+
+    for round_ in range(5):  # a snapshot a second, each after new writes: five of them at least
+        last_lsn = _write(node, f"round{round_}/", 50)
+        wait_until(lambda lsn=last_lsn: _archived_lsn(node) >= lsn, 60, "the round archived")
+        wait_until(new_snapshot, 60, "a new snapshot archived")
+    manifests = list_snapshots(open_store(url))
+    assert len(seen) >= 5 and len(manifests) == 2
+    oldest_redo = min(parse_lsn(m.redo_lsn) for m in manifests)
+    objects = _wal_objects(url)
+    # Nothing older than the oldest kept snapshot needs is left, and from it on the WAL is whole.
+    assert objects and all(o.end_lsn > oldest_redo for o in objects) and objects[0].start_lsn <= oldest_redo
+    assert all(a.end_lsn == b.start_lsn for a, b in zip(objects, objects[1:]))
+    snapshot_objects = [info.name for info in open_store(url).list("snapshots/")]
+    assert len(snapshot_objects) == 4  # two kept, each a snapshot and its manifest
