@@ -52,8 +52,9 @@ class ClusterKeyError(Exception):
     """No usable cluster key, or one that does not open what the catalog holds; says what to do."""
 
 
-def parse(text: str, source: str) -> bytes:
-    """32 bytes written as 64 hex digits or base64 (standard or URL-safe, padding optional)."""
+def decode_key(text: str) -> bytes | None:
+    """32 bytes written as 64 hex digits or base64 (standard or URL-safe, padding optional); None
+    for anything else. The archive key (archive/crypto.py) is written the same way."""
     text = text.strip()
     raw: bytes | None = None
     if len(text) == 2 * KEY_BYTES:
@@ -66,7 +67,12 @@ def parse(text: str, source: str) -> bytes:
             raw = base64.b64decode(text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4), validate=True)
         except (binascii.Error, ValueError):
             raw = None
-    if raw is None or len(raw) != KEY_BYTES:
+    return raw if raw is not None and len(raw) == KEY_BYTES else None
+
+
+def parse(text: str, source: str) -> bytes:
+    raw = decode_key(text)
+    if raw is None:
         # Never echo the text: it is (meant to be) a secret.
         raise ClusterKeyError(
             f"{source}: the cluster key must be {KEY_BYTES} random bytes written as {2 * KEY_BYTES} hex digits "

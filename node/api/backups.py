@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from ..archive.access import Stores
 from ..archive.crypto import load_archive_key
-from ..archive.snapshots import export_snapshot
+from ..archive.snapshots import export_checkpoint
 from ..archive.store import ArchiveError, ObjectExists
 from ..catalog import Principal
 from ..config import Settings
@@ -47,19 +47,7 @@ def routes(node: BackupNode) -> list[Route]:
         # and the open file keeps its bytes until the upload is done.
         snapshot = (node.datadir.base / result.snapshot).open("rb")
         try:
-            manifest = await asyncio.to_thread(
-                export_snapshot,
-                stores.meta,
-                snapshot,
-                result.snapshot,
-                system_identifier=control.system_identifier,
-                timeline=control.timeline,
-                redo_lsn=control.redo_lsn,
-                consistent_lsn=control.consistent_lsn,
-                checkpoint_at_ms=control.checkpoint_at_ms,
-                key_id=stores.key_id,
-                data=None if stores.key_id is None else stores.data,
-            )
+            manifest = await asyncio.to_thread(export_checkpoint, stores, snapshot, result.snapshot, control)
         except ObjectExists as exc:
             raise AlreadyExists(f"{exc} (no key changed since that export: it is the same snapshot)") from None
         except ArchiveError as exc:

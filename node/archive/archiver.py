@@ -31,7 +31,7 @@ from ..wal.format import SEGMENT_HEADER_BYTES, SegmentHeader, format_lsn, parse_
 from ..wal.segments import Segment, list_segments
 from .access import Stores, claim
 from .layout import WAL, SegmentObject, history_name, parse_history_name, parse_segment, utc_iso
-from .snapshots import MANIFEST_OBJECT, SNAPSHOT_OBJECT, Manifest, export_snapshot, list_snapshots, snapshot_dir
+from .snapshots import MANIFEST_OBJECT, SNAPSHOT_OBJECT, Manifest, export_checkpoint, list_snapshots, snapshot_dir
 from .store import ArchiveError, ObjectExists, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -277,20 +277,7 @@ class Archiver:
         # Opened at once: a later checkpoint may remove it from base/; the open file keeps its bytes.
         snapshot = (self._datadir.base / result.snapshot).open("rb")
         try:
-            manifest = await self._call(
-                lambda: export_snapshot(
-                    self._stores.meta,
-                    snapshot,
-                    result.snapshot,
-                    system_identifier=control.system_identifier,
-                    timeline=control.timeline,
-                    redo_lsn=control.redo_lsn,
-                    consistent_lsn=control.consistent_lsn,
-                    checkpoint_at_ms=control.checkpoint_at_ms,
-                    key_id=self._stores.key_id,
-                    data=None if self._stores.data is self._stores.meta else self._stores.data,
-                )
-            )
+            manifest = await self._call(export_checkpoint, self._stores, snapshot, result.snapshot, control)
         except ObjectExists:  # no key changed since the last one: it is archived already
             manifest = None
         except ArchiveError:

@@ -24,8 +24,6 @@ The SHA-256 the inner store records and checks is the ciphertext's; `put` and `g
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import io
 import os
@@ -42,10 +40,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from ..cluster_key import KEY_BYTES, decode_key
 from ..fsutil import fsync_dir
 from .store import ArchiveError, IntegrityError, ObjectInfo, ObjectStore, Source
 
-KEY_BYTES: Final = 32
 KEY_ID_CHARS: Final = 16
 MAGIC: Final = b"KVENC001"
 NONCE_BYTES: Final = 12
@@ -78,19 +76,8 @@ class ArchiveKey:
     @classmethod
     def parse(cls, text: str, source: str) -> ArchiveKey:
         """32 bytes written as 64 hex digits or base64 (standard or URL-safe, padding optional)."""
-        text = text.strip()
-        raw: bytes | None = None
-        if len(text) == 2 * KEY_BYTES:
-            try:
-                raw = bytes.fromhex(text)
-            except ValueError:
-                raw = None
+        raw = decode_key(text)
         if raw is None:
-            try:
-                raw = base64.b64decode(text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4), validate=True)
-            except (binascii.Error, ValueError):
-                raw = None
-        if raw is None or len(raw) != KEY_BYTES:
             # Never echo the text: it is (meant to be) a secret.
             raise ArchiveKeyError(
                 f"{source}: the archive key must be {KEY_BYTES} random bytes written as {2 * KEY_BYTES} hex digits "

@@ -9,7 +9,9 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from ..control import Control
 from ..wal.format import format_lsn
+from .access import Stores
 from .store import ArchiveError, ObjectStore, sha256_of
 
 MANIFEST_FORMAT = 1
@@ -84,6 +86,23 @@ def export_snapshot(
     )
     store.put(f"{directory}/{MANIFEST_OBJECT}", orjson.dumps(manifest.document(), option=orjson.OPT_INDENT_2))
     return manifest
+
+
+def export_checkpoint(stores: Stores, snapshot: BinaryIO, source_file: str, control: Control) -> Manifest:
+    """`export_snapshot` of the checkpoint `control` describes into an archive's stores: the
+    snapshot itself encrypted when the stores have a key, its manifest plain."""
+    return export_snapshot(
+        stores.meta,
+        snapshot,
+        source_file,
+        system_identifier=control.system_identifier,
+        timeline=control.timeline,
+        redo_lsn=control.redo_lsn,
+        consistent_lsn=control.consistent_lsn,
+        checkpoint_at_ms=control.checkpoint_at_ms,
+        key_id=stores.key_id,
+        data=None if stores.key_id is None else stores.data,
+    )
 
 
 def list_snapshots(store: ObjectStore) -> list[Manifest]:
