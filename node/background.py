@@ -1,5 +1,6 @@
-"""The node's own periodic work: checkpoints when due, the event loop's lag, and the WAL's
-fsync under the interval policy (expiry is a primary's: replication/roles.py)."""
+"""The node's own periodic work: checkpoints when due, the event loop's lag, the WAL's fsync
+under the interval policy (expiry is a primary's: replication/roles.py), and systemd's
+watchdog pings (the node starts that one itself, before recovery)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from . import metrics
 from .checkpoint import Checkpointer
 from .config import Settings
 from .engine import Engine
+from .sdnotify import Notifier
 from .supervisor import Spawn
 from .wal.policy import FsyncPolicy
 
@@ -47,3 +49,13 @@ async def measure_loop_lag() -> None:
         due = loop.time() + LOOP_LAG_SAMPLE_S
         await asyncio.sleep(LOOP_LAG_SAMPLE_S)
         metrics.EVENT_LOOP_LAG_SECONDS.observe(max(0.0, loop.time() - due))
+
+
+async def ping_watchdog(notifier: Notifier) -> None:
+    """WATCHDOG=1 every half WATCHDOG_USEC, from the event loop itself: a loop that is stuck
+    stops the pings, and systemd kills and restarts the node (WatchdogSec=)."""
+    interval_s = notifier.watchdog_interval_s
+    assert interval_s is not None
+    while True:
+        notifier.watchdog()
+        await asyncio.sleep(interval_s)

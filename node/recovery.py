@@ -16,6 +16,7 @@ from pathlib import Path
 from . import records
 from .control import ROLE_REPLICA, STATE_SHUT_DOWN, Control, read_control
 from .datadir import DataDir
+from .progress import Progress
 from .snapshot import SnapshotError, SnapshotReader
 from .store import Store
 from .wal.format import format_lsn
@@ -23,6 +24,8 @@ from .wal.reader import WalCorruption, WalScan
 from .wal.segments import TornTail, list_segments, repair_torn_tail
 
 log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_RECORDS_MASK = 1023  # bump the progress count every 1024 records replayed
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,19 +40,20 @@ class Recovered:
     seconds: float
 
 
-def recover(datadir: DataDir) -> Recovered:
+def recover(datadir: DataDir, progress: Progress | None = None) -> Recovered:
+    """`progress` counts the snapshot's entries loaded, then the WAL records replayed."""
     # A million new tuples would trigger full cyclic-GC passes over everything loaded so
     # far; none of these objects form cycles, so collect nothing until recovery is done.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _recover(datadir)
+        return _recover(datadir, progress or Progress())
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
-def _recover(datadir: DataDir) -> Recovered:
+def _recover(datadir: DataDir, progress: Progress) -> Recovered:
     started = time.perf_counter()
     control = read_control(datadir.control)
     if control.state != STATE_SHUT_DOWN:
@@ -63,7 +67,7 @@ def _recover(datadir: DataDir) -> Recovered:
             raise SnapshotError(path, "named by control but missing") from None
         if snapshot.info.redo_lsn != control.redo_lsn:
             raise SnapshotError(path, f"redo LSN {format_lsn(snapshot.info.redo_lsn)} differs from control's")
-        store.bulk_load(snapshot.entries())
+        store.bulk_load(snapshot.entries(progress))
         store.revision = max(store.revision, snapshot.revision)  # deletes may have gone higher
     store.applied_lsn = control.redo_lsn
     replayed = 0
@@ -75,6 +79,8 @@ def _recover(datadir: DataDir) -> Recovered:
         for item in scan:
             store.apply(item.record, item.end_lsn)
             replayed += 1
+            if not replayed & PROGRESS_EVERY_RECORDS_MASK:
+                progress.done += PROGRESS_EVERY_RECORDS_MASK + 1
         assert scan.end_lsn is not None
         end_lsn = scan.end_lsn
         torn_tail = scan.torn_tail

@@ -25,9 +25,9 @@ from . import background, listener
 from .api.app import App
 from .api.rsgi import Admission, RsgiAdapter
 from .config import Settings
-from .control import STATE_RUNNING
 from .datadir import DataDir, DataDirLock, make_root
 from .services import Services, assemble
+from .start_report import StartReport
 from .startup import prepare_datadir
 from .status import status_document
 from .supervisor import Supervisor
@@ -35,6 +35,7 @@ from .supervisor import Supervisor
 log = logging.getLogger(__name__)
 
 RESTART_GRACE_S = 0.3
+CONSISTENT_POLL_S = 0.05
 
 
 class Node:
@@ -58,6 +59,7 @@ class Node:
         self.recovery_seconds: float | None = None
         self.restart_requested: str | None = None
         self._before_exec: Callable[[], None] | None = None
+        self.start_report = StartReport()  # STATUS, READY, STOPPING, WATCHDOG to systemd (Type=notify)
 
     @property
     def ready(self) -> bool:
@@ -89,18 +91,23 @@ class Node:
             loop.add_signal_handler(signum, self.request_stop)
         make_root(self.datadir)
         self._lock.acquire()
+        report, notifier = self.start_report, self.start_report.notifier
+        if notifier.watchdog_interval_s is not None:
+            self.supervisor.spawn("watchdog", lambda: background.ping_watchdog(notifier))
+        reporting = asyncio.create_task(report.run(), name="start-report")
         try:
             await self._start_http()
-            if not await prepare_datadir(self.settings, self.datadir, self._replica_of_flag, self._stop):
+            if not await prepare_datadir(self.settings, self.datadir, self._replica_of_flag, self._stop, report):
                 return  # asked to stop while waiting for a primary
             services = await self._recover()
+            report.step("taking the role")
             catalog_start, roles = services.catalog_start, self.roles
             sealed_upgrade = catalog_start.check_signing_keys()
             if roles.is_replica:
                 await roles.start_as_replica(self._replica_of_flag)
             elif not catalog_start.exists():
                 await catalog_start.bootstrap()
-            await services.checkpointer.update_control(state=STATE_RUNNING)
+            await services.mark_running()
             gc.freeze()  # recovered objects never need a cyclic GC scan again
             background.start(self.supervisor.spawn, self.settings, services.engine, services.checkpointer)
             if not roles.is_replica:
@@ -110,18 +117,26 @@ class Node:
             if sealed_upgrade is not None and takes_writes:
                 self.supervisor.spawn("catalog-seal", lambda: catalog_start.seal_signing_keys(*sealed_upgrade))
             self._ready = True
-            log.info(
-                "ready", extra={"url": self.url, "fsync": self.settings.fsync.value, "keys": len(self.engine.store)}
-            )
-            print(f"kvstored: ready at {self.url}; log in with: kvctl login --url {self.url} --user admin", flush=True)
+            if await self._until_consistent():
+                reporting.cancel()
+                log.info(
+                    "ready", extra={"url": self.url, "fsync": self.settings.fsync.value, "keys": len(self.engine.store)}
+                )
+                print(
+                    f"kvstored: ready at {self.url}; log in with: kvctl login --url {self.url} --user admin", flush=True
+                )
+                notifier.ready(f"ready at {self.url} ({'replica' if self.is_replica else 'primary'})")
             await self._stop.wait()
         finally:
+            reporting.cancel()
             await self._shutdown()
             if self._before_exec is not None:
                 self._before_exec()
             self._lock.release()
 
     def request_stop(self) -> None:
+        if not self._stop.is_set() and self.restart_requested is None:
+            self.start_report.notifier.stopping()
         self._stop.set()
 
     def request_restart(self, reason: str, before_exec: Callable[[], None] | None = None) -> None:
@@ -133,6 +148,7 @@ class Node:
         """
         self.restart_requested = reason
         self._before_exec = before_exec
+        self.start_report.notifier.reloading(f"restarting: {reason}")  # READY=1 again once started anew
         asyncio.get_running_loop().call_later(RESTART_GRACE_S, self.request_stop)
 
     async def _start_http(self) -> None:
@@ -170,8 +186,20 @@ class Node:
             log.critical("HTTP server stopped unexpectedly; shutting down", exc_info=error)
             self.request_stop()
 
+    async def _until_consistent(self) -> bool:
+        """Wait until `ready` (a replica fresh from a fuzzy base backup replays to the point where
+        its snapshot is consistent first); False if asked to stop before."""
+        if not self.ready:
+            self.start_report.step("replaying to the base backup's consistent point")
+        while not self.ready:
+            if self._stop.is_set():
+                return False
+            await asyncio.sleep(CONSISTENT_POLL_S)
+        return True
+
     async def _recover(self) -> Services:
-        services = await assemble(self.settings, self.datadir, self.supervisor.spawn)
+        progress = self.start_report.step("recovering the data directory", unit="entries and records")
+        services = await assemble(self.settings, self.datadir, self.supervisor.spawn, progress)
         self.engine, self.checkpointer, self.audit = services.engine, services.checkpointer, services.audit
         self.catalog_changes, self.catalog_health, self.auth = (
             services.catalog_changes,

@@ -23,10 +23,11 @@ from .catalog_start import CatalogStart, Spawn, signing_keys_sealed
 from .catalog_store import CatalogStore
 from .checkpoint import Checkpointer
 from .config import ConfigError, Settings
-from .control import ROLE_REPLICA, STATE_SHUT_DOWN
+from .control import ROLE_REPLICA, STATE_RUNNING, STATE_SHUT_DOWN
 from .datadir import DataDir
 from .engine import Engine
 from .passwords import HashingPool
+from .progress import Progress
 from .recovery import recover
 from .wal.format import format_lsn
 from .wal.segments import list_segments
@@ -50,6 +51,10 @@ class Services:
     history: list[timelines.Switch]  # how its timeline descends from timeline 1
     recovery_seconds: float
 
+    async def mark_running(self) -> None:
+        """Control says `in production`: a stop from here on without a final checkpoint is a crash."""
+        await self.checkpointer.update_control(state=STATE_RUNNING)
+
     async def close(self, final_checkpoint: bool) -> None:
         """Stop writing: a final checkpoint (unless the WAL failed, or `final_checkpoint` is
         False) marking a clean shutdown, then close the WAL, the audit log and the hashing pool."""
@@ -68,12 +73,12 @@ class Services:
         log.info("shut down", extra={"commit_lsn": format_lsn(self.engine.committed_lsn)})
 
 
-async def assemble(settings: Settings, datadir: DataDir, spawn: Spawn) -> Services:
+async def assemble(settings: Settings, datadir: DataDir, spawn: Spawn, progress: Progress | None = None) -> Services:
     """Recover the data directory (in a thread) and build the services on what it holds;
     `spawn` starts the catalog's background writes. Raises ConfigError when the cluster key
-    cannot open this catalog's signing secrets."""
+    cannot open this catalog's signing secrets. `progress` counts the recovery's work."""
     loop = asyncio.get_running_loop()
-    recovered = await loop.run_in_executor(None, recover, datadir)
+    recovered = await loop.run_in_executor(None, recover, datadir, progress)
     is_replica = recovered.control.role == ROLE_REPLICA
     engine = Engine(recovered.store)
     writer = WalWriter(

@@ -21,6 +21,7 @@ from typing import Any, Final
 import msgpack
 
 from .fsutil import fsync_dir
+from .progress import Progress
 from .store import Entry
 from .wal.format import NEED_DATA, CorruptFrame, Frame, FrameDecoder, encode_frame
 
@@ -115,7 +116,7 @@ class SnapshotReader:
             raise SnapshotError(path, f"malformed header: {exc!r}") from None
         self.revision = 0
 
-    def entries(self) -> Iterator[tuple[str, Entry]]:
+    def entries(self, progress: Progress | None = None) -> Iterator[tuple[str, Entry]]:
         previous: bytes | None = None
         entries = 0
         for frame in self._frames:
@@ -124,6 +125,8 @@ class SnapshotReader:
                 for i in range(0, len(flat), _FIELDS_PER_ENTRY):
                     yield flat[i], (flat[i + 1], flat[i + 2], flat[i + 3], flat[i + 4])
                 entries += len(flat) // _FIELDS_PER_ENTRY
+                if progress is not None:
+                    progress.done = entries
             previous = frame.payload
         trailer = msgpack.unpackb(previous) if previous is not None else None
         if not isinstance(trailer, dict) or trailer.get("entries") != entries:

@@ -19,6 +19,7 @@ from kvstore.node.config import Settings
 from kvstore.node.control import ROLE_REPLICA, STATE_SHUT_DOWN, Control, write_control
 from kvstore.node.datadir import DataDir
 from kvstore.node.fsutil import PRIVATE_DIR_MODE, fsync_dir
+from kvstore.node.progress import Progress
 from kvstore.node.snapshot import SnapshotReader
 from kvstore.node.wal.format import format_lsn
 from kvstore.node.wal.segments import list_segments, remove_all_segments
@@ -66,7 +67,11 @@ def _backup_headers(url: str, headers: httpx.Headers) -> _BackupHeaders:
 
 
 async def take_base_backup(
-    datadir: DataDir, settings: Settings, primary_url: str, system_identifier: int | None = None
+    datadir: DataDir,
+    settings: Settings,
+    primary_url: str,
+    system_identifier: int | None = None,
+    progress: Progress | None = None,
 ) -> Control:
     """Fill a data directory from the primary: its snapshot, control, timeline history.
 
@@ -75,7 +80,8 @@ async def take_base_backup(
     until then the data directory is what it was, empty (a new replica: the next start
     with --replica-of begins again) or marked `needs base backup` (see
     `clear_for_base_backup`). With `system_identifier` (a data directory that belonged to
-    a system), only a node of that system is accepted.
+    a system), only a node of that system is accepted. `progress` counts the snapshot's
+    bytes downloaded.
     """
     url = primary_url.rstrip("/")
     timeout = httpx.Timeout(30.0, read=300.0)
@@ -96,7 +102,7 @@ async def take_base_backup(
                 raise ReplicationError(f"base backup from {url} refused: {peers.error_text(response)}")
             meta = _backup_headers(url, response.headers)
             partial = datadir.base / f".{meta.snapshot}.partial"
-            received = await _download(response, partial)
+            received = await _download(response, partial, progress or Progress(), meta.snapshot_bytes)
     if received != meta.snapshot_bytes:
         raise ReplicationError(f"base backup cut short: {received} of {meta.snapshot_bytes} bytes")
     loop = asyncio.get_running_loop()
@@ -131,13 +137,15 @@ async def take_base_backup(
     return control
 
 
-async def _download(response: httpx.Response, path: Path) -> int:
+async def _download(response: httpx.Response, path: Path, progress: Progress, total: int) -> int:
     loop = asyncio.get_running_loop()
     received = 0
+    progress.total = total
     with open(path, "wb") as file:
         async for chunk in response.aiter_bytes(DOWNLOAD_CHUNK_BYTES):
             await loop.run_in_executor(None, file.write, chunk)
             received += len(chunk)
+            progress.done = received
         await loop.run_in_executor(None, file.flush)
         await loop.run_in_executor(None, os.fsync, file.fileno())
     return received
