@@ -19,12 +19,13 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 setup: $(VENV)/.installed
 
-# Debian packages the tests and benchmarks use: promtool (metrics format check), wrk, redis.
+# Debian packages the tests and benchmarks use: promtool (metrics format check), wrk, redis,
+# systemd-analyze (the unit files' checks).
 system-deps:
-	@command -v promtool >/dev/null && command -v wrk >/dev/null && command -v redis-server >/dev/null || { \
+	@command -v promtool >/dev/null && command -v wrk >/dev/null && command -v redis-server >/dev/null && command -v systemd-analyze >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus wrk redis-server >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus wrk redis-server systemd >/dev/null; }
 
 # A local cluster in the foreground: primary p on $(PORT), replicas r1 and r2 on the next two ports.
 run: setup
