@@ -133,6 +133,7 @@ class Node:
             if self._before_exec is not None:
                 self._before_exec()
             self._lock.release()
+            notifier.close()
 
     def request_stop(self) -> None:
         if not self._stop.is_set() and self.restart_requested is None:
