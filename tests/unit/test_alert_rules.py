@@ -50,15 +50,18 @@ def test_every_metric_the_rules_use_is_exported() -> None:
     rules = [
         rule for group in yaml.safe_load((RULES_DIR / "alerts.yml").read_text())["groups"] for rule in group["rules"]
     ]
-    used: dict[str, set[str]] = {}
-    for rule in rules:
-        names: set[str] = set()
-        promql_parser.walk(
-            promql_parser.parse(rule["expr"]),
-            lambda node: names.add(node.name) if isinstance(node, promql_parser.VectorSelector) else None,
-        )
-        assert names, f"{rule['alert']} selects no metric by name"
-        used[rule["alert"]] = names
+    used = {rule["alert"]: _selected(rule["expr"]) for rule in rules}
+    assert all(used.values()), f"a rule selects no metric by name: {used}"
     assert len(used) >= 9, sorted(used)  # the archive's, the nodes', replication's, the WAL's, logins'
     missing = {alert: names - exported for alert, names in used.items() if names - exported}
     assert not missing, f"not exported by the node: {missing}"
+
+
+def _selected(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects."""
+    names: set[str] = set()
+    promql_parser.walk(
+        promql_parser.parse(expr),
+        lambda node: names.add(node.name) if isinstance(node, promql_parser.VectorSelector) else None,
+    )
+    return names
