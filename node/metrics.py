@@ -7,8 +7,9 @@ test checks that each metric declared here shows up on `/metrics`.
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -75,8 +76,16 @@ class OperationStats(Collector):
 
 KV_OPERATIONS = OperationStats(_LATENCY_BUCKETS_S)
 REGISTRY.register(KV_OPERATIONS)
+KEY_COUNT = Gauge("kvstore_key_count", "Keys in the store (expired keys not yet removed included).", registry=REGISTRY)
 STORE_KEYS = Gauge(
-    "kvstore_store_keys", "Keys in the store (expired keys not yet removed included).", registry=REGISTRY
+    "kvstore_store_keys", "Alias of kvstore_key_count, kept for existing dashboards and rules.", registry=REGISTRY
+)
+MEMORY_USAGE_BYTES = Gauge(
+    "kvstore_memory_usage_bytes",
+    "Memory by kind: store_estimate (the store's keys, entries and indexes, from sys.getsizeof of a "
+    "sample of entries times the key count), rss (the process' resident set, /proc/self/statm).",
+    ["kind"],
+    registry=REGISTRY,
 )
 STORE_REVISION = Gauge("kvstore_store_revision", "Highest version applied to the store.", registry=REGISTRY)
 TTL_EXPIRED_KEYS = Counter(
@@ -115,6 +124,14 @@ WAL_COMMIT_BATCH_RECORDS = Histogram(
 )
 WAL_END_LSN = Gauge("kvstore_wal_end_lsn_bytes", "Byte position where the next WAL record goes.", registry=REGISTRY)
 WAL_SIZE_BYTES = Gauge("kvstore_wal_size_bytes", "Bytes held in WAL segment files.", registry=REGISTRY)
+WAL_DISK_FREE_BYTES = Gauge(
+    "kvstore_wal_disk_free_bytes",
+    "Bytes free for the node on the file system holding the WAL directory (statvfs f_bavail).",
+    registry=REGISTRY,
+)
+WAL_DISK_SIZE_BYTES = Gauge(
+    "kvstore_wal_disk_size_bytes", "Size of the file system holding the WAL directory.", registry=REGISTRY
+)
 CHECKPOINT_SECONDS = Histogram(
     "kvstore_checkpoint_seconds",
     "Duration of a checkpoint (snapshot, control update, WAL recycling).",
@@ -154,6 +171,18 @@ REPLICATION_SENT_BYTES = Counter(
     "kvstore_replication_sent_bytes_total",
     "Stream bytes sent to replicas (primary), by where the WAL was read: memory (live tail) or disk.",
     ["source"],
+    registry=REGISTRY,
+)
+NODE_FENCED = Gauge(
+    "kvstore_node_fenced",
+    "1 while this node refuses writes because a newer timeline superseded it (kvctl rejoin ends it).",
+    registry=REGISTRY,
+)
+REPLICATION_SLOTS = Gauge(
+    "kvstore_replication_slots",
+    "The primary's replication slots by state: streaming, disconnected, lost (its WAL is gone: "
+    "the replica needs a new base backup).",
+    ["state"],
     registry=REGISTRY,
 )
 REPLICATION_RECEIVED_BYTES = Counter(
@@ -200,6 +229,35 @@ class ReplicaLag(Collector):
 
 REPLICATION_LAG = ReplicaLag()
 REGISTRY.register(REPLICATION_LAG)
+
+
+class ConnectionsActive(Collector):
+    """Open HTTP connections by role, counted at scrape time (node/api/connections.py)."""
+
+    name = "kvstore_connections_active"
+    documentation = (
+        "TCP connections open on the node's HTTP listeners (kernel's table, listen backlog included), by the "
+        "roles of the last authenticated request on each (comma-joined); anonymous: none authenticated yet."
+    )
+
+    def __init__(self) -> None:
+        self._read: Callable[[], Mapping[str, int]] = lambda: {"anonymous": 0}
+
+    def bind(self, read: Callable[[], Mapping[str, int]]) -> None:
+        self._read = read
+
+    def describe(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(self.name, self.documentation, labels=["role"])
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(self.name, self.documentation, labels=["role"])
+        for role, count in sorted(self._read().items()):
+            family.add_metric([role], count)
+        yield family
+
+
+CONNECTIONS_ACTIVE = ConnectionsActive()
+REGISTRY.register(CONNECTIONS_ACTIVE)
 
 # -- login defences (issue 10): the password hashing pool and the audit log's aggregation --
 LOGIN_HASHES_PENDING = Gauge(
@@ -252,6 +310,8 @@ for _source in ("memory", "disk"):
     REPLICATION_SENT_BYTES.labels(_source)
 for _result in ("ok", "failed"):
     CHECKPOINTS.labels(_result)
+for _state in ("streaming", "disconnected", "lost"):
+    REPLICATION_SLOTS.labels(_state)
 
 # -- continuous archiving (node/archive/archiver.py), on a primary with archive_url set --
 ARCHIVE_BYTES = Counter(
@@ -291,6 +351,16 @@ WATCH_CUTOFFS.labels("slow_watcher")
 def bind_gauge(gauge: Gauge, read: Callable[[], float]) -> None:
     """Have `gauge` read its value at scrape time instead of on every change."""
     gauge.set_function(read)
+
+
+def rss_bytes() -> float:
+    """The process' resident set: /proc/self/statm's second field is in pages."""
+    with open("/proc/self/statm", "rb") as statm:
+        return int(statm.read().split()[1]) * _PAGE_BYTES
+
+
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+bind_gauge(MEMORY_USAGE_BYTES.labels("rss"), rss_bytes)
 
 
 def exposition() -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
 
 from kvstore.replication import timelines
@@ -73,6 +74,12 @@ class Services:
         log.info("shut down", extra={"commit_lsn": format_lsn(self.engine.committed_lsn)})
 
 
+def _disk_bytes(datadir: DataDir, blocks: str) -> int:
+    """`blocks` (a statvfs field counting fragments) of the WAL directory's file system, in bytes."""
+    stats = os.statvfs(datadir.wal)
+    return int(getattr(stats, blocks)) * stats.f_frsize
+
+
 async def assemble(settings: Settings, datadir: DataDir, spawn: Spawn, progress: Progress | None = None) -> Services:
     """Recover the data directory (in a thread) and build the services on what it holds;
     `spawn` starts the catalog's background writes. Raises ConfigError when the cluster key
@@ -129,11 +136,16 @@ async def assemble(settings: Settings, datadir: DataDir, spawn: Spawn, progress:
     store.watch(catalog.SYS_PREFIX, health.check, unwatched=(idempotency.PREFIX,))
     metrics.bind_gauge(metrics.CATALOG_DAMAGED_DOCUMENTS, lambda: len(health))
     metrics.bind_gauge(metrics.COMMIT_WAITERS, lambda: engine.commit_waiters)
+    metrics.bind_gauge(metrics.KEY_COUNT, lambda: len(store))
     metrics.bind_gauge(metrics.STORE_KEYS, lambda: len(store))
+    metrics.bind_gauge(metrics.MEMORY_USAGE_BYTES.labels("store_estimate"), store.memory_estimate)
     metrics.bind_gauge(metrics.STORE_REVISION, lambda: store.revision)
     metrics.bind_gauge(metrics.WAL_END_LSN, lambda: writer.end_lsn)
     metrics.WAL_WRITTEN_BYTES.bind(lambda: writer.written_bytes)
     metrics.bind_gauge(metrics.WAL_SIZE_BYTES, lambda: sum(s.size_bytes for s in list_segments(datadir.wal)))
+    # f_bavail, not f_bfree: the blocks reserved for root are no use to a node that is not root.
+    metrics.bind_gauge(metrics.WAL_DISK_FREE_BYTES, lambda: _disk_bytes(datadir, "f_bavail"))
+    metrics.bind_gauge(metrics.WAL_DISK_SIZE_BYTES, lambda: _disk_bytes(datadir, "f_blocks"))
     catalog_changes = CatalogChanges(engine, catalog_store, sealer)
     return Services(
         engine=engine,

@@ -14,6 +14,7 @@ a sorted key list serves prefix scans in key order.
 from __future__ import annotations
 
 import heapq
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
 from typing import Final
@@ -36,6 +37,10 @@ entry_expires_at_ms: Final[Callable[[Entry], int]] = itemgetter(EXPIRES_AT_MS)  
 
 SHARD_COUNT: Final = 1024
 _SHARD_MASK: Final = SHARD_COUNT - 1
+# Entries measured for the memory estimate: evenly spaced in key order, so a store whose value
+# sizes differ by key range is still represented; a scrape costs ~100 us at most.
+MEMORY_SAMPLE_ENTRIES: Final = 256
+_POINTER_BYTES: Final = 8
 
 
 def is_live(entry: Entry, now_ms: int) -> bool:
@@ -70,6 +75,25 @@ class Store:
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    def memory_estimate(self) -> int:
+        """Bytes the store holds: the shard dicts' own tables (exact), plus, per key, the key
+        string, the entry tuple, its value and ints and the sorted index's pointer, averaged
+        over a sample of entries. Shared objects (interned keys, small ints) are counted as
+        owned, so this leans high; the allocator's free lists are not counted at all."""
+        count = len(self._keys)
+        tables = sum(map(sys.getsizeof, self._shards))
+        heap = sys.getsizeof(self._expiry_heap) + len(self._expiry_heap) * sys.getsizeof((0, "", 0))
+        if count == 0:
+            return tables + heap
+        step = max(1, count // MEMORY_SAMPLE_ENTRIES)
+        sampled = self._keys[::step] if step > 1 else list(self._keys)
+        total = 0
+        for key in sampled:
+            entry = self._shards[hash(key) & _SHARD_MASK][key]
+            total += sys.getsizeof(key) + sys.getsizeof(entry) + _POINTER_BYTES
+            total += sum(map(sys.getsizeof, entry))
+        return tables + heap + total * count // len(sampled)
 
     def get(self, key: str, now_ms: int) -> Entry | None:
         """The committed entry, hiding an expired one (lazy expiry)."""

@@ -11,6 +11,7 @@ and this object as the small protocol of what they read and ask of the role
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -78,6 +79,7 @@ class Roles:
         self.archiver: Archiver | None = None  # a primary's, with archive_url set
         self._archive = _open_archive(settings)  # opened now: a bad URL or key stops the start
         self.peer_watch = failover.PeerWatch(settings, engine, checkpointer.control.system_identifier, self)
+        metrics.bind_gauge(metrics.NODE_FENCED, lambda: 1 if self.fenced_reason else 0)
 
     @property
     def timeline(self) -> int:
@@ -132,6 +134,11 @@ class Roles:
                 if row["lag_bytes"] is not None
             ]
         )
+        for state in ("streaming", "disconnected", "lost"):
+            metrics.bind_gauge(
+                metrics.REPLICATION_SLOTS.labels(state),
+                functools.partial(primary.slots.count_in_state, state),
+            )
         self._tasks.spawn("lag-sampler", primary.run_lag_sampler)
         # Fenced in an earlier life (control), or just now by the peer check before this.
         self.fenced_reason = self.fenced_reason or self._checkpointer.control.fenced_reason

@@ -45,6 +45,10 @@ class Slot:
     def saved(self) -> dict[str, Any]:
         return {"restart_lsn": self.restart_lsn, "lost": self.lost}
 
+    @property
+    def state(self) -> str:
+        return "lost" if self.lost else "streaming" if self.streams else "disconnected"
+
 
 @dataclass(slots=True)
 class LagTracker:
@@ -128,13 +132,16 @@ class SlotRegistry:
         self.save()
         return keep_from
 
+    def count_in_state(self, state: str) -> int:
+        return sum(slot.state == state for slot in self.slots.values())
+
     def describe(self, committed_lsn: int, now: float) -> list[dict[str, Any]]:
         rows = []
         for slot in sorted(self.slots.values(), key=lambda slot: slot.name):
             row = asdict(slot)
             for name in ("restart_lsn", "write_lsn", "flush_lsn", "apply_lsn"):
                 row[name] = format_lsn(row[name])
-            row["state"] = "lost" if slot.lost else "streaming" if slot.streams else "disconnected"
+            row["state"] = slot.state
             contact = row.pop("last_contact")
             row["last_contact_s_ago"] = None if contact is None else round(now - contact, 3)
             # No report since this node started: its positions are unknown, not zero.

@@ -30,6 +30,7 @@ from ..errors import (
     Unavailable,
 )
 from .app import LOGIN_PATH, App
+from .connections import Connections
 from .http import Request, Response, StreamResponse, client_address, error_response
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,9 @@ class Admission:
         self.body_bytes = 0
         metrics.bind_gauge(metrics.HTTP_REQUESTS_IN_FLIGHT, lambda: self.in_flight)
         metrics.bind_gauge(metrics.HTTP_BODY_BYTES_IN_FLIGHT, lambda: self.body_bytes)
+        operator = settings.operator_address
+        self.connections = Connections((settings.listen_port, *([operator[1]] if operator else [])))
+        metrics.CONNECTIONS_ACTIVE.bind(self.connections.count)
 
     def enter(self, address: str) -> None:
         self.in_flight += 1
@@ -129,6 +133,8 @@ class RsgiAdapter:
         reserved = 0
         try:
             refusal, reserved, principal = self._admit(scope, address)
+            if principal is not None:
+                admission.connections.note(scope.client, principal.roles)
             if refusal is not None:
                 await self._refuse(proto, refusal, scope.headers)
                 return

@@ -152,6 +152,9 @@ def test_a_killed_replica_resumes_from_its_own_wal_and_a_lost_slot_rebootstraps(
     with primary.client() as client:
         assert client.post("/v1/admin/checkpoint").status_code == 200
     assert admin_get(primary, "/v1/status")["replicas"][0]["state"] == "lost"
+    slots = httpx.get(f"{primary.url}/metrics", timeout=10).text  # what KVStoreReplicationSlotLost reads
+    assert 'kvstore_replication_slots{state="lost"} 1.0' in slots, slots
+    assert 'kvstore_replication_slots{state="streaming"} 0.0' in slots, slots
     replica.restart()
     wait_until(lambda: base_backups(replica) == 2, 60, "a new base backup")
     assert_converged(primary, replica)
@@ -268,6 +271,9 @@ def test_failover_promote_fence_and_rejoin_lose_no_acknowledged_write(node_facto
         refused = client.put("/v1/kv/split-brain", content=b"1")
         assert refused.status_code == 421 and "fenced" in refused.json()["error"]["message"]
     assert admin_get(primary, "/v1/status")["state"] == "fenced"
+    fenced = httpx.get(f"{primary.url}/metrics", timeout=10).text  # what KVStorePrimaryFenced reads
+    assert re.search(r"^kvstore_node_fenced 1\.0$", fenced, re.MULTILINE), fenced
+    assert re.search(r"^kvstore_node_fenced 0\.0$", httpx.get(f"{r1.url}/metrics", timeout=10).text, re.MULTILINE)
 
     # kvctl-equivalent rejoin: it becomes a replica of r1 and converges; its divergent WAL is kept.
     with primary.client() as client:

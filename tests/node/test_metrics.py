@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,8 +20,10 @@ from prometheus_client.metrics import MetricWrapperBase
 
 import kvstore.node.metrics as node_metrics
 from support.harness import NodeProcess
+from support.waiting import wait_until
 
 PROMTOOL = "promtool"
+KEY_COUNT_LINT = 'kvstore_key_count non-histogram and non-summary metrics should not have "_count" suffix'
 # What a family of each type exports as samples (text format 0.0.4).
 SAMPLE_SUFFIXES = {
     "counter": ("_total",),
@@ -91,7 +94,9 @@ def declared_metrics() -> dict[str, str]:
     for value in vars(node_metrics).values():
         if isinstance(value, MetricWrapperBase):
             declared[value._name] = value._type
-        elif isinstance(value, (node_metrics.OperationStats, node_metrics.CounterFunction)):
+        elif isinstance(
+            value, (node_metrics.OperationStats, node_metrics.CounterFunction, node_metrics.ConnectionsActive)
+        ):
             declared.update((family.name, family.type) for family in value.describe())
     return declared
 
@@ -110,7 +115,12 @@ def test_promtool_accepts_the_exposition(exposition: str) -> None:
         [promtool, "check", "metrics"], input=exposition.encode(), capture_output=True, timeout=60, check=False
     )
     report = (checked.stdout + checked.stderr).decode(errors="replace")
-    assert checked.returncode == 0, f"promtool check metrics failed ({checked.returncode}):\n{report}"
+    # One lint finding is known and kept: the design's name kvstore_key_count ends in _count,
+    # which Prometheus reserves for histograms and summaries (kvstore_store_keys is the same
+    # value under a clean name). Exit 3 is "lint problems only"; a parse error exits 1.
+    findings = [line for line in report.splitlines() if line.strip()]
+    assert findings in ([], [KEY_COUNT_LINT]), f"promtool check metrics failed ({checked.returncode}):\n{report}"
+    assert checked.returncode == (3 if findings else 0), report
 
 
 def test_every_declared_metric_is_exported(exposition: str) -> None:
@@ -144,3 +154,40 @@ def test_traffic_is_counted(exposition: str) -> None:
     assert _sample(exposition, "kvstore_wal_fsync_seconds_count") > 0
     assert _sample(exposition, "kvstore_store_keys") > 0
     assert _sample(exposition, "kvstore_wal_end_lsn_bytes") > 0
+
+
+def _labelled(text: str, name: str, label: str) -> dict[str, float]:
+    """{label value: sample} of the family `name` labelled by `label` alone."""
+    pattern = rf'^{re.escape(name)}\{{{label}="([^"]*)"\}} (\S+)$'
+    return {value: float(sample) for value, sample in re.findall(pattern, text, re.MULTILINE)}
+
+
+def test_the_designs_operator_metrics_are_exported(exposition: str) -> None:
+    """The four names of the original design, fed with real values."""
+    assert _sample(exposition, "kvstore_key_count") > 0
+    assert _sample(exposition, "kvstore_key_count") == _sample(exposition, "kvstore_store_keys")  # the alias
+    memory = _labelled(exposition, "kvstore_memory_usage_bytes", "kind")
+    assert set(memory) == {"store_estimate", "rss"}, memory
+    assert 0 < memory["store_estimate"] < memory["rss"], memory
+    assert "anonymous" in _labelled(exposition, "kvstore_connections_active", "role")
+    assert _sample(exposition, "kvstore_wal_size_bytes") > 0
+    assert 0 < _sample(exposition, "kvstore_wal_disk_free_bytes") <= _sample(exposition, "kvstore_wal_disk_size_bytes")
+
+
+def test_connections_are_counted_by_role_while_open(metrics_node: NodeProcess) -> None:
+    """A keep-alive connection that sent an authenticated request counts under the admin's roles
+    until it closes; a connection that sent nothing counts as anonymous."""
+
+    def connections() -> dict[str, float]:
+        scrape = httpx.get(f"{metrics_node.url}/metrics", timeout=30)  # itself an anonymous connection
+        return _labelled(scrape.text, "kvstore_connections_active", "role")
+
+    before = connections()
+    with metrics_node.client() as admin, socket.create_connection(("127.0.0.1", metrics_node.port)):
+        assert admin.get("/v1/status").status_code == 200
+        roles = admin.get("/v1/admin/users/admin").json()["roles"]
+        label = ",".join(sorted(roles))
+        during = connections()
+        assert during.get(label, 0) == before.get(label, 0) + 1, (label, before, during)
+        assert during["anonymous"] >= 2, during  # the silent socket and the scrape's own connection
+    wait_until(lambda: connections().get(label, 0) == before.get(label, 0), 30, "the closed connection to drop out")
