@@ -59,7 +59,8 @@ compose-down:
 	compose/cluster.sh down
 
 # The compose tests (not in `make test`; .ci/run runs them after): the cluster up, checked with
-# kvctl and removed again; then kvchaos's docker backend (promote, partition) on it.
+# kvctl and removed again; then kvchaos's docker backend (promote, partition) on it; and the node
+# under systemd as PID 1 in a container (test_systemd_run.py).
 test-compose: setup
 	$(BIN)/python -m pytest -q -m compose tests/compose/
 

@@ -3,6 +3,7 @@
 #
 #   compose/cluster.sh up            build, then start and wait until every node is healthy
 #   compose/cluster.sh build         base image if missing, wheelhouse, images (kvchaos's docker backend uses it)
+#   compose/cluster.sh wheelhouse    the wheels only, in compose/wheelhouse (the systemd run's image uses them)
 #   compose/cluster.sh down [-v]     stop and remove the containers (-v: and the data volumes)
 #
 # Environment:
@@ -137,9 +138,10 @@ down() {
 case ${1:-} in
   up) up ;;
   build) build ;;
+  wheelhouse) timed "wheelhouse" build_wheelhouse ;;
   down) shift && down "$@" ;;
   *)
-    echo "usage: $0 up | build | down [-v]" >&2
+    echo "usage: $0 up | build | wheelhouse | down [-v]" >&2
     exit 2
     ;;
 esac
