@@ -1,27 +1,27 @@
 """A statistical profile of the event loop's thread, taken while the node keeps serving.
 
-pyinstrument's sampler (its C `setstatprofile` hook) runs in the profiled thread itself, at
-that thread's Python calls and returns once SAMPLE_INTERVAL_S has passed, so it sees the
-loop's real stacks. A sampler thread reading `sys._current_frames()` was measured first and
-is blind here: it runs only when the loop thread lets go of the GIL, which is almost always
-in uvloop's wait for I/O, so nearly every sample was the same `Runner.run` frame (README
-"Profiling"; bench/profile_overhead.py measures the cost of a profile). The stacks come out as
-collapsed text (flamegraph.pl, speedscope) or speedscope's JSON file format.
+The loop runs on the process's main thread, where Python runs signal handlers: a CPU-time
+interval timer (ITIMER_PROF) sends SIGPROF every SAMPLE_INTERVAL_S of the process's CPU time,
+and the handler counts the main thread's stack at that moment. Chosen by measurement (README
+"Profiling", bench/profile_overhead.py) over two others: a sampler thread reading
+`sys._current_frames()` runs only where the loop lets go of the GIL, its wait for I/O, so
+nearly every sample was uvloop's `Runner.run`; pyinstrument's C hook runs at every Python
+call and return of the thread and cost 40-65 % of PUT throughput, this under the noise.
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
+import threading
 from collections import defaultdict
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
-from pyinstrument import Profiler as Sampler
-from pyinstrument.frame_info import ATTRIBUTE_MARKER_CLASS_NAME, IDENTIFIER_SEP, parse_frame_info
+from .errors import Conflict, Unavailable
 
-from .errors import Conflict
-
-SAMPLE_INTERVAL_S = 0.001  # pyinstrument's default
+SAMPLE_INTERVAL_S = 0.005
 SPEEDSCOPE_SCHEMA = "https://www.speedscope.app/file-format-schema.json"
 _SITE_PACKAGES = "/site-packages/"
 
@@ -32,23 +32,23 @@ Stack = tuple[Frame, ...]  # outermost first
 
 @dataclass(frozen=True, slots=True)
 class Profile:
-    seconds_by_stack: dict[Stack, float]  # wall time the loop's thread spent with this stack on top
-    samples: int
+    counts: dict[Stack, int]  # samples that found this stack
+    interval_s: float
+
+    @property
+    def samples(self) -> int:
+        return sum(self.counts.values())
 
     def collapsed(self) -> bytes:
-        """`frame;frame;frame count` lines, outermost frame first; a count is microseconds."""
-        lines = [
-            ";".join(_label(frame) for frame in stack) + f" {round(seconds * 1e6)}"
-            for stack, seconds in sorted(self.seconds_by_stack.items())
-            if round(seconds * 1e6) > 0
-        ]
+        """`frame;frame;frame count` lines, outermost frame first, counts in samples."""
+        lines = [";".join(_label(frame) for frame in stack) + f" {n}" for stack, n in sorted(self.counts.items())]
         return "".join(line + "\n" for line in lines).encode()
 
     def speedscope(self, name: str) -> dict[str, Any]:
-        """speedscope's file format: one sampled profile, weights in seconds."""
+        """speedscope's file format: one sampled profile, weights in seconds of CPU time."""
         index: dict[Frame, int] = {}
-        samples = [[index.setdefault(frame, len(index)) for frame in stack] for stack in self.seconds_by_stack]
-        weights = list(self.seconds_by_stack.values())
+        samples = [[index.setdefault(frame, len(index)) for frame in stack] for stack in self.counts]
+        weights = [n * self.interval_s for n in self.counts.values()]
         return {
             "$schema": SPEEDSCOPE_SCHEMA,
             "exporter": "kvstore-plus-plus",
@@ -75,34 +75,42 @@ def _label(frame: Frame) -> str:
     return f"{function} ({file}:{line})".replace(";", ":")
 
 
-def _frame(frame_info: str) -> Frame:
-    identifier, attributes = parse_frame_info(frame_info)
-    function, file, line = identifier.split(IDENTIFIER_SEP)
-    owner = next((attribute[1:] for attribute in attributes if attribute[0] == ATTRIBUTE_MARKER_CLASS_NAME), None)
-    # An installed module's path from its package down: the same on every machine.
-    return f"{owner}.{function}" if owner else function, file.rpartition(_SITE_PACKAGES)[2], int(line or 0)
+def _stack(frame: FrameType | None) -> Stack:
+    frames: list[Frame] = []
+    while frame is not None:
+        code = frame.f_code
+        # An installed module's path from its package down: the same on every machine.
+        frames.append((code.co_qualname, code.co_filename.rpartition(_SITE_PACKAGES)[2], code.co_firstlineno))
+        frame = frame.f_back
+    frames.reverse()
+    return tuple(frames)
 
 
 class Profiler:
-    """One profile at a time: a second request while one runs is a 409, not a second sampler."""
+    """One profile at a time: a second request while one runs is a 409, not a second timer."""
 
     def __init__(self) -> None:
         self._running = False
 
     async def profile_loop(self, seconds: float) -> Profile:
-        """Sample the thread of the running event loop, this coroutine's, for `seconds`."""
+        """Sample the running event loop's thread, which must be the main thread, for `seconds`."""
         if self._running:
             raise Conflict("a profile is already running on this node; try again when it is done")
+        if threading.current_thread() is not threading.main_thread():
+            raise Unavailable("profiling needs the event loop on the main thread (kvstored runs it there)")
         self._running = True
-        # async_mode disabled: the whole thread, not only this coroutine's context.
-        sampler = Sampler(interval=SAMPLE_INTERVAL_S, async_mode="disabled")
-        sampler.start()
+        counts: defaultdict[Stack, int] = defaultdict(int)
+
+        def on_sample(signum: int, frame: FrameType | None) -> None:
+            counts[_stack(frame)] += 1
+
+        previous = signal.signal(signal.SIGPROF, on_sample)
+        signal.siginterrupt(signal.SIGPROF, False)  # SA_RESTART: other threads' system calls go on
+        signal.setitimer(signal.ITIMER_PROF, SAMPLE_INTERVAL_S, SAMPLE_INTERVAL_S)
         try:
             await asyncio.sleep(seconds)
         finally:
-            session = sampler.stop()
+            signal.setitimer(signal.ITIMER_PROF, 0)
+            signal.signal(signal.SIGPROF, signal.SIG_DFL if previous is None else previous)  # None: set in C
             self._running = False
-        seconds_by_stack: defaultdict[Stack, float] = defaultdict(float)
-        for call_stack, elapsed in session.frame_records:
-            seconds_by_stack[tuple(_frame(info) for info in call_stack)] += elapsed
-        return Profile(seconds_by_stack, session.sample_count)
+        return Profile(dict(counts), SAMPLE_INTERVAL_S)

@@ -92,7 +92,8 @@ def test_collapsed_profile_under_load_names_the_put_path_and_one_runs_at_a_time(
     for line in lines:
         stack, count = line.rsplit(" ", 1)
         stacks[stack] = int(count)
-    assert sum(stacks.values()) > 100  # about 400 at 200 samples a second
+    # One sample per 5 ms of the node's CPU time: fewer than 400 in 2 s while it waits for fsync.
+    assert sum(stacks.values()) > 20
     frames = {frame.split(" (")[0] for stack in stacks for frame in stack.split(";")}
     assert {"KvApi._put", "Engine.put"} <= frames, sorted(frames)
 
@@ -100,7 +101,7 @@ def test_collapsed_profile_under_load_names_the_put_path_and_one_runs_at_a_time(
 @pytest.mark.usefixtures("load")
 def test_speedscope_profile_is_speedscope_json(node: NodeProcess) -> None:
     with node.client() as admin:
-        response = _profile(admin, seconds="1", format="speedscope")
+        response = _profile(admin, seconds="2", format="speedscope")
     assert response.status_code == 200, response.text
     document = response.json()
     assert {"$schema", "shared", "profiles"} <= document.keys()
