@@ -6,7 +6,8 @@ and the handler counts the main thread's stack at that moment. Chosen by measure
 "Profiling", bench/profile_overhead.py) over two others: a sampler thread reading
 `sys._current_frames()` runs only where the loop lets go of the GIL, its wait for I/O, so
 nearly every sample was uvloop's `Runner.run`; pyinstrument's C hook runs at every Python
-call and return of the thread and cost 40-65 % of PUT throughput, this under the noise.
+call and return of the thread and cost 40-65 % of PUT throughput; this handler takes 13 us a
+sample, 0.3 % of the CPU, and its cost is under the benchmark's noise.
 """
 
 from __future__ import annotations
