@@ -105,13 +105,15 @@ class Profiler:
         def on_sample(signum: int, frame: FrameType | None) -> None:
             counts[_stack(frame)] += 1
 
-        previous = signal.signal(signal.SIGPROF, on_sample)
+        signal.signal(signal.SIGPROF, on_sample)
         signal.siginterrupt(signal.SIGPROF, False)  # SA_RESTART: other threads' system calls go on
         signal.setitimer(signal.ITIMER_PROF, SAMPLE_INTERVAL_S, SAMPLE_INTERVAL_S)
         try:
             await asyncio.sleep(seconds)
         finally:
             signal.setitimer(signal.ITIMER_PROF, 0)
-            signal.signal(signal.SIGPROF, signal.SIG_DFL if previous is None else previous)  # None: set in C
+            # Ignored, not the default (which ends the process): a SIGPROF the timer raised just
+            # before it stopped may still be on its way to a thread busy in a system call.
+            signal.signal(signal.SIGPROF, signal.SIG_IGN)
             self._running = False
         return Profile(dict(counts), SAMPLE_INTERVAL_S)
