@@ -161,6 +161,12 @@ class KvClient:
     def list_snapshots(self) -> list[dict[str, Any]]:
         return list(self._json("GET", "/v1/admin/snapshots")["snapshots"])
 
+    def profile(self, seconds: int, form: str) -> bytes:
+        """The node's event loop sampled for `seconds`: collapsed stacks or speedscope JSON."""
+        params = {"seconds": str(seconds), "format": form}
+        answer = self._request("GET", "/v1/admin/profile", (200,), params=params, timeout_s=seconds + REQUEST_TIMEOUT_S)
+        return answer.body
+
     def wal_records(self, from_lsn: str | None, follow: bool) -> Iterator[WalLine]:
         """Stream WAL records as the node commits them; keepalive lines are skipped."""
         params = {"follow": "true" if follow else "false"}

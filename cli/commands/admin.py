@@ -1,12 +1,15 @@
-"""Node-wide commands: `checkpoint` and `snapshot create|list|export` (`status` is in cluster.py)."""
+"""Node-wide commands: `checkpoint`, `profile` and `snapshot create|list|export` (`status` is in cluster.py)."""
 
 from __future__ import annotations
 
+from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ..output import OutputFormat, emit_fields, emit_json, emit_table
+from ..client import KvctlError
+from ..output import OutputFormat, emit_fields, emit_json, emit_line, emit_table
 from .options import FormatOption, TokenOption, UrlOption, connect, output_format
 
 app = typer.Typer()  # added to kvctl without a name: its commands are top-level ones
@@ -65,6 +68,36 @@ def snapshot_export(
         emit_json(document)
     else:
         emit_fields([("to", document["to"]), *document["manifest"].items()])
+
+
+class ProfileFormat(StrEnum):
+    COLLAPSED = "collapsed"
+    SPEEDSCOPE = "speedscope"
+
+
+@app.command()
+def profile(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("-o", "--output", help="File to write the profile to.", dir_okay=False)],
+    seconds: Annotated[int, typer.Option("--seconds", min=1, max=60, help="How long to sample the node.")] = 10,
+    form: Annotated[
+        ProfileFormat,
+        typer.Option(
+            "--format",
+            help="collapsed: `frame;frame count` lines (flamegraph.pl, speedscope.app); speedscope: its JSON format.",
+        ),
+    ] = ProfileFormat.COLLAPSED,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Sample the node's event loop for --seconds while it serves, and write the profile to a file."""
+    with connect(ctx, url, token) as client:
+        data = client.profile(seconds, form.value)
+    try:
+        out.write_bytes(data)
+    except OSError as exc:
+        raise KvctlError(f"cannot write the profile to {out}: {exc.strerror}") from None
+    emit_line(f"wrote {len(data)} bytes ({form.value}) to {out}")
 
 
 def _emit_document(output: OutputFormat, document: dict[str, Any]) -> None:

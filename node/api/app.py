@@ -17,7 +17,7 @@ from ..auth import Authenticator
 from ..catalog import Principal
 from ..engine import Engine
 from ..errors import BadRequest, KvError
-from . import admin, backups, openapi, security, watch
+from . import admin, backups, openapi, profile, security, watch
 from . import replication as replication_api
 from .http import (
     JSON_HEADERS,
@@ -74,6 +74,7 @@ class App:
                 *self._kv.routes(),
                 *admin.routes(node),
                 *backups.routes(node),
+                *profile.routes(),
                 *watch.routes(node, self.watchers),
                 *security.routes(node),
                 *replication_api.routes(node),

@@ -51,6 +51,9 @@ NOT_FUZZED = {
     # newer timeline than the node's proves a promotion elsewhere, so the node fences itself.
     "GET /v1/replication/stream": "endless, and a newer timeline fences the node",
     "GET /v1/watch": "endless: follows the WAL until the client leaves",
+    # Every valid request samples the node for 1 to 60 s, one at a time (409 meanwhile):
+    # tests/node/test_profile.py tests it, bad parameters included.
+    "GET /v1/admin/profile": "each valid request takes seconds, one at a time",
     "POST /v1/replication/feedback": "a newer timeline fences the node",
     # Rules that reject the caller are refused (400 would_lock_out) unless ?force=true, which
     # locks the run out: whether rules admit the caller is no schema's to say.

@@ -1,4 +1,4 @@
-"""The operations paths: checkpoints, snapshots, WAL inspection and the store's digest."""
+"""The operations paths: checkpoints, snapshots, WAL inspection, the store's digest and profiles."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from ..admin import WAL_RECORDS_MAX
 from ..backups import MAX_URL_CHARS
 from ..http import LSN_PATTERN
+from ..profile import PROFILE_FORMATS, PROFILE_SECONDS_MAX
 from .parts import LSN_TEXT, error_responses, integer, json_body, obj, ok, query_param
 
 
@@ -152,6 +153,31 @@ def paths() -> dict[str, dict[str, Any]]:
                     }
                 }
                 | error_responses(400, 403, 410, 429),
+            }
+        },
+        "/v1/admin/profile": {
+            "get": {
+                "operationId": "profile",
+                "summary": "Sample the event loop's thread for `seconds` while the node serves; one profile at a time",
+                "parameters": [
+                    query_param("seconds", integer(1, PROFILE_SECONDS_MAX), "how long to sample", required=True),
+                    query_param(
+                        "format",
+                        {"enum": list(PROFILE_FORMATS)},
+                        "collapsed (default): `frame;frame count` lines, counts in samples (flamegraph.pl, "
+                        "speedscope); speedscope: speedscope's JSON file format",
+                    ),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the profile",
+                        "content": {
+                            "text/plain": {"schema": {"type": "string"}},
+                            "application/json": {"schema": {"type": "object"}},
+                        },
+                    }
+                }
+                | error_responses(400, 409),
             }
         },
         "/v1/admin/digest": {

@@ -1,0 +1,80 @@
+"""What a running profile (GET /v1/admin/profile) costs the node: PUT requests/s with and without one.
+
+    python -m bench.profile_overhead [--duration 5] [--rounds 3] [--connections 50]
+
+One node (fsync=off, so the disk does not hide CPU costs), wrk PUTs of 100-byte values over
+10,000 keys. Each round runs wrk twice, once alone and once while a profile samples the event
+loop for the whole run, taking turns at going first (a growing WAL slows later runs). Prints
+each round's rates side by side and the median overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import threading
+from pathlib import Path
+
+import httpx
+
+from kvstore.chaos.launcher import NodeLauncher
+
+from . import wrk
+
+KEYS = 10_000
+VALUE = "x" * 100
+PASSWORD = "bench-password"
+
+
+def _put_rate(node: NodeLauncher, args: argparse.Namespace, profiled: bool) -> float:
+    script = wrk.lua_requests("PUT", "/v1/kv/bench:k", KEYS, VALUE, {"Authorization": f"Bearer {node.token()}"})
+    answers: list[httpx.Response] = []
+    profile = threading.Thread(
+        target=lambda: answers.append(
+            httpx.get(
+                f"{node.url}/v1/admin/profile",
+                params={"seconds": str(args.duration + 1)},  # covers wrk's whole run
+                headers={"authorization": f"Bearer {node.token()}"},
+                timeout=args.duration + 30,
+            )
+        )
+    )
+    if profiled:
+        profile.start()
+    result = wrk.run(node.url, args.duration, args.connections, script)
+    if profiled:
+        profile.join()
+        answers[0].raise_for_status()
+    if result.non_2xx or result.socket_errors:
+        raise RuntimeError(f"PUT: {result.non_2xx} non-2xx, {result.socket_errors} socket errors")
+    return result.requests_per_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=5, help="seconds of wrk per run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=50)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as workdir:
+        node = NodeLauncher(Path(workdir) / "node", PASSWORD, env={"KVSTORE_FSYNC": "off"})
+        try:
+            node.start()
+            print(f"{'round':>5}  {'PUT/s alone':>12}  {'PUT/s profiled':>14}  {'overhead':>8}", flush=True)
+            overheads = []
+            for round_index in range(args.rounds):
+                order = (False, True) if round_index % 2 == 0 else (True, False)
+                rates = {profiled: _put_rate(node, args, profiled) for profiled in order}
+                overhead = 1 - rates[True] / rates[False]
+                overheads.append(overhead)
+                print(
+                    f"{round_index + 1:>5}  {rates[False]:>12.0f}  {rates[True]:>14.0f}  {overhead:>8.1%}", flush=True
+                )
+            print(f"median overhead: {statistics.median(overheads):.1%}")
+        finally:
+            node.close()
+
+
+if __name__ == "__main__":
+    main()
