@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -15,10 +16,34 @@ import httpx
 READY_TIMEOUT_S = 60.0
 
 
+# Ports handed out come from below the kernel's ephemeral range (ip_local_port_range), so no
+# outgoing connection (a client's, a replica's) can take one between this check and the
+# server's bind; and none is handed out twice by one process.
+_PORTS_LOW = 20000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    high = _ephemeral_low() - 1
+    for _ in range(1000):
+        port = random.randint(_PORTS_LOW, high) if high > _PORTS_LOW else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use
+            port = int(probe.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free port on 127.0.0.1 between {_PORTS_LOW} and {high}")
 
 
 class NodeLauncher:
