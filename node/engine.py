@@ -286,8 +286,8 @@ class Engine:
 
     def _mark_time(self) -> None:
         """A TIME record before the first write of each millisecond: a restore can stop at a time."""
-        ms = now_ms()
-        if self.time_marks and ms != self._marked_ms and self.read_only_reason is None:
+        # Archiving off: no clock read on the write path (`and` stops before now_ms()).
+        if self.time_marks and self.read_only_reason is None and (ms := now_ms()) != self._marked_ms:
             self._marked_ms = ms
             self._log(records.time_record(ms), (), control=True)
 
