@@ -2,16 +2,19 @@
 
     python -m bench.profile_overhead [--duration 5] [--rounds 3] [--connections 50]
 
-One node (fsync=off, so the disk does not hide CPU costs), wrk PUTs of 100-byte values over
-10,000 keys. Each round runs wrk twice, once alone and once while a profile samples the event
-loop for the whole run, taking turns at going first (a growing WAL slows later runs). Prints
-each round's rates side by side and the median overhead.
+One node (fsync=off, so the disk does not hide CPU costs), `kvb set-heavy` (wrk when installed)
+PUTs of 100-byte values over 10,000 keys. Each round runs kvb twice, once alone and once while
+a profile samples the event loop for the whole run, taking turns at going first (a growing WAL
+slows later runs). Prints each round's rates side by side and the median overhead.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -20,21 +23,18 @@ import httpx
 
 from kvstore.chaos.launcher import NodeLauncher
 
-from . import wrk
-
 KEYS = 10_000
-VALUE = "x" * 100
+VALUE_SIZE = 100
 PASSWORD = "bench-password"
 
 
-def _put_rate(node: NodeLauncher, args: argparse.Namespace, profiled: bool) -> float:
-    script = wrk.lua_requests("PUT", "/v1/kv/bench:k", KEYS, VALUE, {"Authorization": f"Bearer {node.token()}"})
+def _put_rate(node: NodeLauncher, args: argparse.Namespace, profiled: bool, workdir: Path) -> float:
     answers: list[httpx.Response] = []
     profile = threading.Thread(
         target=lambda: answers.append(
             httpx.get(
                 f"{node.url}/v1/admin/profile",
-                params={"seconds": str(args.duration + 1)},  # covers wrk's whole run
+                params={"seconds": str(args.duration + 1)},  # covers kvb's whole run
                 headers={"authorization": f"Bearer {node.token()}"},
                 timeout=args.duration + 30,
             )
@@ -42,18 +42,23 @@ def _put_rate(node: NodeLauncher, args: argparse.Namespace, profiled: bool) -> f
     )
     if profiled:
         profile.start()
-    result = wrk.run(node.url, args.duration, args.connections, script)
+    prefix = workdir / f"kvb-{'profiled' if profiled else 'alone'}"
+    command = [sys.executable, "-m", "kvstore.cli.kvb", "set-heavy", "--url", node.url, "--token", node.token()]
+    options = ["--concurrency", str(args.connections), "--duration", str(args.duration), "--keys", str(KEYS)]
+    options += ["--value-size", str(VALUE_SIZE), "--output-prefix", str(prefix)]
+    subprocess.run(command + options, check=True, stdout=subprocess.DEVNULL)
     if profiled:
         profile.join()
         answers[0].raise_for_status()
-    if result.non_2xx or result.socket_errors:
-        raise RuntimeError(f"PUT: {result.non_2xx} non-2xx, {result.socket_errors} socket errors")
-    return result.requests_per_s
+    (test,) = json.loads(prefix.with_suffix(".json").read_text())["tests"]
+    if test["errors"]:
+        raise RuntimeError(f"PUT: errors {test['errors']}")
+    return float(test["rps"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=int, default=5, help="seconds of wrk per run")
+    parser.add_argument("--duration", type=int, default=5, help="seconds of kvb per run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=50)
     args = parser.parse_args()
@@ -65,7 +70,7 @@ def main() -> None:
             overheads = []
             for round_index in range(args.rounds):
                 order = (False, True) if round_index % 2 == 0 else (True, False)
-                rates = {profiled: _put_rate(node, args, profiled) for profiled in order}
+                rates = {profiled: _put_rate(node, args, profiled, Path(workdir)) for profiled in order}
                 overhead = 1 - rates[True] / rates[False]
                 overheads.append(overhead)
                 print(

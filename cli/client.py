@@ -176,6 +176,17 @@ class KvClient:
             for text in self._client.stream_lines(Call("GET", "/v1/admin/wal/records", (200,), params=params)):
                 yield _wal_line(text)
 
+    def audit(self, since: str | None, user: str | None, follow: bool) -> Iterator[str]:
+        """The node's audit log lines (JSON text), oldest first; with follow, then new ones as
+        they are written. Keepalive lines are skipped."""
+        params = {"follow": "true" if follow else "false"}
+        if since is not None:
+            params["since"] = since
+        if user is not None:
+            params["user"] = user
+        with self._translated():
+            yield from self._client.stream_lines(Call("GET", "/v1/admin/audit", (200,), params=params))
+
     def watch(self, prefix: str, from_lsn: str | None) -> Iterator[Event | Progress]:
         """The committed changes under `prefix` (GET /v1/watch) and the node's progress marks,
         resumed by the library after a dropped connection."""

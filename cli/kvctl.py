@@ -21,7 +21,7 @@ import sys
 import typer
 
 from .client import KvctlError
-from .commands import admin, apikeys, backup, cluster, data, login, security, settings, users, wal, watch
+from .commands import admin, apikeys, audit, backup, cluster, data, login, security, settings, users, wal, watch
 from .commands.options import FormatOption, GlobalOptions, TokenOption, UrlOption
 from .output import OutputFormat, StdoutClosed, emit_error, requested_format
 
@@ -45,6 +45,7 @@ app.add_typer(admin.app)
 app.add_typer(cluster.app)
 app.add_typer(backup.app)
 app.add_typer(users.app)
+app.add_typer(audit.app)
 app.add_typer(admin.snapshot_app, name="snapshot")
 app.add_typer(backup.backup_app, name="backup")
 app.add_typer(wal.app, name="wal")

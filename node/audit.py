@@ -54,7 +54,7 @@ class AuditLog:
     ) -> None:
         self.path = path
         self._max_bytes = max_bytes
-        self._keep = keep
+        self.keep = keep  # rotated files kept: audit.jsonl.1 .. audit.jsonl.{keep}
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._size = os.fstat(self._fd).st_size
         self._window_s = refusal_window_s
@@ -128,7 +128,7 @@ class AuditLog:
 
     def _rotate(self) -> None:
         os.close(self._fd)
-        for index in range(self._keep - 1, 0, -1):
+        for index in range(self.keep - 1, 0, -1):
             older = self.path.with_name(f"{self.path.name}.{index}")
             if older.exists():
                 older.replace(self.path.with_name(f"{self.path.name}.{index + 1}"))

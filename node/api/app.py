@@ -17,7 +17,7 @@ from ..auth import Authenticator
 from ..catalog import Principal
 from ..engine import Engine
 from ..errors import BadRequest, KvError
-from . import admin, backups, openapi, profile, security, watch
+from . import admin, audit, backups, openapi, profile, security, watch
 from . import replication as replication_api
 from .http import (
     JSON_HEADERS,
@@ -42,6 +42,7 @@ class NodeApi(
     CatalogNode,
     security.SecurityNode,
     admin.AdminNode,
+    audit.AuditNode,
     watch.WatchNode,
     replication_api.ReplicationApiNode,
     Protocol,
@@ -75,6 +76,7 @@ class App:
                 *admin.routes(node),
                 *backups.routes(node),
                 *profile.routes(),
+                *audit.routes(node),
                 *watch.routes(node, self.watchers),
                 *security.routes(node),
                 *replication_api.routes(node),

@@ -1,9 +1,11 @@
-"""GET /v1/admin/profile and `kvctl profile` against a real node, under a load of PUTs."""
+"""GET /v1/admin/profile and `kvctl profile` against a real node, loaded by `kvb set-heavy`."""
 
 from __future__ import annotations
 
 import json
-import threading
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,8 +16,10 @@ import pytest
 from support.harness import CHEAP_HASHING, NodeProcess
 from support.kvctl_runner import as_env, kvctl, ok
 from support.sessions import bearer, login_token
+from support.waiting import wait_until
 
-PUT_THREADS = 4
+# Answered PUTs: kvb's load has reached the node once these count.
+PUT_METRIC = "kvstore_kv_operations_total{"
 PASSWORD = "profile-writer-password"
 
 
@@ -30,26 +34,30 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
 
 
 @pytest.fixture
-def load(node: NodeProcess) -> Iterator[None]:
-    """Threads of PUTs until the test is done: the hot path a profile must show."""
-    stop = threading.Event()
+def load(node: NodeProcess, tmp_path: Path) -> Iterator[None]:
+    """kvb set-heavy until the test is done: the hot path a profile must show."""
+    kvb = subprocess.Popen(
+        [sys.executable, "-m", "kvstore.cli.kvb", "set-heavy", "--url", node.url, "--token", node.token()]
+        + ["--engine", "python", "--processes", "1", "--concurrency", "8", "--duration", "120"]
+        + ["--keys", "1000", "--value-size", "100", "--output-prefix", str(tmp_path / "kvb")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "KVCTL_CONFIG": str(tmp_path / "no-login.json")},
+    )
+    try:
+        wait_until(lambda: _put_count(node) >= 200, timeout_s=30, what="kvb's PUTs reach the node")
+        yield
+        assert kvb.poll() is None, kvb.stderr.read() if kvb.stderr else ""  # loaded the node throughout
+    finally:
+        kvb.kill()
+        kvb.wait()
 
-    def put_until_stopped(worker: int) -> int:
-        done = 0
-        with node.client() as client:
-            while not stop.is_set():
-                response = client.put(f"/v1/kv/load:{worker}:{done % 100}", content=b"x" * 100)
-                assert response.status_code in (200, 201), response.text
-                done += 1
-        return done
 
-    with ThreadPoolExecutor(PUT_THREADS) as pool:
-        workers = [pool.submit(put_until_stopped, worker) for worker in range(PUT_THREADS)]
-        try:
-            yield
-        finally:
-            stop.set()
-            assert all(worker.result() > 0 for worker in workers)
+def _put_count(node: NodeProcess) -> float:
+    text = httpx.get(f"{node.url}/metrics", timeout=10).text
+    lines = text.splitlines()
+    counts = [line.rsplit(" ", 1)[1] for line in lines if line.startswith(PUT_METRIC) and 'op="put"' in line]
+    return sum(float(count) for count in counts)
 
 
 def _profile(client: httpx.Client, **params: str) -> httpx.Response:

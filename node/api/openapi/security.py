@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ... import auth_policy, hba
+from ..audit import AUDIT_USER_MAX_CHARS
 from ..http import VERSION_ETAG_PATTERN
 from .parts import (
     CATALOG_WRITES,
@@ -118,6 +119,38 @@ def paths() -> dict[str, dict[str, Any]]:
                 ),
                 "responses": {"200": ok(jwt_keys, "the keys after the rotation")}
                 | error_responses(400, 409, *CATALOG_WRITES),
+            }
+        },
+        "/v1/admin/audit": {
+            "get": {
+                "operationId": "readAuditLog",
+                "summary": "The audit log (logins, refusals, user, role, key and policy changes) as NDJSON, oldest "
+                "retained line first",
+                "parameters": [
+                    query_param(
+                        "since",
+                        {"type": "string", "format": "date-time"},
+                        "ISO 8601 time (no zone: UTC); lines from that second on",
+                    ),
+                    query_param(
+                        "user",
+                        {"type": "string", "minLength": 1, "maxLength": AUDIT_USER_MAX_CHARS},
+                        "lines about this user: its user, by (the actor), or among an aggregated line's users",
+                    ),
+                    query_param(
+                        "follow",
+                        {"type": "boolean"},
+                        "then keep streaming lines as they are written (empty lines keep the connection alive) "
+                        "until the client leaves",
+                    ),
+                ],
+                "responses": {
+                    "200": {
+                        "description": "NDJSON: {ts, event, ...} per line, as written to data/log/audit.jsonl",
+                        "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                    }
+                }
+                | error_responses(400),
             }
         },
         "/v1/admin/settings/auth": {
