@@ -123,7 +123,8 @@ def test_speedscope_profile_is_speedscope_json(node: NodeProcess) -> None:
     assert profile["endValue"] == pytest.approx(sum(profile["weights"]))
 
 
-def test_kvctl_profile_writes_the_file(node: NodeProcess, tmp_path: Path) -> None:
+@pytest.mark.usefixtures("load")
+def test_kvctl_profile_writes_the_file_naming_the_put_path(node: NodeProcess, tmp_path: Path) -> None:
     out = tmp_path / "loop.speedscope.json"
     printed = ok(
         kvctl(
@@ -142,4 +143,7 @@ def test_kvctl_profile_writes_the_file(node: NodeProcess, tmp_path: Path) -> Non
     assert json.loads(out.read_bytes())["profiles"][0]["type"] == "sampled"
     collapsed = tmp_path / "loop.folded"
     ok(kvctl("profile", "--seconds", "1", "-o", str(collapsed), config=tmp_path / "login", env=as_env(node)))
-    assert all(line.rsplit(" ", 1)[1].isdigit() for line in collapsed.read_text().splitlines())
+    lines = collapsed.read_text().splitlines()
+    assert all(line.rsplit(" ", 1)[1].isdigit() for line in lines)
+    frames = {frame.split(" (")[0] for line in lines for frame in line.rsplit(" ", 1)[0].split(";")}
+    assert {"KvApi._put", "Engine.put"} <= frames, sorted(frames)
