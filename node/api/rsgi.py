@@ -31,6 +31,7 @@ from ..errors import (
 )
 from .app import LOGIN_PATH, App
 from .connections import Connections
+from .deadlines import BodyDeadlines
 from .http import Request, Response, StreamResponse, client_address, error_response
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ class RsgiAdapter:
         self.operator = operator
         self._open_paths = app.router.open_paths
         self.body_timeout_s = app.settings.http_body_timeout_ms / 1000
+        self.deadlines = BodyDeadlines(self.body_timeout_s)
 
     def _body_limit(self, method: str, path: str) -> int:
         settings = self.app.settings
@@ -174,9 +176,14 @@ class RsgiAdapter:
     async def _serve(self, scope: Any, proto: Any, size: int, principal: Principal | None) -> None:
         body = b""
         if size:
+            deadlines = self.deadlines
+            task: Any = asyncio.current_task()
+            tick = deadlines.start(task)
             try:
-                body = await asyncio.wait_for(proto(), self.body_timeout_s)
-            except TimeoutError:
+                body = await proto()
+            except asyncio.CancelledError:
+                if not deadlines.expired(task):
+                    raise
                 metrics.HTTP_REJECTED.labels("body_timeout").inc()
                 timeout_ms = self.app.settings.http_body_timeout_ms
                 error: KvError = RequestTimeout(
@@ -190,6 +197,8 @@ class RsgiAdapter:
                 error = IncompleteBody(f"the connection ended before the {size}-byte body announced was sent")
                 self._respond_closing(proto, error_response(error))
                 return
+            finally:
+                deadlines.finish(tick, task)
         request = Request(
             scope.method, scope.path, scope.query_string, scope.headers, body, scope.client, scope.server, principal
         )
