@@ -10,6 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
+from kvstore.node.audit_reader import since_text
+
 from ..output import OutputFormat, emit_line
 from .options import FormatOption, TokenOption, UrlOption, connect, output_format
 from .wal import stop_on_ctrl_c
@@ -30,14 +32,11 @@ def since_time(text: str, now: datetime | None = None) -> str:
         moment = (now or datetime.now(UTC)) - timedelta(**{AGO_UNITS[ago.group(2)]: int(ago.group(1))})
         return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
-        moment = datetime.fromisoformat(text)
+        return since_text(text)
     except ValueError:
         raise typer.BadParameter(
             f"{text!r} is neither an ISO 8601 time (2026-12-03T10:00:00Z) nor a span ago (30s, 10m, 2h, 7d)"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @app.command()
