@@ -11,9 +11,10 @@ called). Two profilers, because they see different things:
 - `endpoint`: the node's own GET /v1/admin/profile (SIGPROF, one sample per 5 ms of CPU). Python
   frames only, and C time (a syscall, uvloop, granian) is counted in the Python frame that runs
   next, so it says which of our functions are costly, not exactly how much.
-- `py-spy`: `py-spy record --native` from outside (needs ptrace: root, or CAP_SYS_PTRACE), 250
+- `py-spy`: `py-spy record --native` from outside (needs ptrace: root, or CAP_SYS_PTRACE), 50
   samples a second of wall time, idle ones left out. Native frames show the syscalls and the
-  server's C and Rust code; `epoll_pwait` is the loop waiting for work.
+  server's C and Rust code; `epoll_pwait` is the loop waiting for work. Each sample pauses the
+  node, so it serves several times slower while sampled (the printed rate shows by how much).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from . import wrk
 KEYS = 10_000
 VALUE = "x" * 100
 PASSWORD = "bench-password"
-PY_SPY_RATE = 250
+PY_SPY_RATE = 50  # each sample pauses the node to unwind its stacks: at 250 a second PUT/s fell 20x
 
 
 def summarize(folded: str, main_thread_only: bool) -> tuple[int, Counter[str], Counter[str]]:
