@@ -1,11 +1,12 @@
 """What a running profile (GET /v1/admin/profile) costs the node: PUT requests/s with and without one.
 
-    python -m bench.profile_overhead [--duration 5] [--rounds 3] [--connections 50]
+    python -m bench.profile_overhead [--duration 5] [--rounds 3] [--connections 50] [--fsync off|always]
 
-One node (fsync=off, so the disk does not hide CPU costs), `kvb set-heavy` (wrk when installed)
-PUTs of 100-byte values over 10,000 keys. Each round runs kvb twice, once alone and once while
-a profile samples the event loop for the whole run, taking turns at going first (a growing WAL
-slows later runs). Prints each round's rates side by side and the median overhead.
+One node (fsync=off by default, so the disk does not hide CPU costs; `--fsync always` for the
+durable path), `kvb set-heavy` (wrk when installed) PUTs of 100-byte values over 10,000 keys.
+Each round runs kvb twice, once alone and once while a profile samples the event loop for the
+whole run, taking turns at going first (a growing WAL slows later runs). Prints each round's
+rates side by side and the median overhead.
 """
 
 from __future__ import annotations
@@ -61,9 +62,10 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=5, help="seconds of kvb per run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--fsync", choices=("off", "always"), default="off")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
-        node = NodeLauncher(Path(workdir) / "node", PASSWORD, env={"KVSTORE_FSYNC": "off"})
+        node = NodeLauncher(Path(workdir) / "node", PASSWORD, env={"KVSTORE_FSYNC": args.fsync})
         try:
             node.start()
             print(f"{'round':>5}  {'PUT/s alone':>12}  {'PUT/s profiled':>14}  {'overhead':>8}", flush=True)
