@@ -109,6 +109,10 @@ def seaweedfs(directory: Path) -> Iterator[S3Server]:
         f"-s3.config={config}",
         "-admin.ui=false",
         "-master.telemetry=false",  # on by default: it would report usage over the internet
+        # Listeners we do not use, on fixed default ports (8181, 9101): off, or a run beside
+        # another finds them taken and SeaweedFS exits (its fallback port search races).
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
         *(f"-{flag}={free_port()}" for flag in PORT_FLAGS),
     ]
     log = directory / "weed.log"

@@ -126,6 +126,10 @@ class SeaweedFS:
             f"-s3.config={config}",
             "-admin.ui=false",
             "-master.telemetry=false",  # on by default: it would report usage over the internet
+            # Listeners we do not use, on fixed default ports (8181, 9101): off, or a run beside
+            # another finds them taken and SeaweedFS exits (its fallback port search races).
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
             *ports,
         ]
         self._log = directory / "weed.log"
